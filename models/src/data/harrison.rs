@@ -1,0 +1,1 @@
+//! HARRISON layout reader.

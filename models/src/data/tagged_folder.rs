@@ -1,0 +1,1 @@
+//! Tagged image folder reader.

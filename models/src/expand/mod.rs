@@ -1,0 +1,1 @@
+//! Instagram hashtag expansion by co-occurrence (see issue: Instagram-style hashtags).

@@ -1,0 +1,1 @@
+//! Story language model (see issue: story model).

@@ -1,0 +1,4 @@
+use clap::Args;
+#[derive(Args)]
+pub struct TrainTagsArgs {}
+pub fn run(_a: TrainTagsArgs) -> anyhow::Result<()> { anyhow::bail!("todo") }

@@ -1,0 +1,72 @@
+//! `hashtale`: hashtags and short stories for images.
+//!
+//! One binary with subcommands; each lives in `src/cmd/`. Errors surface here through anyhow.
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(name = "hashtale", version, about = "Hashtags and short stories for images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print ranked hashtags (and optionally a story) for images.
+    Tag(cmd::tag::TagArgs),
+    /// Write stories seeded with a hashtag.
+    Story(cmd::story::StoryArgs),
+    /// ImageNet top-5 of the encoder, to check the pretrained weights.
+    Classify(cmd::classify::ClassifyArgs),
+    /// Train a model.
+    #[command(subcommand)]
+    Train(TrainCmd),
+    /// Evaluate a model.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// Instagram hashtag statistics.
+    #[command(subcommand)]
+    Hashtags(cmd::hashtags::HashtagsCmd),
+}
+
+#[derive(Subcommand)]
+enum TrainCmd {
+    /// Train a hashtag model (attention, show-tell or multi-label) on a tagged image folder.
+    Tags(cmd::train_tags::TrainTagsArgs),
+    /// Train the character-level story language model.
+    Story(cmd::story::TrainStoryArgs),
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Hashtag metrics (P@1, R@5, A@5, per-word P/R/F1, N+, BLEU-1) on a tagged image folder.
+    Tags(cmd::eval_tags::EvalTagsArgs),
+    /// Bits per character of the story model on a text file.
+    Story(cmd::story::EvalStoryArgs),
+    /// Recall/precision@5 of the Instagram hashtag expansion on HARRISON's held-out posts.
+    Expand(cmd::hashtags::EvalExpandArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Tag(a) => cmd::tag::run(a),
+        Command::Story(a) => cmd::story::run(a),
+        Command::Classify(a) => cmd::classify::run(a),
+        Command::Train(TrainCmd::Tags(a)) => cmd::train_tags::run(a),
+        Command::Train(TrainCmd::Story(a)) => cmd::story::run_train(a),
+        Command::Eval(EvalCmd::Tags(a)) => cmd::eval_tags::run(a),
+        Command::Eval(EvalCmd::Story(a)) => cmd::story::run_eval(a),
+        Command::Eval(EvalCmd::Expand(a)) => cmd::hashtags::run_eval(a),
+        Command::Hashtags(c) => cmd::hashtags::run(c),
+    }
+}
