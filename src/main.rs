@@ -29,6 +29,24 @@ enum Command {
     /// Instagram hashtag statistics.
     #[command(subcommand)]
     Hashtags(cmd::hashtags::HashtagsCmd),
+    /// Everything in one process: SQLite, in-process queue, scheduler, worker, API.
+    Run(cmd::run::RunArgs),
+    /// The HTTP API.
+    Serve(cmd::serve::ServeArgs),
+    /// The batching worker (runs the models on queued jobs).
+    Worker(cmd::worker::WorkerArgs),
+    /// Watched folders, feeds and the ingest queue → jobs.
+    Scheduler(cmd::scheduler::SchedulerArgs),
+    /// Apply the database migrations.
+    Migrate(cmd::migrate::MigrateArgs),
+    /// Enqueue a list of images (paths/URLs; plain, CSV or JSONL), resumable.
+    Backfill(cmd::backfill::BackfillArgs),
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCmd),
+    /// Benchmarks (pipeline overhead, model throughput).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCmd),
 }
 
 #[derive(Subcommand)]
@@ -68,5 +86,13 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(EvalCmd::Story(a)) => cmd::story::run_eval(a),
         Command::Eval(EvalCmd::Expand(a)) => cmd::hashtags::run_eval(a),
         Command::Hashtags(c) => cmd::hashtags::run(c),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Worker(a) => cmd::worker::run(a),
+        Command::Scheduler(a) => cmd::scheduler::run(a),
+        Command::Migrate(a) => cmd::migrate::run(a),
+        Command::Backfill(a) => cmd::backfill::run(a),
+        Command::Config(c) => cmd::config::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
     }
 }

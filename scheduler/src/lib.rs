@@ -1,1 +1,67 @@
-//! placeholder
+//! The scheduler: turns sources into posts and new posts into jobs.
+//!
+//! Sources: watched folders (notify), RSS/Atom/JSON feeds (feed-rs, polled with ETag and
+//! Last-Modified), the RabbitMQ ingest queue, and backfill files. Posts are unique per
+//! (source, external id), so seeing the same thing twice never makes a second job.
+pub mod backfill;
+pub mod dir;
+pub mod feed;
+pub mod ingest;
+
+use hashtale_core::metrics::{self, inc};
+use hashtale_core::queue::JobQueue;
+use hashtale_core::types::{Ingested, JobMessage, NewPost};
+use hashtale_core::{Result, Store};
+
+/// Stores posts and enqueues the jobs of new ones.
+#[derive(Clone)]
+pub struct Ingestor {
+    pub store: Store,
+    pub queue: JobQueue,
+}
+
+impl Ingestor {
+    pub fn new(store: Store, queue: JobQueue) -> Self {
+        Self { store, queue }
+    }
+
+    /// Stores one post; if it is new, its job is committed and then handed to the queue.
+    pub async fn ingest(&self, post: &NewPost) -> Result<Ingested> {
+        let r = self.ingest_only(post).await?;
+        if let Some(job_id) = r.job_id {
+            self.queue
+                .enqueue(
+                    &self.store,
+                    &[JobMessage {
+                        job_id,
+                        post_id: r.post_id,
+                    }],
+                )
+                .await?;
+        }
+        Ok(r)
+    }
+
+    /// Stores a post without publishing its job (call [`Ingestor::enqueue`] for a chunk).
+    pub async fn ingest_only(&self, post: &NewPost) -> Result<Ingested> {
+        let r = self.store.ingest(post, self.queue.initial_state()).await?;
+        if r.job_id.is_some() {
+            inc(&metrics::global().posts_ingested, 1);
+        }
+        Ok(r)
+    }
+
+    /// Hands a chunk of new jobs to the queue.
+    pub async fn enqueue(&self, ingested: &[Ingested]) -> Result<()> {
+        let msgs: Vec<JobMessage> = ingested
+            .iter()
+            .filter_map(|r| {
+                r.job_id.map(|job_id| JobMessage {
+                    job_id,
+                    post_id: r.post_id,
+                })
+            })
+            .collect();
+        self.queue.enqueue(&self.store, &msgs).await
+    }
+}

@@ -1,4 +1,38 @@
+//! `hashtale classify`: the encoder's own ImageNet prediction, to check the pretrained weights.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::{Device, D};
 use clap::Args;
+use hashtale_models::encoder::{default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder};
+use hashtale_models::image_prep::load_image;
+
 #[derive(Args)]
-pub struct ClassifyArgs {}
-pub fn run(_a: ClassifyArgs) -> anyhow::Result<()> { anyhow::bail!("todo") }
+pub struct ClassifyArgs {
+    /// Image files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+}
+
+pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let encoder = EfficientNetLite0::load(&default_encoder_path(), &device)
+        .context("loading the encoder")?;
+    let classes = imagenet_classes()?;
+    for path in &a.images {
+        let img = load_image(path)?;
+        let enc = encoder.encode_images(&[img])?;
+        let probs = candle_nn::ops::softmax(&encoder.classify(&enc.pooled)?, D::Minus1)?;
+        let probs = probs.squeeze(0)?.to_vec1::<f32>()?;
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&x, &y| probs[y].total_cmp(&probs[x]));
+        println!("{}", path.display());
+        for &i in idx.iter().take(a.top) {
+            println!("  {:>6.2}%  {}", probs[i] * 100.0, classes[i]);
+        }
+    }
+    Ok(())
+}

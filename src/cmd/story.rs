@@ -1,22 +1,233 @@
-//! `hashtale story`, `hashtale train story`, `hashtale eval story` (owned by the story-model work).
-use clap::Args;
+//! `hashtale story`, `hashtale train story`, `hashtale eval story`: the hashtag-seeded story model.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hashtale_models::story::corpus::{read_stories, CorpusSpec};
+use hashtale_models::story::train::{train, TrainConfig};
+use hashtale_models::story::{GenerateOptions, StoryModel};
 
 #[derive(Args)]
 pub struct StoryArgs {
     /// The hashtag that seeds the story, e.g. "#beach".
     pub seed: String,
+    /// How many stories to write (one batch, one RNG stream each).
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Sampling temperature (0: always the most likely character).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the k most likely characters only.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Story length in characters.
+    #[arg(long, default_value_t = 500)]
+    pub max_chars: usize,
+    /// End at a sentence end near the length limit.
+    #[arg(long)]
+    pub stop_at_sentence_end: bool,
+    /// RNG seed (same seed, same stories).
+    #[arg(long, default_value_t = GenerateOptions::default().seed)]
+    pub rng_seed: u64,
+    /// Model directory (default: $HASHTALE_STORY_MODEL or the shipped assets/story).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
-#[derive(Args)]
-pub struct TrainStoryArgs {}
-#[derive(Args)]
-pub struct EvalStoryArgs {}
 
-pub fn run(_a: StoryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the story model is not built yet")
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Preset {
+    /// hashtale's default (see docs/story.md).
+    Default,
+    /// The seed's reference setting: embedding 1024, 2 layers, RMSProp lr 0.01, 100 epochs.
+    Seed,
 }
-pub fn run_train(_a: TrainStoryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the story model is not built yet")
+
+#[derive(Args)]
+pub struct TrainStoryArgs {
+    /// Output checkpoint directory (best model; the latest goes to OUT/last).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Corpus file, PATH or PATH:WEIGHT; repeatable. The first one picks the best checkpoint.
+    #[arg(long = "corpus", default_values_t = [
+        "../shared/data/stories/personabank.txt:4".to_string(),
+        "../shared/data/stories/rocstories-cloze.txt:1".to_string(),
+    ])]
+    pub corpora: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Preset::Default)]
+    pub preset: Preset,
+    /// Start from this checkpoint's weights (fine-tuning).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub emb: Option<usize>,
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Truncated BPTT length.
+    #[arg(long)]
+    pub bptt: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// RMSProp decay ρ.
+    #[arg(long)]
+    pub decay: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Minutes of training steps; the schedule is re-planned to end within them.
+    #[arg(long)]
+    pub time_budget_min: Option<f64>,
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Cosine floor as a fraction of the learning rate (1: constant).
+    #[arg(long)]
+    pub min_lr_frac: Option<f64>,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long)]
+    pub clip: Option<f64>,
+    #[arg(long)]
+    pub tag_prob: Option<f64>,
+    #[arg(long)]
+    pub dev_frac: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Save weights as f16 (how the shipped model is stored).
+    #[arg(long)]
+    pub f16: bool,
 }
-pub fn run_eval(_a: EvalStoryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the story model is not built yet")
+
+#[derive(Args)]
+pub struct EvalStoryArgs {
+    /// Text file of stories separated by blank lines.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Model directory (default: $HASHTALE_STORY_MODEL or the shipped assets/story).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load_model(dir: Option<&PathBuf>) -> anyhow::Result<StoryModel> {
+    let device = hashtale_models::device::best_device();
+    let dir = dir.cloned().unwrap_or_else(StoryModel::default_dir);
+    StoryModel::load(&dir, &device)
+        .with_context(|| format!("loading the story model from {}", dir.display()))
+}
+
+pub fn run(a: StoryArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.n >= 1, "--n must be at least 1");
+    let model = load_model(a.model.as_ref())?;
+    let opts = GenerateOptions {
+        max_chars: a.max_chars,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        stop_at_sentence_end: a.stop_at_sentence_end,
+        seed: a.rng_seed,
+    };
+    let seeds = vec![a.seed.clone(); a.n];
+    let stories = model.generate_batch(&seeds, &opts)?;
+    if a.json {
+        let v = serde_json::json!({
+            "seed": a.seed,
+            "model": model.version(),
+            "stories": stories,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (i, s) in stories.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            println!("{} {s}", a.seed);
+        }
+    }
+    Ok(())
+}
+
+pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
+    let mut c = match a.preset {
+        Preset::Default => TrainConfig::default_story(),
+        Preset::Seed => TrainConfig::reference(),
+    };
+    c.corpora = a
+        .corpora
+        .iter()
+        .map(|s| s.parse::<CorpusSpec>())
+        .collect::<Result<_, _>>()?;
+    if let Some(v) = a.name {
+        c.name = v;
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = a.$f { c.$f = v; })* };
+    }
+    set!(
+        emb,
+        hidden,
+        layers,
+        dropout,
+        bptt,
+        batch,
+        epochs,
+        warmup_steps,
+        min_lr_frac,
+        clip
+    );
+    set!(tag_prob, dev_frac, seed, eval_every);
+    if let Some(v) = a.lr {
+        c.optim.lr = v;
+    }
+    if let Some(v) = a.decay {
+        c.optim.decay = v;
+    }
+    if let Some(v) = a.momentum {
+        c.optim.momentum = v;
+    }
+    if a.max_steps.is_some() {
+        c.max_steps = a.max_steps;
+    }
+    if a.time_budget_min.is_some() {
+        c.time_budget_min = a.time_budget_min;
+    }
+    c.f16 = a.f16;
+    let report = train(&c, &a.out, a.init.as_deref())?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
+    let model = load_model(a.model.as_ref())?;
+    let stories = read_stories(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    let r = model.evaluate(&stories)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"bits_per_char": r.bits_per_char, "chars": r.chars})
+        );
+    } else {
+        println!(
+            "{:.4} bits/char over {} characters ({} stories, {})",
+            r.bits_per_char,
+            r.chars,
+            stories.len(),
+            model.version()
+        );
+    }
+    Ok(())
 }

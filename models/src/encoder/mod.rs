@@ -1,1 +1,65 @@
-//! Image encoders.
+//! Image encoders: a pretrained CNN turns pixels into a grid of annotation vectors.
+//!
+//! The hashtag decoders only see [`Encoded`], so a bigger encoder (ResNet, ConvNeXt, a user's
+//! safetensors) can be added by implementing [`ImageEncoder`].
+pub mod efficientnet;
+pub mod layers;
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use image::DynamicImage;
+
+use crate::image_prep::images_to_tensor;
+use crate::Result;
+
+pub use efficientnet::EfficientNetLite0;
+
+/// Encoder output for a batch.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// (B, L, D): L annotation vectors (L = 49 for a 7×7 grid), row-major over the grid.
+    pub grid: Tensor,
+    /// (B, D): the grid's average, for the baselines.
+    pub pooled: Tensor,
+}
+
+/// A pretrained image encoder.
+pub trait ImageEncoder: Send + Sync {
+    /// A short name stored with features and model versions.
+    fn name(&self) -> &str;
+    /// Square input side in pixels.
+    fn input_size(&self) -> u32;
+    /// Dimension D of each annotation vector.
+    fn feature_dim(&self) -> usize;
+    /// Grid height and width (L = h·w).
+    fn grid_size(&self) -> (usize, usize);
+    fn device(&self) -> &Device;
+    /// Encodes a preprocessed NHWC batch.
+    fn encode(&self, x: &Tensor) -> Result<Encoded>;
+
+    /// Preprocesses and encodes decoded images.
+    fn encode_images(&self, images: &[DynamicImage]) -> Result<Encoded> {
+        let x = images_to_tensor(images, self.input_size(), self.device())?;
+        self.encode(&x)
+    }
+}
+
+/// Directory of the assets shipped in the repository (overridable with `HASHTALE_ASSETS`).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("HASHTALE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets")))
+}
+
+/// The shipped EfficientNet-Lite0 weights.
+pub fn default_encoder_path() -> PathBuf {
+    assets_dir().join("encoder/efficientnet-lite0.safetensors")
+}
+
+/// The ImageNet-1k class names, in index order, shipped beside the encoder.
+pub fn imagenet_classes() -> Result<Vec<String>> {
+    let path = assets_dir().join("encoder/imagenet_classes.txt");
+    let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+    Ok(text.lines().map(str::to_string).collect())
+}

@@ -1,0 +1,319 @@
+//! hashtale's HTTP API (axum).
+//!
+//! Reads are open; writes (`POST /v1/posts`) need `Authorization: Bearer <api.token>`. The
+//! token is kept only as its SHA-256 and compared in constant time. Uploaded bytes must be an
+//! image by magic bytes; URLs must be http(s) to public addresses (checked again, after DNS,
+//! when the worker fetches them).
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use hashtale_core::config::Config;
+use hashtale_core::fetch::{sniff, Fetcher};
+use hashtale_core::metrics;
+use hashtale_core::queue::JobQueue;
+use hashtale_core::store::sha256_hex;
+use hashtale_core::types::{ImageSource, JobMessage, NewPost};
+use hashtale_core::{Error, Store};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+mod openapi;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub queue: JobQueue,
+    fetcher: Fetcher,
+    /// SHA-256 of the API token; `None`: writes are disabled.
+    token_hash: Option<[u8; 32]>,
+}
+
+impl AppState {
+    pub fn new(store: Store, queue: JobQueue, cfg: &Config) -> hashtale_core::Result<Self> {
+        Ok(Self {
+            store,
+            queue,
+            fetcher: Fetcher::new(&cfg.fetch)?,
+            token_hash: (!cfg.api.token.is_empty())
+                .then(|| Sha256::digest(cfg.api.token.as_bytes()).into()),
+        })
+    }
+}
+
+/// An error as a JSON response.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::BadInput(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            Error::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+            other => {
+                tracing::error!("api: {other}");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router, with body limit `max_upload_bytes` (plus room for multipart framing).
+pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/posts", post(create_post))
+        .route("/v1/posts/{id}", get(get_post))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/results", get(list_results))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .layer(DefaultBodyLimit::max(max_upload_bytes + 64 * 1024))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(
+    state: AppState,
+    cfg: &Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> hashtale_core::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(&cfg.api.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(state, cfg.api.max_upload_bytes);
+    tracing::info!("API listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(addr)
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(expected) = state.token_hash else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "writes are disabled: no api.token is configured".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    if bool::from(given.ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()))
+    }
+}
+
+/// JSON body of `POST /v1/posts`.
+#[derive(Debug, Deserialize)]
+pub struct PostBody {
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub image_base64: Option<String>,
+    #[serde(default)]
+    pub caption: Option<String>,
+}
+
+async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
+    authorize(&state, req.headers())?;
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = if ct.starts_with("multipart/form-data") {
+        let mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+        from_multipart(mp).await?
+    } else if ct.starts_with("application/json") {
+        let Json(b): Json<PostBody> = Json::from_request(req, &())
+            .await
+            .map_err(|e: axum::extract::rejection::JsonRejection| {
+                ApiError(StatusCode::BAD_REQUEST, e.body_text())
+            })?;
+        let image = match (&b.image_url, &b.image_base64) {
+            (Some(u), None) => ImageSource::Url(u.clone()),
+            (None, Some(s)) => ImageSource::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("image_base64: {e}")))?,
+            ),
+            _ => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "exactly one of image_url and image_base64 is required".into(),
+                ))
+            }
+        };
+        (b.source, b.external_id, image, b.caption)
+    } else {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json or multipart/form-data".into(),
+        ));
+    };
+    let (source, external_id, image, caption) = body;
+    let source = source.unwrap_or_else(|| "default".into());
+    if source.is_empty() || source.len() > 200 {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "source must be 1 to 200 characters".into()));
+    }
+    let external_id = match (&external_id, &image) {
+        (Some(e), _) if !e.is_empty() && e.len() <= 500 => e.clone(),
+        (Some(_), _) => {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "external_id must be 1 to 500 characters".into()))
+        }
+        (None, ImageSource::Url(u)) => u.clone(),
+        (None, ImageSource::Bytes(b)) => sha256_hex(b),
+    };
+    match &image {
+        ImageSource::Url(u) => {
+            state.fetcher.check(u)?;
+        }
+        ImageSource::Bytes(b) => {
+            sniff(b).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?;
+        }
+    }
+    let post = NewPost {
+        source: format!("api:{source}"),
+        source_kind: "api".into(),
+        external_id,
+        image,
+        caption,
+    };
+    let r = state.store.ingest(&post, state.queue.initial_state()).await?;
+    let (job_id, status) = match r.job_id {
+        Some(job_id) => {
+            state
+                .queue
+                .enqueue(&state.store, &[JobMessage { job_id, post_id: r.post_id }])
+                .await?;
+            metrics::inc(&metrics::global().posts_ingested, 1);
+            (job_id, StatusCode::ACCEPTED)
+        }
+        None => {
+            let job = state.store.job_for_post(r.post_id).await?;
+            (job.map_or(0, |j| j.id), StatusCode::OK)
+        }
+    };
+    Ok((
+        status,
+        Json(json!({ "post_id": r.post_id, "job_id": job_id, "new": status == StatusCode::ACCEPTED })),
+    )
+        .into_response())
+}
+
+type Parsed = (Option<String>, Option<String>, ImageSource, Option<String>);
+
+async fn from_multipart(mut mp: Multipart) -> ApiResult<Parsed> {
+    let (mut source, mut external_id, mut caption, mut bytes, mut url) = (None, None, None, None, None);
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError(StatusCode::BAD_REQUEST, e.body_text());
+    while let Some(field) = mp.next_field().await.map_err(bad)? {
+        match field.name().unwrap_or("") {
+            "file" | "image" => bytes = Some(field.bytes().await.map_err(bad)?.to_vec()),
+            "image_url" => url = Some(field.text().await.map_err(bad)?),
+            "source" => source = Some(field.text().await.map_err(bad)?),
+            "external_id" => external_id = Some(field.text().await.map_err(bad)?),
+            "caption" => caption = Some(field.text().await.map_err(bad)?),
+            _ => {}
+        }
+    }
+    let image = match (bytes, url) {
+        (Some(b), None) => ImageSource::Bytes(b),
+        (None, Some(u)) => ImageSource::Url(u),
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "send exactly one of the fields file and image_url".into(),
+            ))
+        }
+    };
+    Ok((source, external_id, image, caption))
+}
+
+async fn get_job(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Response> {
+    match state.store.job(id).await? {
+        Some(j) => Ok(Json(j).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+    }
+}
+
+async fn get_post(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Response> {
+    let Some(post) = state.store.post(id).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no post {id}")));
+    };
+    let job = state.store.job_for_post(id).await?;
+    let results = state.store.results_for_post(id).await?;
+    Ok(Json(json!({ "post": post, "job": job, "results": results })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultsQuery {
+    #[serde(default)]
+    since: i64,
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+async fn list_results(
+    State(state): State<AppState>,
+    Query(q): Query<ResultsQuery>,
+) -> ApiResult<Response> {
+    let limit = q.limit.clamp(1, 1000);
+    let rows = state.store.results_page(q.since, q.after, limit).await?;
+    let next_after = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    Ok(Json(json!({ "results": rows, "next_after": next_after })).into_response())
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db = state.store.ping().await;
+    let broker = state.queue.is_ready();
+    let ok = db.is_ok() && broker;
+    let body = Json(json!({
+        "database": db.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "broker": if broker { "ok" } else { "unreachable" },
+    }));
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, body).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> ApiResult<Response> {
+    let counts = state.store.job_counts().await?;
+    let depth = state.queue.depth(&state.store).await.ok();
+    let text = metrics::global().render(&counts, depth);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

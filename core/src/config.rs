@@ -1,0 +1,308 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `HASHTALE__SECTION__KEY`
+//! environment variables (CLI flags are applied by the binary on top).
+//!
+//! Every key has a default so that `hashtale run` works with no configuration at all.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The whole configuration, one section per component.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub queue: QueueConfig,
+    pub worker: WorkerConfig,
+    pub fetch: FetchConfig,
+    pub scheduler: SchedulerConfig,
+    pub api: ApiConfig,
+}
+
+/// Where results live: `postgres://…` in production, `sqlite://FILE` embedded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    /// Postgres only: schema to use (created if missing); empty for the default search path.
+    pub schema: String,
+    /// Apply pending migrations when a component starts.
+    pub migrate_on_start: bool,
+}
+
+/// Which queue carries jobs, and how failures are retried.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// `rabbitmq` (production) or `local` (in-process, backed by the jobs table).
+    pub kind: QueueKind,
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name: `{prefix}.jobs`, `{prefix}.retry`,
+    /// `{prefix}.dead`, `{prefix}.ingest` and the `{prefix}.results` exchange.
+    pub prefix: String,
+    /// Attempts per job before it is parked in the dead-letter queue.
+    pub max_attempts: u32,
+    /// First retry delay; doubled on every further attempt.
+    pub retry_backoff_ms: u64,
+}
+
+/// The two queue implementations.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    Rabbitmq,
+    Local,
+}
+
+/// Dynamic batching and result delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct WorkerConfig {
+    /// Most images in one model batch.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first job arrived.
+    pub max_wait_ms: u64,
+    /// Images fetched and decoded at once.
+    pub fetch_concurrency: usize,
+    /// Optional URL POSTed with every result (body signed with `webhook_secret`).
+    pub webhook_url: String,
+    pub webhook_secret: String,
+}
+
+/// Limits on fetching and decoding images from outsiders.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FetchConfig {
+    pub timeout_ms: u64,
+    pub max_bytes: u64,
+    /// Largest width × height accepted (decompression bombs).
+    pub max_pixels: u64,
+    /// Largest single side accepted.
+    pub max_side: u32,
+    /// Allow loopback, private and link-local addresses (tests, local feeds).
+    pub allow_private: bool,
+    pub max_redirects: usize,
+}
+
+/// Sources polled or watched by the scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    pub watch_dirs: Vec<PathBuf>,
+    pub feeds: Vec<String>,
+    pub feed_interval_s: u64,
+    /// Consume `{prefix}.ingest` JSON messages (RabbitMQ only).
+    pub ingest: bool,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ApiConfig {
+    pub listen: String,
+    /// Bearer token for write routes; empty means writes are refused (except in `hashtale run`,
+    /// which generates one and prints it).
+    pub token: String,
+    pub max_upload_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseConfig::default(),
+            queue: QueueConfig::default(),
+            worker: WorkerConfig::default(),
+            fetch: FetchConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://hashtale.db".into(),
+            max_connections: 8,
+            schema: String::new(),
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            kind: QueueKind::Rabbitmq,
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "hashtale".into(),
+            max_attempts: 3,
+            retry_backoff_ms: 1000,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            max_wait_ms: 50,
+            fetch_concurrency: 8,
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+        }
+    }
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            max_bytes: 20 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            max_side: 16_384,
+            allow_private: false,
+            max_redirects: 5,
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            watch_dirs: Vec::new(),
+            feeds: Vec::new(),
+            feed_interval_s: 300,
+            ingest: true,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            token: String::new(),
+            max_upload_bytes: 20 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overlaid by `file` (if given; it must exist) and by `HASHTALE__…` variables,
+    /// e.g. `HASHTALE__DATABASE__URL` or `HASHTALE__WORKER__BATCH_SIZE`.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let defaults = config::Config::try_from(&Config::default())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("HASHTALE")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("scheduler.watch_dirs")
+                .with_list_parse_key("scheduler.feeds")
+                .try_parsing(true),
+        );
+        let cfg: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values that would only fail later and more obscurely.
+    pub fn validate(&self) -> Result<()> {
+        if self.worker.batch_size == 0 {
+            return Err(Error::Config("worker.batch_size must be at least 1".into()));
+        }
+        if self.queue.max_attempts == 0 {
+            return Err(Error::Config("queue.max_attempts must be at least 1".into()));
+        }
+        if !(self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://")
+            || self.database.url.starts_with("sqlite:"))
+        {
+            return Err(Error::Config(
+                "database.url must start with postgres:// or sqlite:".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print: passwords in URLs, the API token and the webhook secret masked.
+    pub fn masked(&self) -> Self {
+        let mut c = self.clone();
+        c.database.url = mask_url_password(&c.database.url);
+        c.queue.amqp_url = mask_url_password(&c.queue.amqp_url);
+        c.worker.webhook_url = mask_url_password(&c.worker.webhook_url);
+        for feed in &mut c.scheduler.feeds {
+            *feed = mask_url_password(feed);
+        }
+        mask_secret(&mut c.api.token);
+        mask_secret(&mut c.worker.webhook_secret);
+        c
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> Result<String> {
+        toml::to_string_pretty(&self.masked()).map_err(|e| Error::Config(e.to_string()))
+    }
+}
+
+fn mask_secret(s: &mut String) {
+    if !s.is_empty() {
+        *s = "********".into();
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/…` with asterisks.
+pub fn mask_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("********"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_secrets() {
+        let mut c = Config::default();
+        c.database.url = "postgres://app:hunter2@db:5432/hashtale".into();
+        c.api.token = "tok".into();
+        let shown = c.to_masked_toml().unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("\"tok\""), "{shown}");
+        assert!(shown.contains("app:********@db"), "{shown}");
+        // amqp default has guest:guest: masked too.
+        assert!(!shown.contains("guest:guest"), "{shown}");
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(
+            &path,
+            "[worker]\nbatch_size = 4\n[database]\nurl = \"postgres://x@h/db\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.worker.batch_size, 4);
+        assert_eq!(c.worker.max_wait_ms, 50);
+        assert_eq!(c.database.url, "postgres://x@h/db");
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! Fetching and decoding images from outsiders, defensively.
+//!
+//! URLs: http(s) only; loopback, private, link-local, multicast and other non-public
+//! addresses are refused (unless `fetch.allow_private`), checked on the resolved addresses
+//! (so DNS cannot point us inward) and again on every redirect. Bodies are capped in bytes
+//! and time. Decoding trusts magic bytes, not names or headers, and refuses images whose
+//! declared size exceeds the pixel limits before allocating (decompression bombs).
+use std::io::Cursor;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::config::FetchConfig;
+use crate::{Error, Result};
+
+/// Whether `ip` is an ordinary public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // carrier-grade NAT
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 (may map to private v4)
+        }
+    }
+}
+
+/// A DNS resolver that drops non-public addresses, so the connection can only go to what
+/// was checked.
+struct SafeResolver {
+    allow_private: bool,
+}
+
+impl Resolve for SafeResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow || is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("refused: {host} has no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+fn check_url(url: &url::Url, allow_private: bool) -> std::result::Result<(), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("refused: scheme {} (only http and https)", url.scheme()));
+    }
+    match url.host() {
+        None => Err("refused: URL without host".into()),
+        Some(url::Host::Ipv4(ip)) if !allow_private && !is_public(IpAddr::V4(ip)) => {
+            Err(format!("refused: non-public address {ip}"))
+        }
+        Some(url::Host::Ipv6(ip)) if !allow_private && !is_public(IpAddr::V6(ip)) => {
+            Err(format!("refused: non-public address {ip}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An HTTP client configured with the fetch limits. Cheap to clone.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    cfg: Arc<FetchConfig>,
+}
+
+impl Fetcher {
+    pub fn new(cfg: &FetchConfig) -> Result<Self> {
+        let allow = cfg.allow_private;
+        let max_redirects = cfg.max_redirects;
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= max_redirects {
+                return attempt.error("too many redirects");
+            }
+            match check_url(attempt.url(), allow) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
+            }
+        });
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(SafeResolver {
+                allow_private: allow,
+            }))
+            .redirect(policy)
+            .timeout(Duration::from_millis(cfg.timeout_ms))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000)))
+            .user_agent(concat!("hashtale/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("http client: {e}")))?;
+        Ok(Self {
+            client,
+            cfg: Arc::new(cfg.clone()),
+        })
+    }
+
+    /// The underlying client (feeds and webhooks reuse the same safety rules).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Checks a URL before any request (scheme, literal addresses).
+    pub fn check(&self, raw: &str) -> Result<url::Url> {
+        let url = url::Url::parse(raw).map_err(|e| Error::BadInput(format!("bad URL: {e}")))?;
+        check_url(&url, self.cfg.allow_private).map_err(Error::BadInput)?;
+        Ok(url)
+    }
+
+    /// Downloads an image body: capped size, image (or unspecified) content type.
+    pub async fn fetch_image(&self, raw: &str) -> Result<Vec<u8>> {
+        let url = self.check(raw)?;
+        let mut resp = self.client.get(url).send().await.map_err(classify)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let msg = format!("HTTP {status} for image");
+            return Err(if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+                Error::Transient(msg)
+            } else {
+                Error::BadInput(msg)
+            });
+        }
+        if let Some(ct) = resp.headers().get(reqwest::header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            if !(ct.starts_with("image/")
+                || ct.starts_with("application/octet-stream")
+                || ct.is_empty())
+            {
+                return Err(Error::BadInput(format!("not an image: content type {ct}")));
+            }
+        }
+        self.read_capped(&mut resp).await
+    }
+
+    async fn read_capped(&self, resp: &mut reqwest::Response) -> Result<Vec<u8>> {
+        let max = self.cfg.max_bytes;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(Error::BadInput(format!("image larger than {max} bytes")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(Error::BadInput(format!("image larger than {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn classify(e: reqwest::Error) -> Error {
+    // Refusals by our resolver or redirect policy are final; network trouble is retried.
+    let text = format!("{e}: {}", source_chain(&e));
+    if text.contains("refused:") || e.is_redirect() || e.is_builder() {
+        Error::BadInput(format!("fetch failed: {text}"))
+    } else {
+        Error::Transient(format!("fetch failed: {text}"))
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Formats the worker decodes (identified by magic bytes).
+pub const ACCEPTED_FORMATS: [ImageFormat; 5] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+];
+
+/// Identifies an image by its magic bytes, refusing anything else.
+pub fn sniff(bytes: &[u8]) -> Result<ImageFormat> {
+    match image::guess_format(bytes) {
+        Ok(f) if ACCEPTED_FORMATS.contains(&f) => Ok(f),
+        Ok(f) => Err(Error::BadInput(format!("unsupported image format {f:?}"))),
+        Err(_) => Err(Error::BadInput("not an image (unrecognised magic bytes)".into())),
+    }
+}
+
+/// Decodes an image within the pixel limits and applies its EXIF orientation.
+/// CPU-bound: call it from a blocking thread.
+pub fn decode_image(bytes: &[u8], cfg: &FetchConfig) -> Result<DynamicImage> {
+    let format = sniff(bytes)?;
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(cfg.max_side);
+    limits.max_image_height = Some(cfg.max_side);
+    // Decoded RGBA plus the decoder's own buffers.
+    limits.max_alloc = Some(cfg.max_pixels.saturating_mul(4).saturating_add(64 << 20));
+    reader.limits(limits);
+    let bad = |e: image::ImageError| Error::BadInput(format!("cannot decode {format:?}: {e}"));
+    let mut decoder = reader.into_decoder().map_err(bad)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 || (w as u64) * (h as u64) > cfg.max_pixels {
+        return Err(Error::BadInput(format!(
+            "image of {w}×{h} pixels exceeds the limit of {} pixels",
+            cfg.max_pixels
+        )));
+    }
+    let orientation = decoder.orientation().map_err(bad)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_addresses() {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(good.parse().unwrap()), "{good}");
+        }
+    }
+
+    #[test]
+    fn refuses_literal_private_urls_and_other_schemes() {
+        let f = Fetcher::new(&FetchConfig::default()).unwrap();
+        assert!(f.check("http://127.0.0.1/x.png").is_err());
+        assert!(f.check("http://[::1]/x.png").is_err());
+        assert!(f.check("http://169.254.169.254/latest").is_err());
+        assert!(f.check("file:///etc/passwd").is_err());
+        assert!(f.check("https://example.com/x.png").is_ok());
+    }
+
+    #[tokio::test]
+    async fn refuses_names_resolving_to_loopback() {
+        let f = Fetcher::new(&FetchConfig::default()).unwrap();
+        let err = f.fetch_image("http://localhost:9/x.png").await.unwrap_err();
+        assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn decodes_and_limits() {
+        let cfg = FetchConfig::default();
+        let img = decode_image(&png(8, 4), &cfg).unwrap();
+        assert_eq!((img.width(), img.height()), (8, 4));
+        let small = FetchConfig {
+            max_pixels: 16,
+            ..FetchConfig::default()
+        };
+        let err = decode_image(&png(8, 4), &small).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        assert!(decode_image(b"hello, not an image", &cfg).is_err());
+        let truncated = &png(64, 64)[..40];
+        assert!(decode_image(truncated, &cfg).is_err());
+    }
+}

@@ -1,0 +1,581 @@
+//! The store: one interface over Postgres (production) and SQLite (embedded).
+//!
+//! Every query is written once with `$n` placeholders (both drivers accept them) and run on
+//! whichever pool is configured; only the job claim differs (`FOR UPDATE SKIP LOCKED`).
+//! Uniqueness lives in the schema: posts per (source, external id), jobs per post, results
+//! per (post, model version); inserts use `ON CONFLICT DO NOTHING`, so re-delivery never
+//! duplicates anything.
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{PgPool, Row, SqlitePool};
+
+use crate::types::{now_ms, ImageSource, Ingested, NewPost, Timings};
+use crate::{Error, Result};
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// A pool on one of the two backends. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Postgres($pool) => $body,
+            Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Builds a `ResultRow` from a row of `SELECT id, post_id, job_id, model_version, output,
+/// story, timings, created_at` (a macro because the row type differs per backend).
+macro_rules! result_row {
+    ($r:expr) => {
+        Ok::<_, Error>(ResultRow {
+            id: $r.try_get(0)?,
+            post_id: $r.try_get(1)?,
+            job_id: $r.try_get(2)?,
+            model_version: $r.try_get(3)?,
+            output: $r.try_get::<Json<serde_json::Value>, _>(4)?.0,
+            story: $r.try_get(5)?,
+            timings: $r.try_get::<Json<serde_json::Value>, _>(6)?.0,
+            created_at: $r.try_get(7)?,
+        })
+    };
+}
+
+/// Job states, as stored.
+pub mod state {
+    pub const PENDING: &str = "pending";
+    pub const QUEUED: &str = "queued";
+    pub const RUNNING: &str = "running";
+    pub const RETRYING: &str = "retrying";
+    pub const DONE: &str = "done";
+    pub const FAILED: &str = "failed";
+    pub const ALL: [&str; 6] = [PENDING, QUEUED, RUNNING, RETRYING, DONE, FAILED];
+}
+
+/// A job row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobRow {
+    pub id: i64,
+    pub post_id: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A post row (without image bytes).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PostRow {
+    pub id: i64,
+    pub source: String,
+    pub external_id: String,
+    pub image_url: Option<String>,
+    pub image_sha256: Option<String>,
+    pub caption: Option<String>,
+    pub first_seen: i64,
+}
+
+/// A stored result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResultRow {
+    pub id: i64,
+    pub post_id: i64,
+    pub job_id: Option<i64>,
+    pub model_version: String,
+    pub output: serde_json::Value,
+    pub story: Option<String>,
+    pub timings: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// What a worker needs to process one claimed job.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub job_id: i64,
+    pub post_id: i64,
+    pub attempts: i64,
+    pub state: String,
+    pub source: String,
+    pub external_id: String,
+    pub image: ImageSource,
+}
+
+/// One finished job, ready to be committed.
+#[derive(Debug, Clone)]
+pub struct NewResult {
+    pub job_id: i64,
+    pub post_id: i64,
+    pub output: serde_json::Value,
+    pub story: Option<String>,
+    pub timings: Timings,
+}
+
+/// A job as the local (in-process) queue hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub job_id: i64,
+    pub post_id: i64,
+    pub attempts: i64,
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// Postgres only: use (and create) this schema; tests isolate themselves this way.
+    pub pg_schema: Option<String>,
+}
+
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Hex sha256 of bytes: how stored images are named.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Store {
+    /// Opens a pool for `postgres://…` or `sqlite:…` (the SQLite file is created if missing).
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self> {
+        let max = opts.max_connections.max(1);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut co = PgConnectOptions::from_str(url)?;
+            if let Some(schema) = &opts.pg_schema {
+                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(Error::Config(format!("bad schema name {schema:?}")));
+                }
+                let admin = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(co.clone())
+                    .await?;
+                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .execute(&admin)
+                    .await?;
+                admin.close().await;
+                co = co.options([("search_path", schema.as_str())]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(co)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let co = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(co)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(Error::Config(format!(
+                "unsupported database url {}",
+                crate::config::mask_url_password(url)
+            )))
+        }
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Postgres(p) => PG_MIGRATIONS.run(p).await?,
+            Store::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, p => { sqlx::query("SELECT 1").execute(p).await?; });
+        Ok(())
+    }
+
+    /// Postgres only: drops a schema and everything in it (test and bench clean-up).
+    pub async fn drop_pg_schema(&self, schema: &str) -> Result<()> {
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::Config(format!("bad schema name {schema:?}")));
+        }
+        if let Store::Postgres(p) = self {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    /// The id of source `name`, created on first use.
+    pub async fn source_id(&self, name: &str, kind: &str) -> Result<i64> {
+        on_pool!(self, p => {
+            sqlx::query("INSERT INTO sources (name, kind, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                .bind(name).bind(kind).bind(now_ms()).execute(p).await?;
+            let row = sqlx::query("SELECT id FROM sources WHERE name = $1").bind(name).fetch_one(p).await?;
+            Ok(row.try_get::<i64, _>(0)?)
+        })
+    }
+
+    /// ETag and Last-Modified remembered for a feed.
+    pub async fn feed_validators(&self, source_id: i64) -> Result<(Option<String>, Option<String>)> {
+        on_pool!(self, p => {
+            let row = sqlx::query("SELECT etag, last_modified FROM sources WHERE id = $1")
+                .bind(source_id).fetch_one(p).await?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+    }
+
+    pub async fn set_feed_validators(
+        &self,
+        source_id: i64,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<()> {
+        on_pool!(self, p => {
+            sqlx::query("UPDATE sources SET etag = $1, last_modified = $2 WHERE id = $3")
+                .bind(etag).bind(last_modified).bind(source_id).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Stores a post and, if it is new, its job in state `job_state` (`pending` when a broker
+    /// message still has to be published, `queued` for the local queue), in one transaction.
+    pub async fn ingest(&self, post: &NewPost, job_state: &str) -> Result<Ingested> {
+        let source_id = self.source_id(&post.source, &post.source_kind).await?;
+        let now = now_ms();
+        let (url, sha, bytes) = match &post.image {
+            ImageSource::Url(u) => (Some(u.as_str()), None, None),
+            ImageSource::Bytes(b) => (None, Some(sha256_hex(b)), Some(b.as_slice())),
+        };
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if let (Some(sha), Some(bytes)) = (&sha, bytes) {
+                sqlx::query("INSERT INTO blobs (sha256, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING")
+                    .bind(sha).bind(bytes).bind(now).execute(&mut *tx).await?;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO posts (source_id, external_id, image_url, image_sha256, caption, first_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source_id, external_id) DO NOTHING RETURNING id")
+                .bind(source_id).bind(&post.external_id).bind(url).bind(&sha).bind(&post.caption).bind(now)
+                .fetch_optional(&mut *tx).await?;
+            let out = match inserted {
+                Some(row) => {
+                    let post_id: i64 = row.try_get(0)?;
+                    let job = sqlx::query(
+                        "INSERT INTO jobs (post_id, state, attempts, available_at, created_at, updated_at) \
+                         VALUES ($1, $2, 0, $3, $3, $3) RETURNING id")
+                        .bind(post_id).bind(job_state).bind(now).fetch_one(&mut *tx).await?;
+                    Ingested { post_id, job_id: Some(job.try_get(0)?) }
+                }
+                None => {
+                    let row = sqlx::query("SELECT id FROM posts WHERE source_id = $1 AND external_id = $2")
+                        .bind(source_id).bind(&post.external_id).fetch_one(&mut *tx).await?;
+                    Ingested { post_id: row.try_get(0)?, job_id: None }
+                }
+            };
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Jobs written but not yet published to the broker (e.g. the publisher died in between).
+    pub async fn pending_jobs(&self, limit: i64) -> Result<Vec<(i64, i64)>> {
+        on_pool!(self, p => {
+            let rows = sqlx::query("SELECT id, post_id FROM jobs WHERE state = $1 ORDER BY id LIMIT $2")
+                .bind(state::PENDING).bind(limit).fetch_all(p).await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        })
+    }
+
+    /// Marks jobs as handed to the broker (only those still pending).
+    pub async fn mark_queued(&self, job_ids: &[i64]) -> Result<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE jobs SET state = $1, updated_at = $2 WHERE state = $3 AND id IN ({})",
+            placeholders(4, job_ids.len())
+        );
+        on_pool!(self, p => {
+            let mut q = sqlx::query(&sql).bind(state::QUEUED).bind(now_ms()).bind(state::PENDING);
+            for id in job_ids { q = q.bind(id); }
+            q.execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Marks delivered jobs running and counts the attempt; returns what the worker needs.
+    /// Jobs already done are returned with state `done` so the worker can just acknowledge them.
+    pub async fn start_jobs(&self, job_ids: &[i64]) -> Result<Vec<WorkItem>> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let upd = format!(
+            "UPDATE jobs SET state = $1, attempts = attempts + 1, started_at = $2, updated_at = $2 \
+             WHERE state NOT IN ($3, $4) AND id IN ({})",
+            placeholders(5, job_ids.len())
+        );
+        let sel = format!(
+            "SELECT j.id, j.post_id, j.attempts, j.state, s.name, p.external_id, p.image_url, b.bytes \
+             FROM jobs j JOIN posts p ON p.id = j.post_id JOIN sources s ON s.id = p.source_id \
+             LEFT JOIN blobs b ON b.sha256 = p.image_sha256 WHERE j.id IN ({}) ORDER BY j.id",
+            placeholders(1, job_ids.len())
+        );
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut q = sqlx::query(&upd).bind(state::RUNNING).bind(now).bind(state::DONE).bind(state::FAILED);
+            for id in job_ids { q = q.bind(id); }
+            q.execute(&mut *tx).await?;
+            let mut q = sqlx::query(&sel);
+            for id in job_ids { q = q.bind(id); }
+            let rows = q.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows.iter().map(|r| {
+                let url: Option<String> = r.try_get(6)?;
+                let bytes: Option<Vec<u8>> = r.try_get(7)?;
+                let image = match (url, bytes) {
+                    (_, Some(b)) => ImageSource::Bytes(b),
+                    (Some(u), None) => ImageSource::Url(u),
+                    (None, None) => return Err(Error::Other("post has no image".into())),
+                };
+                Ok(WorkItem {
+                    job_id: r.try_get(0)?, post_id: r.try_get(1)?, attempts: r.try_get(2)?,
+                    state: r.try_get(3)?, source: r.try_get(4)?, external_id: r.try_get(5)?, image,
+                })
+            }).collect()
+        })
+    }
+
+    /// Commits results and marks their jobs done, in one transaction. A result that already
+    /// exists for (post, model version) is kept as is: re-delivery never duplicates.
+    pub async fn complete(&self, model_version: &str, results: &[NewResult]) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut ins = String::from(
+            "INSERT INTO results (post_id, job_id, model_version, output, story, timings, created_at) VALUES ",
+        );
+        for i in 0..results.len() {
+            let b = 3 + i * 5;
+            if i > 0 {
+                ins.push(',');
+            }
+            ins.push_str(&format!("(${b}, ${}, $1, ${}, ${}, ${}, $2)", b + 1, b + 2, b + 3, b + 4));
+        }
+        ins.push_str(" ON CONFLICT (post_id, model_version) DO NOTHING");
+        let upd = format!(
+            "UPDATE jobs SET state = $1, last_error = NULL, finished_at = $2, updated_at = $2 WHERE id IN ({})",
+            placeholders(3, results.len())
+        );
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO model_versions (version, first_seen) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING")
+                .bind(model_version).bind(now).execute(&mut *tx).await?;
+            let mut q = sqlx::query(&ins).bind(model_version).bind(now);
+            for r in results {
+                q = q.bind(r.post_id).bind(r.job_id).bind(Json(&r.output)).bind(&r.story).bind(Json(&r.timings));
+            }
+            q.execute(&mut *tx).await?;
+            let mut q = sqlx::query(&upd).bind(state::DONE).bind(now);
+            for r in results { q = q.bind(r.job_id); }
+            q.execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records a failed attempt: `failed` for good, or `retrying`/`queued` until `available_at`.
+    pub async fn fail_job(&self, job_id: i64, error: &str, new_state: &str, available_at: i64) -> Result<()> {
+        let now = now_ms();
+        let finished = (new_state == state::FAILED).then_some(now);
+        let error: String = error.chars().take(2000).collect();
+        on_pool!(self, p => {
+            sqlx::query("UPDATE jobs SET state = $1, last_error = $2, available_at = $3, updated_at = $4, finished_at = $5 \
+                         WHERE id = $6 AND state <> $7")
+                .bind(new_state).bind(&error).bind(available_at).bind(now).bind(finished).bind(job_id).bind(state::DONE)
+                .execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Local queue: claims up to `n` due jobs (marking them running, counting the attempt).
+    pub async fn claim(&self, n: i64) -> Result<Vec<Claimed>> {
+        let now = now_ms();
+        let lock = match self {
+            Store::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Store::Sqlite(_) => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = $1, attempts = attempts + 1, started_at = $2, updated_at = $2 \
+             WHERE id IN (SELECT id FROM jobs WHERE state = $3 AND available_at <= $2 ORDER BY available_at, id LIMIT $4{lock}) \
+             RETURNING id, post_id, attempts"
+        );
+        on_pool!(self, p => {
+            let rows = sqlx::query(&sql).bind(state::RUNNING).bind(now).bind(state::QUEUED).bind(n).fetch_all(p).await?;
+            let mut v: Vec<Claimed> = rows.iter().map(|r| Ok(Claimed {
+                job_id: r.try_get(0)?, post_id: r.try_get(1)?, attempts: r.try_get(2)?,
+            })).collect::<Result<_>>()?;
+            v.sort_by_key(|c| c.job_id);
+            Ok(v)
+        })
+    }
+
+    /// Local queue, at start: jobs left running by a previous process go back to the queue.
+    pub async fn requeue_running(&self) -> Result<u64> {
+        on_pool!(self, p => {
+            let r = sqlx::query("UPDATE jobs SET state = $1, updated_at = $2 WHERE state IN ($3, $4)")
+                .bind(state::QUEUED).bind(now_ms()).bind(state::RUNNING).bind(state::PENDING).execute(p).await?;
+            Ok(r.rows_affected())
+        })
+    }
+
+    /// The earliest `available_at` of queued jobs (to sleep until then).
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        on_pool!(self, p => {
+            let row = sqlx::query("SELECT MIN(available_at) FROM jobs WHERE state = $1")
+                .bind(state::QUEUED).fetch_one(p).await?;
+            Ok(row.try_get::<Option<i64>, _>(0)?)
+        })
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        on_pool!(self, p => {
+            let row = sqlx::query("SELECT id, post_id, state, attempts, last_error, created_at, updated_at, started_at, finished_at FROM jobs WHERE id = $1")
+                .bind(id).fetch_optional(p).await?;
+            row.map(|r| Ok(JobRow {
+                id: r.try_get(0)?, post_id: r.try_get(1)?, state: r.try_get(2)?, attempts: r.try_get(3)?,
+                last_error: r.try_get(4)?, created_at: r.try_get(5)?, updated_at: r.try_get(6)?,
+                started_at: r.try_get(7)?, finished_at: r.try_get(8)?,
+            })).transpose()
+        })
+    }
+
+    /// The job of a post.
+    pub async fn job_for_post(&self, post_id: i64) -> Result<Option<JobRow>> {
+        let id = on_pool!(self, p => {
+            sqlx::query("SELECT id FROM jobs WHERE post_id = $1").bind(post_id).fetch_optional(p).await?
+                .map(|r| r.try_get::<i64, _>(0)).transpose()?
+        });
+        match id {
+            Some(id) => self.job(id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn post(&self, id: i64) -> Result<Option<PostRow>> {
+        on_pool!(self, p => {
+            let row = sqlx::query("SELECT p.id, s.name, p.external_id, p.image_url, p.image_sha256, p.caption, p.first_seen \
+                                   FROM posts p JOIN sources s ON s.id = p.source_id WHERE p.id = $1")
+                .bind(id).fetch_optional(p).await?;
+            row.map(|r| Ok(PostRow {
+                id: r.try_get(0)?, source: r.try_get(1)?, external_id: r.try_get(2)?, image_url: r.try_get(3)?,
+                image_sha256: r.try_get(4)?, caption: r.try_get(5)?, first_seen: r.try_get(6)?,
+            })).transpose()
+        })
+    }
+
+    /// Every result of a post (one per model version).
+    pub async fn results_for_post(&self, post_id: i64) -> Result<Vec<ResultRow>> {
+        on_pool!(self, p => {
+            let rows = sqlx::query("SELECT id, post_id, job_id, model_version, output, story, timings, created_at \
+                                    FROM results WHERE post_id = $1 ORDER BY id")
+                .bind(post_id).fetch_all(p).await?;
+            rows.iter().map(|r| result_row!(r)).collect()
+        })
+    }
+
+    /// Results created at or after `since_ms` with id above `after_id`, oldest first (paging).
+    pub async fn results_page(&self, since_ms: i64, after_id: i64, limit: i64) -> Result<Vec<ResultRow>> {
+        on_pool!(self, p => {
+            let rows = sqlx::query("SELECT id, post_id, job_id, model_version, output, story, timings, created_at \
+                                    FROM results WHERE created_at >= $1 AND id > $2 ORDER BY id LIMIT $3")
+                .bind(since_ms).bind(after_id).bind(limit).fetch_all(p).await?;
+            rows.iter().map(|r| result_row!(r)).collect()
+        })
+    }
+
+    /// Number of jobs in each state (every state listed, zeros included).
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, p => {
+            let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(p).await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?
+        });
+        Ok(state::ALL
+            .iter()
+            .map(|s| {
+                let n = rows.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+                (s.to_string(), n)
+            })
+            .collect())
+    }
+
+    /// Counts rows of a table among a fixed set (tests and the bench).
+    pub async fn count(&self, table: &str) -> Result<i64> {
+        if !["sources", "posts", "jobs", "results", "blobs", "backfills", "model_versions"].contains(&table) {
+            return Err(Error::Other(format!("unknown table {table}")));
+        }
+        on_pool!(self, p => {
+            let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(p).await?;
+            Ok(row.try_get::<i64, _>(0)?)
+        })
+    }
+
+    /// A backfill's id and how many input lines it had already processed (resume point).
+    pub async fn backfill_start(&self, key: &str, total: i64) -> Result<(i64, i64)> {
+        let now = now_ms();
+        on_pool!(self, p => {
+            sqlx::query("INSERT INTO backfills (key, total, done, state, created_at, updated_at) VALUES ($1, $2, 0, 'running', $3, $3) \
+                         ON CONFLICT (key) DO NOTHING")
+                .bind(key).bind(total).bind(now).execute(p).await?;
+            let row = sqlx::query("SELECT id, done FROM backfills WHERE key = $1").bind(key).fetch_one(p).await?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+    }
+
+    pub async fn backfill_progress(&self, id: i64, done: i64, finished: bool) -> Result<()> {
+        let st = if finished { "done" } else { "running" };
+        on_pool!(self, p => {
+            sqlx::query("UPDATE backfills SET done = $1, state = $2, updated_at = $3 WHERE id = $4")
+                .bind(done).bind(st).bind(now_ms()).bind(id).execute(p).await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Messages and records shared by the scheduler, the worker and the API.
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: every timestamp in the store uses this.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where a post's image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Fetched by the worker (http/https only, through the safe fetcher).
+    Url(String),
+    /// Bytes already in hand (upload, watched folder, base64 message); stored by sha256.
+    Bytes(Vec<u8>),
+}
+
+/// A post as a source sees it, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewPost {
+    /// Unique name of the source, e.g. `dir:/photos` or `feed:https://…`.
+    pub source: String,
+    pub source_kind: String,
+    pub external_id: String,
+    pub image: ImageSource,
+    pub caption: Option<String>,
+}
+
+/// What `Store::ingest` did with a post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub post_id: i64,
+    /// The new job, or `None` when the post was already known (known posts make no job).
+    pub job_id: Option<i64>,
+}
+
+/// The body of a message on the jobs queue.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobMessage {
+    pub job_id: i64,
+    pub post_id: i64,
+}
+
+/// A JSON message on the ingest queue (and the body of `POST /v1/posts`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestMessage {
+    pub source: String,
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+}
+
+impl IngestMessage {
+    /// Checks the message and turns it into a post of source kind `kind`.
+    pub fn into_new_post(self, kind: &str) -> crate::Result<NewPost> {
+        use base64::Engine;
+        if self.source.is_empty() || self.source.len() > 200 {
+            return Err(crate::Error::BadInput("source must be 1 to 200 characters".into()));
+        }
+        if self.external_id.is_empty() || self.external_id.len() > 500 {
+            return Err(crate::Error::BadInput(
+                "external_id must be 1 to 500 characters".into(),
+            ));
+        }
+        let image = match (self.image_url, self.image_base64) {
+            (Some(u), None) => {
+                let parsed = url::Url::parse(&u)
+                    .map_err(|e| crate::Error::BadInput(format!("image_url: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(crate::Error::BadInput(
+                        "image_url must be http or https".into(),
+                    ));
+                }
+                ImageSource::Url(u)
+            }
+            (None, Some(b)) => ImageSource::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .map_err(|e| crate::Error::BadInput(format!("image_base64: {e}")))?,
+            ),
+            _ => {
+                return Err(crate::Error::BadInput(
+                    "exactly one of image_url and image_base64 is required".into(),
+                ))
+            }
+        };
+        Ok(NewPost {
+            source: format!("{kind}:{}", self.source),
+            source_kind: kind.to_string(),
+            external_id: self.external_id,
+            image,
+            caption: self.caption,
+        })
+    }
+}
+
+/// Published on the `{prefix}.results` exchange (and POSTed to the webhook) for every result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResultMessage {
+    pub post_id: i64,
+    pub job_id: i64,
+    pub source: String,
+    pub external_id: String,
+    pub model_version: String,
+    /// The model's whole answer (hashtags, scores, attention maps, story, …).
+    pub output: serde_json::Value,
+}
+
+/// Milliseconds spent per stage for one image, stored with its result.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    pub fetch_ms: f64,
+    pub decode_ms: f64,
+    /// The whole batch's model time (shared by every image of the batch).
+    pub model_batch_ms: f64,
+    pub batch_size: usize,
+}

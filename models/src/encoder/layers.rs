@@ -1,0 +1,224 @@
+//! Convolution layers of EfficientNet-Lite in NHWC layout, with BatchNorm folded in at load.
+//!
+//! NHWC keeps channels contiguous: a 1×1 convolution is one matmul and a depthwise convolution is
+//! a handful of broadcast multiply-adds, far faster on the CPU than candle's grouped conv2d,
+//! which runs one convolution per channel.
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// TF-style "SAME" padding for one spatial dimension: (before, after, output size).
+/// For stride 2 the extra pixel goes after, as TensorFlow does.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize, usize) {
+    let out = input.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(input);
+    (total / 2, total - total / 2, out)
+}
+
+/// Folds an inference-mode BatchNorm (`prefix.weight/bias/running_mean/running_var`) into a
+/// per-output-channel scale and shift.
+fn folded_batch_norm(vb: &VarBuilder, channels: usize, eps: f64) -> Result<(Tensor, Tensor)> {
+    let gamma = vb.get(channels, "weight")?;
+    let beta = vb.get(channels, "bias")?;
+    let mean = vb.get(channels, "running_mean")?;
+    let var = vb.get(channels, "running_var")?;
+    let scale = gamma.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let shift = (beta - mean.mul(&scale)?)?;
+    Ok((scale, shift))
+}
+
+/// The activation of EfficientNet-Lite: min(max(x, 0), 6).
+pub fn relu6(x: &Tensor) -> Result<Tensor> {
+    x.clamp(0f32, 6f32)
+}
+
+/// A 1×1 convolution followed by BatchNorm, as a matmul over the channel dimension.
+#[derive(Debug, Clone)]
+pub struct PointwiseConvBn {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl PointwiseConvBn {
+    /// `conv` holds `weight` of shape (out, in, 1, 1); `bn` the BatchNorm buffers.
+    pub fn load(conv: VarBuilder, bn: VarBuilder, cin: usize, cout: usize, eps: f64) -> Result<Self> {
+        let w = conv.get((cout, cin, 1, 1), "weight")?.reshape((cout, cin))?;
+        let (scale, shift) = folded_batch_norm(&bn, cout, eps)?;
+        let w = w.broadcast_mul(&scale.unsqueeze(1)?)?;
+        Ok(Self {
+            weight_t: w.t()?.contiguous()?,
+            bias: shift,
+        })
+    }
+}
+
+impl Module for PointwiseConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let y = x.reshape((b * h * w, c))?.matmul(&self.weight_t)?;
+        y.broadcast_add(&self.bias)?
+            .reshape((b, h, w, self.bias.dim(0)?))
+    }
+}
+
+/// A k×k depthwise convolution (one filter per channel) with TF "SAME" padding, then BatchNorm.
+#[derive(Debug, Clone)]
+pub struct DepthwiseConvBn {
+    /// Per-tap channel weights, (k*k, C), BatchNorm scale folded in.
+    taps: Tensor,
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+}
+
+impl DepthwiseConvBn {
+    pub fn load(conv: VarBuilder, bn: VarBuilder, channels: usize, kernel: usize, stride: usize, eps: f64) -> Result<Self> {
+        let w = conv.get((channels, 1, kernel, kernel), "weight")?;
+        let (scale, shift) = folded_batch_norm(&bn, channels, eps)?;
+        let w = w.reshape((channels, kernel * kernel))?.broadcast_mul(&scale.unsqueeze(1)?)?;
+        Ok(Self {
+            taps: w.t()?.contiguous()?,
+            bias: shift,
+            kernel,
+            stride,
+        })
+    }
+
+    /// Every `stride`-th row starting at `start`, `count` rows, along `dim` of a padded tensor.
+    fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+        if stride == 1 {
+            return x.narrow(dim, start, count);
+        }
+        // Take stride*count rows, fold them into (count, stride) and keep the first of each pair.
+        let x = x.narrow(dim, start, count * stride)?;
+        let mut shape = x.dims().to_vec();
+        shape[dim] = count;
+        shape.insert(dim + 1, stride);
+        x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+    }
+}
+
+impl Module for DepthwiseConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, h, w, _) = x.dims4()?;
+        let (k, s) = (self.kernel, self.stride);
+        let (top, bottom, oh) = same_padding(h, k, s);
+        let (left, right, ow) = same_padding(w, k, s);
+        // One spare row/column for strided taps that end one past the padded edge; never read.
+        let extra = s - 1;
+        let x = x
+            .pad_with_zeros(1, top, bottom + extra)?
+            .pad_with_zeros(2, left, right + extra)?;
+        let mut acc: Option<Tensor> = None;
+        for dy in 0..k {
+            let rows = Self::strided(&x, 1, dy, oh, s)?;
+            for dx in 0..k {
+                let patch = Self::strided(&rows, 2, dx, ow, s)?;
+                let tap = self.taps.get(dy * k + dx)?;
+                let term = patch.broadcast_mul(&tap)?;
+                acc = Some(match acc {
+                    None => term,
+                    Some(a) => (a + term)?,
+                });
+            }
+        }
+        acc.expect("kernel is at least 1x1").broadcast_add(&self.bias)
+    }
+}
+
+/// The stem: a dense k×k convolution with stride 2 and "SAME" padding, then BatchNorm.
+/// Runs through candle's conv2d (NCHW) since its input has only three channels.
+#[derive(Debug, Clone)]
+pub struct StemConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+}
+
+impl StemConvBn {
+    pub fn load(conv: VarBuilder, bn: VarBuilder, cin: usize, cout: usize, kernel: usize, stride: usize, eps: f64) -> Result<Self> {
+        let w = conv.get((cout, cin, kernel, kernel), "weight")?;
+        let (scale, shift) = folded_batch_norm(&bn, cout, eps)?;
+        let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        Ok(Self {
+            weight,
+            bias: shift,
+            kernel,
+            stride,
+        })
+    }
+}
+
+impl Module for StemConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, h, w, _) = x.dims4()?;
+        let (top, bottom, _) = same_padding(h, self.kernel, self.stride);
+        let (left, right, _) = same_padding(w, self.kernel, self.stride);
+        let x = x
+            .pad_with_zeros(1, top, bottom)?
+            .pad_with_zeros(2, left, right)?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
+        let y = x.conv2d(&self.weight, 0, self.stride, 1, 1)?;
+        y.permute((0, 2, 3, 1))?.contiguous()?.broadcast_add(&self.bias)
+    }
+}
+
+/// Global average over the spatial grid of an NHWC tensor: (B, H, W, C) → (B, C).
+pub fn global_mean(x: &Tensor) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    x.reshape((b, h * w, c))?.mean(1)
+}
+
+/// Casts to f32 when a checkpoint was stored in another float type.
+pub fn as_f32(x: Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        Ok(x)
+    } else {
+        x.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        assert_eq!(same_padding(224, 3, 2), (0, 1, 112));
+        assert_eq!(same_padding(112, 3, 1), (1, 1, 112));
+        assert_eq!(same_padding(56, 5, 2), (1, 2, 28));
+        assert_eq!(same_padding(14, 5, 1), (2, 2, 14));
+    }
+
+    /// Compares the depthwise layer with candle's grouped conv2d on the same padded input.
+    #[test]
+    fn depthwise_matches_grouped_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for (k, s, size) in [(3, 1, 6), (3, 2, 7), (5, 2, 8), (5, 1, 5)] {
+            let c = 4;
+            let x = Tensor::randn(0f32, 1f32, (2, size, size, c), &dev)?;
+            let w = Tensor::randn(0f32, 1f32, (c, 1, k, k), &dev)?;
+            let layer = DepthwiseConvBn {
+                taps: w.reshape((c, k * k))?.t()?.contiguous()?,
+                bias: Tensor::zeros(c, DType::F32, &dev)?,
+                kernel: k,
+                stride: s,
+            };
+            let ours = layer.forward(&x)?;
+            let (t, b, _) = same_padding(size, k, s);
+            let reference = x
+                .pad_with_zeros(1, t, b)?
+                .pad_with_zeros(2, t, b)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?
+                .conv2d(&w, 0, s, 1, c)?
+                .permute((0, 2, 3, 1))?;
+            assert_eq!(ours.dims(), reference.dims());
+            let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "k={k} s={s}: max diff {diff}");
+        }
+        Ok(())
+    }
+}

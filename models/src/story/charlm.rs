@@ -1,0 +1,215 @@
+//! The character language model: embedding, stacked LSTM layers, a linear layer to logits over
+//! the alphabet.
+//!
+//! The LSTM is written here (rather than `candle_nn::LSTM`) so the whole step is two matmuls and
+//! the gate nonlinearities, and so a training window is unrolled step by step from per-step
+//! inputs: nothing slices a whole-sequence tensor that needs gradients, whose backward is very
+//! slow in candle.
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// Sizes of a [`CharLm`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CharLmConfig {
+    /// Alphabet size.
+    pub vocab: usize,
+    /// Character embedding width.
+    pub emb: usize,
+    /// LSTM units per layer.
+    pub hidden: usize,
+    /// Stacked LSTM layers.
+    pub layers: usize,
+    /// Dropout on the embedding, between layers and before the output layer (training only).
+    pub dropout: f32,
+}
+
+/// One LSTM layer. Gates in the order input, forget, cell, output.
+#[derive(Debug, Clone)]
+pub struct LstmCell {
+    /// (in, 4·hidden)
+    w_x: Tensor,
+    /// (hidden, 4·hidden)
+    w_h: Tensor,
+    /// (4·hidden)
+    b: Tensor,
+    hidden: usize,
+}
+
+impl LstmCell {
+    pub fn new(in_dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        let a = 1.0 / (hidden as f64).sqrt();
+        let u = Init::Uniform { lo: -a, up: a };
+        Ok(LstmCell {
+            w_x: vb.get_with_hints((in_dim, 4 * hidden), "w_x", u)?,
+            w_h: vb.get_with_hints((hidden, 4 * hidden), "w_h", u)?,
+            b: vb.get_with_hints(4 * hidden, "b", Init::Const(0.0))?,
+            hidden,
+        })
+    }
+
+    /// One time step: input (B, in), state (B, hidden) twice; returns the new (h, c).
+    pub fn step(&self, x: &Tensor, h: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = self.hidden;
+        let gates = x
+            .matmul(&self.w_x)?
+            .add(&h.matmul(&self.w_h)?)?
+            .broadcast_add(&self.b)?;
+        let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, n)?)?;
+        let f = candle_nn::ops::sigmoid(&gates.narrow(1, n, n)?)?;
+        let g = gates.narrow(1, 2 * n, n)?.tanh()?;
+        let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * n, n)?)?;
+        let c = f.mul(c)?.add(&i.mul(&g)?)?;
+        let h = o.mul(&c.tanh()?)?;
+        Ok((h, c))
+    }
+}
+
+/// Hidden and cell state of every layer, each (B, hidden).
+#[derive(Debug, Clone)]
+pub struct LmState {
+    pub h: Vec<Tensor>,
+    pub c: Vec<Tensor>,
+}
+
+impl LmState {
+    /// Cuts the graph: truncated backpropagation through time carries values, not gradients.
+    pub fn detach(&self) -> LmState {
+        LmState {
+            h: self.h.iter().map(|t| t.detach()).collect(),
+            c: self.c.iter().map(|t| t.detach()).collect(),
+        }
+    }
+}
+
+/// The character-level LSTM language model.
+#[derive(Debug, Clone)]
+pub struct CharLm {
+    cfg: CharLmConfig,
+    embed: Embedding,
+    cells: Vec<LstmCell>,
+    out: Linear,
+    device: Device,
+}
+
+/// An inverted-dropout mask (B, d) drawn from our own seeded RNG (candle's CPU RNG can't be
+/// seeded, and training must be reproducible).
+fn dropout_mask(rng: &mut StdRng, b: usize, d: usize, p: f32, dev: &Device) -> Result<Tensor> {
+    let keep = 1.0 / (1.0 - p);
+    let v: Vec<f32> = (0..b * d)
+        .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
+        .collect();
+    Ok(Tensor::from_vec(v, (b, d), dev)?)
+}
+
+impl CharLm {
+    /// Builds the layers from `vb` (names: `embed.*`, `lstm{i}.*`, `out.*`).
+    pub fn new(cfg: &CharLmConfig, vb: VarBuilder) -> Result<Self> {
+        let embed = candle_nn::embedding(cfg.vocab, cfg.emb, vb.pp("embed"))?;
+        let mut cells = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let in_dim = if l == 0 { cfg.emb } else { cfg.hidden };
+            cells.push(LstmCell::new(
+                in_dim,
+                cfg.hidden,
+                vb.pp(format!("lstm{l}")),
+            )?);
+        }
+        let out = candle_nn::linear(cfg.hidden, cfg.vocab, vb.pp("out"))?;
+        Ok(CharLm {
+            cfg: cfg.clone(),
+            embed,
+            cells,
+            out,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &CharLmConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn zero_state(&self, batch: usize) -> Result<LmState> {
+        let z = Tensor::zeros((batch, self.cfg.hidden), DType::F32, &self.device)?;
+        Ok(LmState {
+            h: vec![z.clone(); self.cfg.layers],
+            c: vec![z; self.cfg.layers],
+        })
+    }
+
+    /// One character for each of B streams: ids (B,) u32 → logits (B, vocab). No dropout.
+    pub fn step(&self, ids: &Tensor, state: &LmState) -> Result<(Tensor, LmState)> {
+        let (top, state) = self.step_hidden(ids, state, None)?;
+        Ok((self.out.forward(&top)?, state))
+    }
+
+    fn step_hidden(
+        &self,
+        ids: &Tensor,
+        state: &LmState,
+        mut dropout: Option<&mut StdRng>,
+    ) -> Result<(Tensor, LmState)> {
+        let p = self.cfg.dropout;
+        let b = ids.dim(0)?;
+        let mut x = self.embed.forward(ids)?;
+        let mut hs = Vec::with_capacity(self.cells.len());
+        let mut cs = Vec::with_capacity(self.cells.len());
+        for (l, cell) in self.cells.iter().enumerate() {
+            if let Some(rng) = dropout.as_deref_mut() {
+                if p > 0.0 {
+                    let d = x.dim(1)?;
+                    x = x.mul(&dropout_mask(rng, b, d, p, &self.device)?)?;
+                }
+            }
+            let (h, c) = cell.step(&x, &state.h[l], &state.c[l])?;
+            x = h.clone();
+            hs.push(h);
+            cs.push(c);
+        }
+        if let Some(rng) = dropout {
+            if p > 0.0 {
+                x = x.mul(&dropout_mask(rng, b, self.cfg.hidden, p, &self.device)?)?;
+            }
+        }
+        Ok((x, LmState { h: hs, c: cs }))
+    }
+
+    /// A window of T characters for B streams: ids (B, T) u32 → logits (B·T, vocab), row b·T + t,
+    /// and the state after the window. Dropout when an RNG is given (training).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        state: &LmState,
+        mut dropout: Option<&mut StdRng>,
+    ) -> Result<(Tensor, LmState)> {
+        let (b, t) = ids.dims2()?;
+        let mut state = state.clone();
+        let mut tops = Vec::with_capacity(t);
+        for i in 0..t {
+            // Slicing the ids is fine: they need no gradient.
+            let col = ids.narrow(1, i, 1)?.squeeze(1)?.contiguous()?;
+            let (top, s) = self.step_hidden(&col, &state, dropout.as_deref_mut())?;
+            state = s;
+            tops.push(top);
+        }
+        let tops = Tensor::stack(&tops, 1)?.reshape((b * t, self.cfg.hidden))?;
+        Ok((self.out.forward(&tops)?, state))
+    }
+}
+
+/// Summed negative log-likelihood in nats of `targets` (N,) under `logits` (N, V), weighted by
+/// `mask` (N,) f32.
+pub fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<f64> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let s = picked.mul(mask)?.sum_all()?.to_scalar::<f32>()?;
+    Ok(-(s as f64))
+}

@@ -1,0 +1,140 @@
+//! Checkpoints: a directory with `model.safetensors` (f32 while training, f16 for shipping) and
+//! `config.json` (model sizes, alphabet, how it was trained, dev metrics).
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::charlm::{CharLm, CharLmConfig};
+use super::corpus::{Alphabet, FALLBACK};
+use crate::{Error, Result};
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const FORMAT: &str = "hashtale-story-charlm/1";
+
+/// What `config.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    /// Short model name, used in [`super::StoryModel::version`].
+    pub name: String,
+    pub model: CharLmConfig,
+    /// Every character of the alphabet, in index order.
+    pub alphabet: String,
+    /// What an unknown character becomes when its lower-case form is unknown too.
+    pub fallback: char,
+    /// The weights' dtype on disk ("f32" or "f16").
+    pub dtype: String,
+    /// The training settings (free-form, for provenance).
+    #[serde(default)]
+    pub train: serde_json::Value,
+    /// Dev metrics at save time, e.g. bits/char per corpus.
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}
+
+impl CheckpointMeta {
+    pub fn alphabet(&self) -> Alphabet {
+        Alphabet::new(self.alphabet.chars())
+    }
+}
+
+/// Writes the variables of `varmap` and the metadata into `dir` (created if missing).
+pub fn save(dir: &Path, varmap: &VarMap, meta: &CheckpointMeta, f16: bool) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let dtype = if f16 { DType::F16 } else { DType::F32 };
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::msg("varmap lock poisoned"))?;
+        for (name, var) in data.iter() {
+            tensors.insert(name.clone(), var.as_tensor().to_dtype(dtype)?);
+        }
+    }
+    let mut meta = meta.clone();
+    meta.dtype = if f16 { "f16" } else { "f32" }.into();
+    // Write to temporary names first so a crash never leaves a half-written checkpoint.
+    let wtmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
+    candle_core::safetensors::save(&tensors, &wtmp)?;
+    let ctmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    std::fs::write(&ctmp, serde_json::to_string_pretty(&meta)?).map_err(|e| Error::io(&ctmp, e))?;
+    let w = dir.join(WEIGHTS_FILE);
+    std::fs::rename(&wtmp, &w).map_err(|e| Error::io(&w, e))?;
+    let c = dir.join(CONFIG_FILE);
+    std::fs::rename(&ctmp, &c).map_err(|e| Error::io(&c, e))?;
+    Ok(())
+}
+
+/// Reads `config.json` of a checkpoint directory.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
+    let p = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)?;
+    if meta.format != FORMAT {
+        return Err(Error::msg(format!(
+            "{}: format {:?}, expected {FORMAT:?}",
+            p.display(),
+            meta.format
+        )));
+    }
+    if meta.model.vocab != meta.alphabet().len() || !meta.alphabet().contains(FALLBACK) {
+        return Err(Error::msg(format!(
+            "{}: alphabet of {} characters does not match vocab {}",
+            p.display(),
+            meta.alphabet().len(),
+            meta.model.vocab
+        )));
+    }
+    Ok(meta)
+}
+
+/// Loads a checkpoint for inference (weights as f32 on `device`); also returns a short hash of
+/// the weights file.
+pub fn load(dir: &Path, device: &Device) -> Result<(CharLm, CheckpointMeta, String)> {
+    let meta = read_meta(dir)?;
+    let w = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&w).map_err(|e| Error::io(&w, e))?;
+    let hash = fnv1a(&bytes);
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let lm = CharLm::new(&meta.model, vb)?;
+    Ok((lm, meta, format!("{:016x}", hash)[..8].to_string()))
+}
+
+/// Loads a checkpoint's weights into an existing `varmap` (whose variables must exist), to
+/// continue training or fine-tune.
+pub fn load_into(dir: &Path, varmap: &VarMap) -> Result<CheckpointMeta> {
+    let meta = read_meta(dir)?;
+    let w = dir.join(WEIGHTS_FILE);
+    let tensors = candle_core::safetensors::load(&w, &Device::Cpu)?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::msg("varmap lock poisoned"))?;
+    for (name, var) in data.iter() {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| Error::msg(format!("{}: no tensor {name}", w.display())))?;
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(meta)
+}
+
+/// 64-bit FNV-1a: a dependency-free content hash for model versions.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

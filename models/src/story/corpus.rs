@@ -1,0 +1,467 @@
+//! Story corpora: plain UTF-8 text, one story per paragraph, stories separated by blank lines.
+//!
+//! Also the character alphabet (with its fallback for unknown characters), the dev split (held out
+//! by story, so no story leaks between train and dev), and the character streams the model is
+//! trained and evaluated on.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The paragraph separator between documents in every stream (and what ends a story).
+pub const DOC_SEP: &str = "\n\n";
+
+/// Characters the alphabet always holds, so the fallback and the document format never miss.
+const REQUIRED: [char; 3] = ['\n', ' ', '#'];
+
+/// The character every unknown character becomes when its lower-case form is unknown too.
+pub const FALLBACK: char = ' ';
+
+/// Splits a text into stories: CRLF and lone CR become LF, stories are separated by one or more
+/// blank (or whitespace-only) lines, the lines of one story are joined with single spaces, and
+/// empty stories are dropped.
+pub fn parse_stories(text: &str) -> Vec<String> {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut stories = Vec::new();
+    let mut cur: Vec<&str> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.trim();
+        if line.is_empty() {
+            if !cur.is_empty() {
+                stories.push(cur.join(" "));
+                cur.clear();
+            }
+        } else {
+            cur.push(line);
+        }
+    }
+    if !cur.is_empty() {
+        stories.push(cur.join(" "));
+    }
+    // A BOM at the very start is not part of the first story.
+    if let Some(first) = stories.first_mut() {
+        if let Some(rest) = first.strip_prefix('\u{feff}') {
+            *first = rest.trim_start().to_string();
+        }
+    }
+    stories.retain(|s| !s.is_empty());
+    stories
+}
+
+/// Reads and splits a story file (see [`parse_stories`]).
+pub fn read_stories(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(parse_stories(&text))
+}
+
+/// Splits stories into (train, dev): a seeded shuffle, then the first `dev_frac` of them (at least
+/// one when there are two or more stories) are held out. Whole stories, never positions.
+pub fn split_dev(stories: &[String], dev_frac: f64, seed: u64) -> (Vec<String>, Vec<String>) {
+    let mut idx: Vec<usize> = (0..stories.len()).collect();
+    idx.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut n_dev = (stories.len() as f64 * dev_frac).round() as usize;
+    if dev_frac > 0.0 && n_dev == 0 && stories.len() >= 2 {
+        n_dev = 1;
+    }
+    n_dev = n_dev.min(stories.len());
+    let mut dev_idx = idx[..n_dev].to_vec();
+    let mut train_idx = idx[n_dev..].to_vec();
+    // Keep the file's order inside each split, which makes the splits easy to inspect.
+    dev_idx.sort_unstable();
+    train_idx.sort_unstable();
+    (
+        train_idx.iter().map(|&i| stories[i].clone()).collect(),
+        dev_idx.iter().map(|&i| stories[i].clone()).collect(),
+    )
+}
+
+/// One input corpus with its sampling weight, parsed from `PATH` or `PATH:WEIGHT`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CorpusSpec {
+    pub path: PathBuf,
+    pub weight: f64,
+}
+
+impl std::str::FromStr for CorpusSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some((p, w)) = s.rsplit_once(':') {
+            if let Ok(weight) = w.parse::<f64>() {
+                if !(weight >= 0.0 && weight.is_finite()) {
+                    return Err(Error::msg(format!("corpus weight must be >= 0: {s}")));
+                }
+                return Ok(CorpusSpec {
+                    path: p.into(),
+                    weight,
+                });
+            }
+        }
+        Ok(CorpusSpec {
+            path: s.into(),
+            weight: 1.0,
+        })
+    }
+}
+
+/// The model's characters. Index order is the order of `chars`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alphabet {
+    chars: Vec<char>,
+    index: HashMap<char, u32>,
+}
+
+impl Alphabet {
+    /// The alphabet of these characters (deduplicated, order kept), plus the required ones.
+    pub fn new(chars: impl IntoIterator<Item = char>) -> Self {
+        let mut v: Vec<char> = Vec::new();
+        for c in chars.into_iter().chain(REQUIRED) {
+            if !v.contains(&c) {
+                v.push(c);
+            }
+        }
+        let index = v.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        Alphabet { chars: v, index }
+    }
+
+    /// Characters seen at least `min_count` times in the texts, sorted by code point. Rarer ones
+    /// are left to the fallback: a character seen once cannot be learned anyway.
+    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>, min_count: usize) -> Self {
+        let mut counts: BTreeMap<char, usize> = BTreeMap::new();
+        for t in texts {
+            for c in t.chars() {
+                *counts.entry(c).or_default() += 1;
+            }
+        }
+        let mut chars: Vec<char> = counts
+            .into_iter()
+            .filter(|&(_, n)| n >= min_count.max(1))
+            .map(|(c, _)| c)
+            .collect();
+        chars.extend(REQUIRED);
+        chars.sort_unstable();
+        chars.dedup();
+        Self::new(chars)
+    }
+
+    pub fn len(&self) -> usize {
+        self.chars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chars.is_empty()
+    }
+
+    pub fn chars(&self) -> &[char] {
+        &self.chars
+    }
+
+    pub fn contains(&self, c: char) -> bool {
+        self.index.contains_key(&c)
+    }
+
+    /// The index of `c`; an unknown character maps to its lower-case form when that is known,
+    /// else to [`FALLBACK`] (a space). Never fails.
+    pub fn encode_char(&self, c: char) -> u32 {
+        if let Some(&i) = self.index.get(&c) {
+            return i;
+        }
+        let mut lower = c.to_lowercase();
+        if let (Some(l), None) = (lower.next(), lower.next()) {
+            if let Some(&i) = self.index.get(&l) {
+                return i;
+            }
+        }
+        self.index[&FALLBACK]
+    }
+
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        text.chars().map(|c| self.encode_char(c)).collect()
+    }
+
+    /// The character at `i` (the fallback for an out-of-range index).
+    pub fn decode_one(&self, i: u32) -> char {
+        self.chars.get(i as usize).copied().unwrap_or(FALLBACK)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        ids.iter().map(|&i| self.decode_one(i)).collect()
+    }
+
+    /// The alphabet as one string, how checkpoints store it.
+    pub fn to_string_repr(&self) -> String {
+        self.chars.iter().collect()
+    }
+}
+
+/// Words that make a poor pseudo-hashtag for a story.
+const STOP: &[&str] = &[
+    "about",
+    "after",
+    "again",
+    "also",
+    "always",
+    "another",
+    "around",
+    "back",
+    "because",
+    "been",
+    "before",
+    "being",
+    "could",
+    "decided",
+    "didn't",
+    "does",
+    "doesn't",
+    "down",
+    "even",
+    "ever",
+    "every",
+    "from",
+    "going",
+    "have",
+    "having",
+    "here",
+    "into",
+    "just",
+    "know",
+    "like",
+    "made",
+    "make",
+    "many",
+    "more",
+    "much",
+    "must",
+    "never",
+    "next",
+    "only",
+    "other",
+    "over",
+    "really",
+    "said",
+    "same",
+    "should",
+    "since",
+    "some",
+    "something",
+    "still",
+    "such",
+    "than",
+    "that",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "thing",
+    "things",
+    "this",
+    "those",
+    "through",
+    "time",
+    "today",
+    "very",
+    "wanted",
+    "was",
+    "went",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "will",
+    "with",
+    "would",
+    "your",
+    "yesterday",
+    "finally",
+    "later",
+    "felt",
+    "got",
+    "get",
+    "took",
+    "came",
+    "come",
+    "told",
+    "asked",
+    "started",
+    "tried",
+    "until",
+    "think",
+    "thought",
+    "want",
+    "first",
+    "last",
+    "week",
+    "year",
+    "years",
+    "night",
+    "morning",
+    "day",
+    "days",
+    "better",
+    "little",
+    "great",
+    "good",
+    "sure",
+    "need",
+    "needed",
+    "away",
+    "took",
+];
+
+/// A pseudo-hashtag for a story: one of its content words (letters only, 4+ letters, not a stop
+/// word), picked at random. Stories carry no hashtags, so this is what teaches the model that the
+/// hashtag in front of a story says what the story is about.
+pub fn pseudo_tag(story: &str, rng: &mut impl Rng) -> Option<String> {
+    let words: Vec<String> = story
+        .split(|c: char| !c.is_alphabetic() && c != '\'')
+        .map(|w| w.trim_matches('\'').to_lowercase())
+        .filter(|w| {
+            w.chars().count() >= 4
+                && w.chars().all(|c| c.is_ascii_lowercase())
+                && !STOP.contains(&w.as_str())
+        })
+        .collect();
+    if words.is_empty() {
+        None
+    } else {
+        Some(words[rng.gen_range(0..words.len())].clone())
+    }
+}
+
+/// One document of a training stream: `#tag ` (with probability `tag_prob`), the story, the
+/// separator.
+pub fn document(story: &str, tag_prob: f64, rng: &mut impl Rng) -> String {
+    let mut d = String::with_capacity(story.len() + 16);
+    if tag_prob > 0.0 && rng.gen::<f64>() < tag_prob {
+        if let Some(t) = pseudo_tag(story, rng) {
+            d.push('#');
+            d.push_str(&t);
+            d.push(' ');
+        }
+    }
+    d.push_str(story);
+    d.push_str(DOC_SEP);
+    d
+}
+
+/// One epoch's character stream: every story of every corpus `weight` times (the fractional part
+/// by chance), as documents in shuffled order, after a leading separator.
+pub fn epoch_stream(
+    corpora: &[(Vec<String>, f64)],
+    alphabet: &Alphabet,
+    tag_prob: f64,
+    rng: &mut StdRng,
+) -> Vec<u32> {
+    let mut picks: Vec<&str> = Vec::new();
+    for (stories, weight) in corpora {
+        let whole = weight.floor() as usize;
+        let frac = weight - weight.floor();
+        for s in stories {
+            let mut n = whole;
+            if frac > 0.0 && rng.gen::<f64>() < frac {
+                n += 1;
+            }
+            for _ in 0..n {
+                picks.push(s);
+            }
+        }
+    }
+    picks.shuffle(rng);
+    let mut out = alphabet.encode(DOC_SEP);
+    for s in picks {
+        out.extend(alphabet.encode(&document(s, tag_prob, rng)));
+    }
+    out
+}
+
+/// The evaluation stream of some stories (no tags): separator, then each story and its separator.
+/// The first separator is context; [`eval_lanes`] does not score it.
+pub fn eval_text(stories: &[String]) -> String {
+    let mut t = String::from(DOC_SEP);
+    for s in stories {
+        t.push_str(s);
+        t.push_str(DOC_SEP);
+    }
+    t
+}
+
+/// Deals whole stories into at most `max_lanes` evaluation lanes of similar length (longest first,
+/// each to the shortest lane), each lane an [`eval_text`]. Lanes let evaluation batch across
+/// stories while every story still starts from the state a document start gives.
+pub fn eval_lanes(stories: &[String], max_lanes: usize, min_lane_chars: usize) -> Vec<String> {
+    let total: usize = stories.iter().map(|s| s.chars().count() + 2).sum();
+    let n = (total / min_lane_chars.max(1))
+        .clamp(1, max_lanes.max(1))
+        .min(stories.len().max(1));
+    let mut order: Vec<usize> = (0..stories.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(stories[i].chars().count()));
+    let mut lanes: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); n];
+    for i in order {
+        let lane = lanes
+            .iter_mut()
+            .min_by_key(|(len, _)| *len)
+            .expect("at least one lane");
+        lane.0 += stories[i].chars().count() + 2;
+        lane.1.push(i);
+    }
+    lanes
+        .into_iter()
+        .map(|(_, mut ids)| {
+            ids.sort_unstable();
+            let s: Vec<String> = ids.iter().map(|&i| stories[i].clone()).collect();
+            eval_text(&s)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corpus_spec_parses_weights() {
+        let c: CorpusSpec = "a/b.txt:3".parse().unwrap();
+        assert_eq!(c.path, PathBuf::from("a/b.txt"));
+        assert_eq!(c.weight, 3.0);
+        let c: CorpusSpec = "a/b.txt".parse().unwrap();
+        assert_eq!(c.weight, 1.0);
+        assert!("x:-1".parse::<CorpusSpec>().is_err());
+    }
+
+    #[test]
+    fn alphabet_fallback_never_panics() {
+        let a = Alphabet::from_texts(["abc abc"], 1);
+        assert_eq!(a.decode(&a.encode("cab")), "cab");
+        // Upper case falls back to lower case, anything else to a space.
+        assert_eq!(a.decode(&a.encode("CAB☃")), "cab ");
+        assert_eq!(a.decode_one(10_000), FALLBACK);
+    }
+
+    #[test]
+    fn split_is_by_story_and_deterministic() {
+        let stories: Vec<String> = (0..20).map(|i| format!("story {i}.")).collect();
+        let (tr, dev) = split_dev(&stories, 0.1, 7);
+        assert_eq!(dev.len(), 2);
+        assert_eq!(tr.len(), 18);
+        assert!(dev.iter().all(|d| !tr.contains(d)));
+        assert_eq!(split_dev(&stories, 0.1, 7).1, dev);
+    }
+
+    #[test]
+    fn lanes_hold_every_story_once() {
+        let stories: Vec<String> = (0..9).map(|i| "x".repeat(10 + i * 7)).collect();
+        let lanes = eval_lanes(&stories, 4, 50);
+        assert_eq!(lanes.len(), 4);
+        let chars: usize = lanes.iter().map(|l| l.chars().count()).sum();
+        let expected: usize = stories.iter().map(|s| s.len() + 2).sum::<usize>() + 2 * lanes.len();
+        assert_eq!(chars, expected);
+    }
+}

@@ -1,0 +1,534 @@
+//! Training (truncated BPTT over contiguous lanes of a shuffled document stream) and evaluation
+//! (bits per character on held-out stories).
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::charlm::{masked_nll_sum, CharLm, CharLmConfig};
+use super::checkpoint::{self, CheckpointMeta, FORMAT};
+use super::corpus::{self, Alphabet, CorpusSpec, FALLBACK};
+use super::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
+use crate::{Error, Result};
+
+/// Everything a training run needs; stored in the checkpoint for provenance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Model name written into the checkpoint.
+    pub name: String,
+    pub corpora: Vec<CorpusSpec>,
+    pub emb: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub dropout: f32,
+    /// Truncated BPTT length (characters per window).
+    pub bptt: usize,
+    pub batch: usize,
+    pub optim: RmsPropConfig,
+    /// Passes over the (weighted) training stream; may be fractional.
+    pub epochs: f64,
+    /// Hard cap on optimizer steps.
+    pub max_steps: Option<usize>,
+    /// Wall-clock budget for the training steps, in minutes: the step count is re-planned from
+    /// the measured step time so the learning-rate schedule still ends on time.
+    pub time_budget_min: Option<f64>,
+    /// Linear warm-up steps of the learning rate.
+    pub warmup_steps: usize,
+    /// Cosine decay down to this fraction of the learning rate (1.0: constant).
+    pub min_lr_frac: f64,
+    /// Global gradient-norm clip (0: none).
+    pub clip: f64,
+    /// Probability that a training story starts with a pseudo-hashtag from its own words.
+    pub tag_prob: f64,
+    /// Fraction of each corpus's stories held out as dev.
+    pub dev_frac: f64,
+    /// Seed of the dev split; fixed apart from `seed` so every run holds out the same stories.
+    pub split_seed: u64,
+    /// Characters seen fewer times than this in training map to the fallback.
+    pub min_char_count: usize,
+    pub seed: u64,
+    /// Steps between dev evaluations (and checkpoints).
+    pub eval_every: usize,
+    /// Dev characters per corpus scored during training (the final evaluation scores all).
+    pub eval_chars_during: usize,
+    /// Save weights as f16.
+    pub f16: bool,
+}
+
+impl TrainConfig {
+    /// The seed's setting: embedding 1024, 2 LSTM layers (1024 units, the seed gives no separate
+    /// width), RMSProp lr 0.01, 100 epochs, no dropout, no clipping, constant learning rate.
+    pub fn reference() -> Self {
+        TrainConfig {
+            name: "story-seed-ref".into(),
+            corpora: Vec::new(),
+            emb: 1024,
+            hidden: 1024,
+            layers: 2,
+            dropout: 0.0,
+            bptt: 100,
+            batch: 32,
+            optim: RmsPropConfig::default(),
+            epochs: 100.0,
+            max_steps: None,
+            time_budget_min: None,
+            warmup_steps: 0,
+            min_lr_frac: 1.0,
+            clip: 0.0,
+            tag_prob: 0.7,
+            dev_frac: 0.1,
+            split_seed: 20_160_523,
+            min_char_count: 3,
+            seed: 42,
+            eval_every: 200,
+            eval_chars_during: 30_000,
+            f16: false,
+        }
+    }
+
+    /// hashtale's default: a narrower model that trains many more characters in the same time,
+    /// dropout, longer BPTT windows, a lower learning rate with warm-up and cosine decay, and
+    /// gradient clipping.
+    pub fn default_story() -> Self {
+        TrainConfig {
+            name: "story-charlm".into(),
+            emb: 64,
+            hidden: 384,
+            dropout: 0.1,
+            bptt: 100,
+            optim: RmsPropConfig {
+                lr: 2e-3,
+                decay: 0.95,
+                eps: 1e-8,
+                momentum: 0.0,
+            },
+            epochs: 20.0,
+            warmup_steps: 30,
+            min_lr_frac: 0.05,
+            clip: 1.0,
+            ..Self::reference()
+        }
+    }
+
+    fn model_config(&self, vocab: usize) -> CharLmConfig {
+        CharLmConfig {
+            vocab,
+            emb: self.emb,
+            hidden: self.hidden,
+            layers: self.layers,
+            dropout: self.dropout,
+        }
+    }
+
+    /// Learning rate at `step` (0-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let base = self.optim.lr;
+        if step < self.warmup_steps {
+            return base * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+        let p = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let floor = self.min_lr_frac.clamp(0.0, 1.0);
+        base * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+    }
+}
+
+/// Bits per character of a model on some text.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub bits_per_char: f64,
+    pub chars: usize,
+}
+
+/// Scores stories in batched lanes (see [`corpus::eval_lanes`]): every character of every story
+/// and its closing blank line, each story read after the ones before it in its lane.
+pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<EvalResult> {
+    const WINDOW: usize = 256;
+    let lanes: Vec<Vec<u32>> = corpus::eval_lanes(stories, 64, 1500)
+        .iter()
+        .map(|l| alphabet.encode(l))
+        .collect();
+    let n = lanes.len();
+    let longest = lanes.iter().map(|l| l.len()).max().unwrap_or(0);
+    if longest < 3 {
+        return Ok(EvalResult {
+            bits_per_char: 0.0,
+            chars: 0,
+        });
+    }
+    let dev = lm.device();
+    let mut state = lm.zero_state(n)?;
+    let mut nats = 0f64;
+    let mut chars = 0usize;
+    let mut start = 0usize;
+    // Input j predicts j+1; j = 0 (the second character of the leading separator) is context.
+    while start < longest - 1 {
+        let t = WINDOW.min(longest - 1 - start);
+        let mut x = Vec::with_capacity(n * t);
+        let mut y = Vec::with_capacity(n * t);
+        let mut m = Vec::with_capacity(n * t);
+        for lane in &lanes {
+            for j in start..start + t {
+                let ok = j >= 1 && j + 1 < lane.len();
+                x.push(lane.get(j).copied().unwrap_or(0));
+                y.push(lane.get(j + 1).copied().unwrap_or(0));
+                m.push(if ok { 1f32 } else { 0.0 });
+                chars += ok as usize;
+            }
+        }
+        let x = Tensor::from_vec(x, (n, t), dev)?;
+        let y = Tensor::from_vec(y, n * t, dev)?;
+        let m = Tensor::from_vec(m, n * t, dev)?;
+        let (logits, s) = lm.forward(&x, &state, None)?;
+        state = s;
+        nats += masked_nll_sum(&logits, &y, &m)?;
+        start += t;
+    }
+    Ok(EvalResult {
+        bits_per_char: if chars > 0 {
+            nats / chars as f64 / std::f64::consts::LN_2
+        } else {
+            0.0
+        },
+        chars,
+    })
+}
+
+/// Deterministic weights from `seed` (candle's CPU RNG cannot be seeded): uniform ±1/√hidden for
+/// the LSTM and output weights, zero biases with forget-gate bias 1, unit-variance embeddings.
+fn init_weights(varmap: &VarMap, cfg: &CharLmConfig, seed: u64) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::msg("varmap lock poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let a = 1.0 / (cfg.hidden as f32).sqrt();
+    for name in names {
+        let var = &data[name];
+        let shape = var.shape().clone();
+        let n = shape.elem_count();
+        let v: Vec<f32> = if name.ends_with(".b") {
+            (0..n)
+                .map(|i| {
+                    if (cfg.hidden..2 * cfg.hidden).contains(&i) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        } else if name.ends_with("bias") {
+            vec![0.0; n]
+        } else if name.starts_with("embed") {
+            let r = 3f32.sqrt();
+            (0..n).map(|_| rng.gen_range(-r..r)).collect()
+        } else {
+            (0..n).map(|_| rng.gen_range(-a..a)).collect()
+        };
+        var.set(&Tensor::from_vec(v, shape, var.device())?)?;
+    }
+    Ok(())
+}
+
+/// What a training run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub chars_seen: usize,
+    pub train_seconds: f64,
+    /// Mean training loss (nats/char) over the last logged interval.
+    pub final_train_loss: f64,
+    /// Final dev bits/char per corpus file name (full dev split, model as saved in `out`).
+    pub dev: Vec<(String, EvalResult)>,
+    pub out: PathBuf,
+}
+
+struct Corpus {
+    name: String,
+    train: Vec<String>,
+    dev: Vec<String>,
+    weight: f64,
+}
+
+fn load_corpora(cfg: &TrainConfig) -> Result<Vec<Corpus>> {
+    if cfg.corpora.is_empty() {
+        return Err(Error::msg("no corpus given"));
+    }
+    cfg.corpora
+        .iter()
+        .map(|spec| {
+            let stories = corpus::read_stories(&spec.path)?;
+            if stories.is_empty() {
+                return Err(Error::msg(format!("{}: no stories", spec.path.display())));
+            }
+            let (train, dev) = corpus::split_dev(&stories, cfg.dev_frac, cfg.split_seed);
+            let name = spec
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| spec.path.display().to_string());
+            Ok(Corpus {
+                name,
+                train,
+                dev,
+                weight: spec.weight,
+            })
+        })
+        .collect()
+}
+
+/// The stories of `dev` up to about `max_chars` characters.
+fn head_stories(dev: &[String], max_chars: usize) -> Vec<String> {
+    let mut total = 0;
+    dev.iter()
+        .take_while(|s| {
+            let go = total < max_chars;
+            total += s.len();
+            go
+        })
+        .cloned()
+        .collect()
+}
+
+/// Trains a story model and writes the best checkpoint (by dev bits/char of the first corpus)
+/// to `out`, the latest to `out/last`. `init` starts from a checkpoint's weights (fine-tuning;
+/// the alphabet and sizes must match).
+pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<TrainReport> {
+    let device = Device::Cpu;
+    let corpora = load_corpora(cfg)?;
+    let alphabet = match init {
+        Some(dir) => checkpoint::read_meta(dir)?.alphabet(),
+        None => Alphabet::from_texts(
+            corpora
+                .iter()
+                .flat_map(|c| c.train.iter().map(|s| s.as_str())),
+            cfg.min_char_count,
+        ),
+    };
+    let mcfg = cfg.model_config(alphabet.len());
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let lm = CharLm::new(&mcfg, vb)?;
+    match init {
+        Some(dir) => {
+            let meta = checkpoint::load_into(dir, &varmap)?;
+            if meta.model.vocab != mcfg.vocab {
+                return Err(Error::msg("init checkpoint's alphabet does not match"));
+            }
+        }
+        None => init_weights(&varmap, &mcfg, cfg.seed)?,
+    }
+    let vars = varmap.all_vars();
+    let n_params: usize = vars.iter().map(|v| v.elem_count()).sum();
+    let mut opt = RmsProp::new(vars.clone(), cfg.optim)?;
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
+    let weighted: Vec<(Vec<String>, f64)> = corpora
+        .iter()
+        .map(|c| (c.train.clone(), c.weight))
+        .collect();
+    let expected_chars: f64 = corpora
+        .iter()
+        .map(|c| {
+            c.weight
+                * c.train
+                    .iter()
+                    .map(|s| s.chars().count() + 12)
+                    .sum::<usize>() as f64
+        })
+        .sum();
+    let per_step = (cfg.batch * cfg.bptt) as f64;
+    let mut total = ((cfg.epochs * expected_chars / per_step).ceil() as usize).max(1);
+    if let Some(m) = cfg.max_steps {
+        total = total.min(m);
+    }
+    tracing::info!(
+        "story LM: {} chars alphabet, {n_params} parameters, ~{:.0} chars/epoch, planned {total} steps",
+        alphabet.len(),
+        expected_chars
+    );
+    for c in &corpora {
+        tracing::info!(
+            "  {}: {} train / {} dev stories, weight {}",
+            c.name,
+            c.train.len(),
+            c.dev.len(),
+            c.weight
+        );
+    }
+    let pb = ProgressBar::new(total as u64);
+    pb.set_draw_target(ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let meta_base = CheckpointMeta {
+        format: FORMAT.into(),
+        name: cfg.name.clone(),
+        model: mcfg.clone(),
+        alphabet: alphabet.to_string_repr(),
+        fallback: FALLBACK,
+        dtype: String::new(),
+        train: serde_json::to_value(cfg)?,
+        metrics: serde_json::Value::Null,
+    };
+    let primary_dev = corpora[0].dev.clone();
+    let mut best = f64::INFINITY;
+    let mut step = 0usize;
+    let mut chars_seen = 0usize;
+    let mut train_secs = 0f64;
+    let mut loss_sum = 0f64;
+    let mut loss_n = 0usize;
+    let mut last_loss = f64::NAN;
+    let started = Instant::now();
+    let dev_eval = |lm: &CharLm, step: usize, full: bool| -> Result<Vec<(String, EvalResult)>> {
+        corpora
+            .iter()
+            .filter(|c| !c.dev.is_empty())
+            .map(|c| {
+                let stories = if full {
+                    c.dev.clone()
+                } else {
+                    head_stories(&c.dev, cfg.eval_chars_during)
+                };
+                let r = evaluate(lm, &alphabet, &stories)?;
+                tracing::info!(
+                    "step {step}: dev {} {:.4} bits/char ({} chars{})",
+                    c.name,
+                    r.bits_per_char,
+                    r.chars,
+                    if full { "" } else { ", partial" }
+                );
+                Ok((c.name.clone(), r))
+            })
+            .collect()
+    };
+    'outer: loop {
+        let stream = corpus::epoch_stream(&weighted, &alphabet, cfg.tag_prob, &mut rng);
+        let lane_len = (stream.len() - 1) / cfg.batch;
+        let windows = lane_len / cfg.bptt;
+        if windows == 0 {
+            return Err(Error::msg(format!(
+                "training text too short: {} chars for batch {} × bptt {}",
+                stream.len(),
+                cfg.batch,
+                cfg.bptt
+            )));
+        }
+        let mut state = lm.zero_state(cfg.batch)?;
+        for w in 0..windows {
+            let t0 = Instant::now();
+            let mut x = Vec::with_capacity(cfg.batch * cfg.bptt);
+            let mut y = Vec::with_capacity(cfg.batch * cfg.bptt);
+            for b in 0..cfg.batch {
+                let s = b * lane_len + w * cfg.bptt;
+                x.extend_from_slice(&stream[s..s + cfg.bptt]);
+                y.extend_from_slice(&stream[s + 1..s + 1 + cfg.bptt]);
+            }
+            let x = Tensor::from_vec(x, (cfg.batch, cfg.bptt), &device)?;
+            let y = Tensor::from_vec(y, cfg.batch * cfg.bptt, &device)?;
+            opt.set_learning_rate(cfg.lr_at(step, total));
+            let (logits, s) = lm.forward(&x, &state, Some(&mut rng))?;
+            state = s.detach();
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&mut grads, &vars, cfg.clip)?;
+            opt.step(&grads)?;
+            let l = loss.to_scalar::<f32>()? as f64;
+            if !l.is_finite() {
+                return Err(Error::msg(format!("training diverged at step {step}")));
+            }
+            loss_sum += l;
+            loss_n += 1;
+            step += 1;
+            chars_seen += cfg.batch * cfg.bptt;
+            train_secs += t0.elapsed().as_secs_f64();
+            pb.inc(1);
+            if step.is_multiple_of(10) || step == total {
+                last_loss = loss_sum / loss_n as f64;
+                pb.set_message(format!(
+                    "loss {last_loss:.3} {:.3} bits/char lr {:.2e}",
+                    last_loss / std::f64::consts::LN_2,
+                    opt.learning_rate()
+                ));
+                if step.is_multiple_of(50) {
+                    tracing::info!(
+                        "step {step}/{total}: train loss {last_loss:.4} ({:.4} bits/char), lr {:.2e}, {:.2} s/step",
+                        last_loss / std::f64::consts::LN_2,
+                        opt.learning_rate(),
+                        train_secs / step as f64
+                    );
+                }
+                loss_sum = 0.0;
+                loss_n = 0;
+            }
+            // Re-plan the step count from the measured speed so the schedule ends in budget.
+            if let Some(budget) = cfg.time_budget_min {
+                if step == 10 || step.is_multiple_of(50) {
+                    let left = budget * 60.0 - train_secs;
+                    let more = (left / (train_secs / step as f64)).max(0.0) as usize;
+                    let planned = (step + more).max(step);
+                    let cap = cfg
+                        .max_steps
+                        .unwrap_or(usize::MAX)
+                        .min(((cfg.epochs * expected_chars / per_step).ceil() as usize).max(1));
+                    total = planned.min(cap).max(step);
+                    pb.set_length(total as u64);
+                }
+            }
+            let finished = step >= total;
+            if step.is_multiple_of(cfg.eval_every.max(1)) || finished {
+                let dev = dev_eval(&lm, step, false)?;
+                let primary = dev
+                    .first()
+                    .map(|(_, r)| r.bits_per_char)
+                    .unwrap_or(last_loss / std::f64::consts::LN_2);
+                let mut meta = meta_base.clone();
+                meta.metrics = serde_json::json!({
+                    "step": step,
+                    "chars_seen": chars_seen,
+                    "train_seconds": train_secs,
+                    "train_loss": last_loss,
+                    "dev_partial": dev,
+                });
+                checkpoint::save(&out.join("last"), &varmap, &meta, cfg.f16)?;
+                if primary < best || primary_dev.is_empty() {
+                    best = primary;
+                    checkpoint::save(out, &varmap, &meta, cfg.f16)?;
+                }
+            }
+            if finished {
+                break 'outer;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    // Final full dev evaluation of the saved (best) model, recorded in its config.
+    let (best_lm, mut meta, _) = checkpoint::load(out, &device)?;
+    let dev = dev_eval(&best_lm, step, true)?;
+    meta.metrics["dev"] = serde_json::to_value(&dev)?;
+    std::fs::write(
+        out.join(checkpoint::CONFIG_FILE),
+        serde_json::to_string_pretty(&meta)?,
+    )
+    .map_err(|e| Error::io(out, e))?;
+    tracing::info!(
+        "done: {step} steps, {chars_seen} chars, {:.0} s training ({:.0} s wall)",
+        train_secs,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(TrainReport {
+        steps: step,
+        chars_seen,
+        train_seconds: train_secs,
+        final_train_loss: last_loss,
+        dev,
+        out: out.to_path_buf(),
+    })
+}

@@ -1,0 +1,52 @@
+//! Show and Tell (Vinyals et al. 2015) baseline: no attention; the pooled image vector is the
+//! LSTM's first input, then tags follow one per step.
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{Embedding, Linear, Module, VarBuilder};
+
+use super::decoder::{DecodeState, StepDecoder, StepOutput};
+use super::lstm::LstmCell;
+use super::DecoderDims;
+use crate::encoder::Encoded;
+
+#[derive(Debug, Clone)]
+pub struct ShowTell {
+    embedding: Embedding,
+    image_proj: Linear,
+    lstm: LstmCell,
+    output: Linear,
+}
+
+impl ShowTell {
+    pub fn new(d: &DecoderDims, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            embedding: candle_nn::embedding(d.vocab, d.embed, vb.pp("embedding"))?,
+            image_proj: candle_nn::linear(d.feature, d.embed, vb.pp("image_proj"))?,
+            lstm: LstmCell::new(d.embed, d.hidden, vb.pp("lstm"))?,
+            output: candle_nn::linear(d.hidden, d.vocab, vb.pp("output"))?,
+        })
+    }
+}
+
+impl StepDecoder for ShowTell {
+    fn init_state(&self, enc: &Encoded) -> Result<DecodeState> {
+        let n = enc.pooled.dim(0)?;
+        let zeros = Tensor::zeros((n, self.lstm.hidden_size()), DType::F32, enc.pooled.device())?;
+        let x = self.image_proj.forward(&enc.pooled)?;
+        let (h, c) = self.lstm.forward(&x, &zeros, &zeros)?;
+        Ok(DecodeState { h, c, memory: None })
+    }
+
+    fn step(&self, state: &DecodeState, prev: &Tensor, dropout: Option<&Tensor>) -> Result<StepOutput> {
+        let x = self.embedding.forward(prev)?;
+        let (h, c) = self.lstm.forward(&x, &state.h, &state.c)?;
+        let out = match dropout {
+            Some(mask) => (&h * mask)?,
+            None => h.clone(),
+        };
+        Ok(StepOutput {
+            logits: self.output.forward(&out)?,
+            alpha: None,
+            state: DecodeState { h, c, memory: None },
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! `hashtale bench`: pipeline overhead (jobs/s through the queue and the store, with the model
+//! replaced by `NoopModelForOverheadBench`, a stand-in that costs nothing) and the real
+//! models' images/s at several batch sizes. Not a test: prints figures.
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use futures::stream::{self, TryStreamExt};
+use hashtale_core::config::QueueKind;
+use hashtale_core::queue::JobQueue;
+use hashtale_core::store::{state, StoreOptions};
+use hashtale_core::types::{ImageSource, NewPost};
+use hashtale_core::Store;
+use hashtale_scheduler::Ingestor;
+use hashtale_worker::{ModelStep, NoopModelForOverheadBench, Worker};
+
+use super::config::{runtime, PipelineArgs};
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Jobs/s through queue + store + fetch/decode, model step replaced by a zero-cost stand-in.
+    Pipeline(PipelineBenchArgs),
+    /// Images/s of the real models at several batch sizes.
+    Model(ModelBenchArgs),
+}
+
+#[derive(Args)]
+pub struct PipelineBenchArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Jobs to push through.
+    #[arg(long, default_value_t = 5000)]
+    pub jobs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+}
+
+#[derive(Args)]
+pub struct ModelBenchArgs {
+    /// Comma-separated batch sizes.
+    #[arg(long, default_value = "1,8,32")]
+    pub batch_sizes: String,
+    /// Batches timed per size (after one warm-up batch).
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Pipeline(a) => runtime()?.block_on(bench_pipeline(a)),
+        BenchCmd::Model(a) => bench_model(a),
+    }
+}
+
+fn tiny_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encoding a PNG in memory");
+    out.into_inner()
+}
+
+async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
+    let mut cfg = a.pipeline.load()?;
+    if a.pipeline.database_url.is_none() && std::env::var("HASHTALE__DATABASE__URL").is_err() {
+        cfg.database.url = "postgres://postgres@127.0.0.1:5432/test".into();
+    }
+    cfg.worker.batch_size = a.batch_size.max(1);
+    cfg.worker.max_wait_ms = a.max_wait_ms;
+    let tag = format!("hashtale_bench_{}_{}", std::process::id(), hashtale_core::types::now_ms());
+    cfg.queue.prefix = tag.clone();
+    let tmp = tempfile_dir()?;
+    if cfg.database.url.starts_with("sqlite:") {
+        cfg.database.url = format!("sqlite://{}", tmp.join("bench.db").display());
+    }
+    let schema = cfg.database.url.starts_with("postgres").then(|| tag.clone());
+    let store = Store::connect(
+        &cfg.database.url,
+        &StoreOptions {
+            max_connections: 16,
+            pg_schema: schema.clone(),
+        },
+    )
+    .await?;
+    store.migrate().await?;
+    let queue = JobQueue::connect(&cfg.queue, &store).await?;
+    let ing = Ingestor::new(store.clone(), queue.clone());
+    let png = tiny_png();
+    println!(
+        "pipeline overhead bench: {} jobs, {} store, {:?} queue, batch_size {}, model = NoopModelForOverheadBench (zero-cost stand-in)",
+        a.jobs,
+        store.backend(),
+        cfg.queue.kind,
+        cfg.worker.batch_size
+    );
+
+    // 1. Ingest: posts + jobs committed, messages published with confirms.
+    let t0 = Instant::now();
+    let chunks: Vec<Vec<usize>> = (0..a.jobs)
+        .collect::<Vec<_>>()
+        .chunks(500)
+        .map(|c| c.to_vec())
+        .collect();
+    for chunk in chunks {
+        let ingested: Vec<_> = stream::iter(chunk.into_iter().map(Ok::<_, hashtale_core::Error>))
+            .map_ok(|i| {
+                let post = NewPost {
+                    source: "bench".into(),
+                    source_kind: "bench".into(),
+                    external_id: format!("post-{i}"),
+                    image: ImageSource::Bytes(png.clone()),
+                    caption: None,
+                };
+                let ing = ing.clone();
+                async move { ing.ingest_only(&post).await }
+            })
+            .try_buffer_unordered(16)
+            .try_collect()
+            .await?;
+        ing.enqueue(&ingested).await?;
+    }
+    let ingest_s = t0.elapsed().as_secs_f64();
+    println!(
+        "ingest:  {} posts in {ingest_s:.2} s = {:.0} posts/s",
+        a.jobs,
+        a.jobs as f64 / ingest_s
+    );
+
+    // 2. Drain: the worker with the stand-in model.
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let model: Arc<dyn ModelStep> = Arc::new(NoopModelForOverheadBench);
+    let t1 = Instant::now();
+    let worker = tokio::spawn(
+        Worker {
+            store: store.clone(),
+            queue: queue.clone(),
+            cfg: cfg.clone(),
+            model,
+        }
+        .run(rx),
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = store
+            .job_counts()
+            .await?
+            .into_iter()
+            .find(|(s, _)| s == state::DONE)
+            .map_or(0, |(_, n)| n);
+        if done as usize >= a.jobs {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {done} of {} jobs done after 600 s", a.jobs);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_s = t1.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    worker.await??;
+    let results = store.count("results").await?;
+    println!(
+        "worker:  {} jobs in {drain_s:.2} s = {:.0} jobs/s (fetch/decode + batch + commit + result publish + ack); {results} results",
+        a.jobs,
+        a.jobs as f64 / drain_s
+    );
+    println!(
+        "overall: {:.0} jobs/s end to end",
+        a.jobs as f64 / (ingest_s + drain_s)
+    );
+    if let Some(r) = queue.rabbit() {
+        r.delete_topology().await?;
+        r.close().await;
+    }
+    if let Some(s) = schema {
+        store.drop_pg_schema(&s).await?;
+    }
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    if cfg.queue.kind == QueueKind::Rabbitmq && results as usize != a.jobs {
+        bail!("expected {} results, found {results}", a.jobs);
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("hashtale-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn bench_model(a: ModelBenchArgs) -> Result<()> {
+    let sizes: Vec<usize> = a
+        .batch_sizes
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let model = hashtale_models::pipeline::Hashtale::load_default()?;
+    let dir = std::path::Path::new("assets/samples");
+    let samples: Vec<image::DynamicImage> = hashtale_scheduler::dir::scan(dir)?
+        .iter()
+        .map(|p| image::open(p))
+        .collect::<Result<_, _>>()?;
+    if samples.is_empty() {
+        bail!("no sample images in {}", dir.display());
+    }
+    println!("model bench: {} ({} sample images, cycled)", model.model_version(), samples.len());
+    for &bs in &sizes {
+        let batch: Vec<image::DynamicImage> =
+            (0..bs).map(|i| samples[i % samples.len()].clone()).collect();
+        model.run_batch(&batch)?; // warm-up
+        let t = Instant::now();
+        for _ in 0..a.iters {
+            model.run_batch(&batch)?;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "batch {bs:>3}: {:.2} images/s ({:.1} ms per batch)",
+            (bs * a.iters) as f64 / s,
+            s * 1e3 / a.iters as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! `hashtale run`: everything in one process on a laptop — embedded SQLite, the in-process
+//! queue, the scheduler (watching `assets/samples/` unless told otherwise), the worker and the
+//! HTTP API — with no configuration. Prints each result as it lands.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use hashtale_core::config::QueueKind;
+use hashtale_core::fetch::Fetcher;
+use hashtale_core::queue::JobQueue;
+use hashtale_core::store::{state, ResultRow};
+use hashtale_core::Store;
+use hashtale_scheduler::{dir, feed, Ingestor};
+use hashtale_worker::Worker;
+use rand::Rng;
+
+use super::config::{open_store, runtime, shutdown_signal, PipelineArgs};
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Folder to watch (repeatable; default: assets/samples).
+    #[arg(long)]
+    pub watch: Vec<PathBuf>,
+    /// RSS/Atom/JSON Feed URL to poll (repeatable).
+    #[arg(long)]
+    pub feed: Vec<String>,
+    /// SQLite file (default: hashtale.db in the current folder).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// API address (default: 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Process what is there now, print the results and exit (no API, no watching).
+    #[arg(long)]
+    pub once: bool,
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let mut cfg = a.pipeline.load()?;
+    cfg.queue.kind = QueueKind::Local;
+    cfg.scheduler.ingest = false;
+    if let Some(db) = &a.db {
+        cfg.database.url = format!("sqlite://{}", db.display());
+    }
+    if let Some(l) = a.listen {
+        cfg.api.listen = l;
+    }
+    cfg.scheduler.watch_dirs.extend(a.watch);
+    cfg.scheduler.feeds.extend(a.feed);
+    if cfg.scheduler.watch_dirs.is_empty() && cfg.scheduler.feeds.is_empty() {
+        cfg.scheduler.watch_dirs.push(PathBuf::from("assets/samples"));
+    }
+    let generated_token = cfg.api.token.is_empty();
+    if generated_token {
+        let bytes: [u8; 16] = rand::thread_rng().gen();
+        cfg.api.token = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    runtime()?.block_on(async move {
+        let shutdown = shutdown_signal();
+        let store = open_store(&cfg).await?;
+        let requeued = store.requeue_running().await?;
+        if requeued > 0 {
+            tracing::info!("resuming {requeued} unfinished jobs");
+        }
+        let queue = JobQueue::Local(hashtale_core::queue::LocalQueue::new(store.clone()));
+        let ing = Ingestor::new(store.clone(), queue.clone());
+        eprintln!("loading the models…");
+        let model = super::worker::load_model().await?;
+        let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(
+            Worker {
+                store: store.clone(),
+                queue: queue.clone(),
+                cfg: cfg.clone(),
+                model,
+            }
+            .run(worker_rx),
+        );
+        let mut printed = 0i64;
+        if a.once {
+            let fetcher = Fetcher::new(&cfg.fetch)?;
+            for d in &cfg.scheduler.watch_dirs {
+                let root = std::fs::canonicalize(d)?;
+                for f in dir::scan(&root)? {
+                    match dir::post_for(&root, &f, cfg.fetch.max_bytes) {
+                        Ok(p) => {
+                            ing.ingest(&p).await?;
+                        }
+                        Err(e) => tracing::warn!("skipping {}: {e}", f.display()),
+                    }
+                }
+            }
+            for f in &cfg.scheduler.feeds {
+                feed::poll_once(&ing, &fetcher, f).await?;
+            }
+            loop {
+                printed = print_new(&store, printed).await?;
+                if active_jobs(&store).await? == 0 || *shutdown.borrow() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            printed = print_new(&store, printed).await?;
+        } else {
+            super::scheduler::spawn_sources(&ing, &cfg, &shutdown)?;
+            let state = hashtale_api::AppState::new(store.clone(), queue.clone(), &cfg)?;
+            let api_cfg = cfg.clone();
+            let api_shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = hashtale_api::serve(state, &api_cfg, api_shutdown).await {
+                    tracing::error!("API: {e}");
+                }
+            });
+            eprintln!(
+                "API: http://{}/v1/results  (OpenAPI: /openapi.json; write token: {}{})",
+                cfg.api.listen,
+                cfg.api.token,
+                if generated_token { ", generated for this run" } else { "" }
+            );
+            eprintln!(
+                "watching {}; Ctrl-C to stop",
+                cfg.scheduler
+                    .watch_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut s = shutdown.clone();
+            loop {
+                printed = print_new(&store, printed).await?;
+                tokio::select! {
+                    _ = s.wait_for(|v| *v) => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+        let _ = stop_worker.send(true);
+        worker.await??;
+        print_new(&store, printed).await?;
+        print_failures(&store).await?;
+        store.close().await;
+        Ok(())
+    })
+}
+
+/// Jobs not yet done or failed.
+async fn active_jobs(store: &Store) -> Result<i64> {
+    Ok(store
+        .job_counts()
+        .await?
+        .iter()
+        .filter(|(s, _)| s != state::DONE && s != state::FAILED)
+        .map(|(_, n)| n)
+        .sum())
+}
+
+fn describe(r: &ResultRow) -> String {
+    let tags: Vec<String> = r.output["hashtags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    let tag = t["tag"].as_str()?;
+                    let score = t["score"].as_f64().unwrap_or(0.0);
+                    Some(format!("#{} ({score:.2})", tag.trim_start_matches('#')))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut s = tags.join(" ");
+    if let Some(story) = &r.story {
+        s.push_str(&format!("\n    {story}"));
+    }
+    s
+}
+
+/// Prints results with id above `after`; returns the last id printed.
+async fn print_new(store: &Store, mut after: i64) -> Result<i64> {
+    loop {
+        let page = store.results_page(0, after, 100).await?;
+        if page.is_empty() {
+            return Ok(after);
+        }
+        for r in &page {
+            let name = store
+                .post(r.post_id)
+                .await?
+                .map(|p| p.external_id)
+                .unwrap_or_default();
+            println!("{name}: {}", describe(r));
+            after = r.id;
+        }
+    }
+}
+
+async fn print_failures(store: &Store) -> Result<()> {
+    let failed = store
+        .job_counts()
+        .await?
+        .into_iter()
+        .find(|(s, _)| s == state::FAILED)
+        .map_or(0, |(_, n)| n);
+    if failed > 0 {
+        eprintln!("{failed} job(s) failed; see GET /v1/jobs/{{id}} for the reasons");
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Crash safety: a `hashtale worker` process killed with SIGKILL mid-run loses nothing; a
+//! second worker finishes, every post has exactly one result, and SIGTERM stops it cleanly.
+mod pipeline_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hashtale_core::store::state;
+use hashtale_core::types::{ImageSource, NewPost};
+use hashtale_scheduler::Ingestor;
+use pipeline_support::{amqp_url, jobs_in, pg_url, png, wait_until, Env};
+
+fn spawn_worker(env: &Env) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hashtale"))
+        .arg("worker")
+        .env("HASHTALE__DATABASE__URL", pg_url())
+        .env("HASHTALE__DATABASE__SCHEMA", env.schema.as_deref().unwrap())
+        .env("HASHTALE__QUEUE__KIND", "rabbitmq")
+        .env("HASHTALE__QUEUE__AMQP_URL", amqp_url())
+        .env("HASHTALE__QUEUE__PREFIX", &env.cfg.queue.prefix)
+        .env("HASHTALE__WORKER__BATCH_SIZE", "8")
+        .env("HASHTALE__WORKER__MAX_WAIT_MS", "20")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting hashtale worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_loses_nothing_and_duplicates_nothing() {
+    let env = Env::postgres_rabbit("crash").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    const N: i64 = 96;
+    for i in 0..N as u32 {
+        ing.ingest(&NewPost {
+            source: "crash".into(),
+            source_kind: "test".into(),
+            external_id: format!("c{i}"),
+            image: ImageSource::Bytes(png(i)),
+            caption: None,
+        })
+        .await
+        .unwrap();
+    }
+    let mut first = spawn_worker(&env);
+    // Kill it as soon as it has committed something, with more in hand.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = env.store.count("results").await.unwrap();
+        if done > 0 {
+            break;
+        }
+        assert!(first.try_wait().unwrap().is_none(), "worker exited early");
+        assert!(Instant::now() < deadline, "the first worker produced nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let at_kill = env.store.count("results").await.unwrap();
+    assert!(at_kill < N, "the first worker finished everything before it was killed");
+
+    let mut second = spawn_worker(&env);
+    wait_until(900, "every job done", || async { jobs_in(&env.store, state::DONE).await == N }).await;
+    assert_eq!(env.store.count("results").await.unwrap(), N);
+    for post_id in 1..=N {
+        let rs = env.store.results_for_post(post_id).await.unwrap();
+        assert_eq!(rs.len(), 1, "post {post_id} has {} results", rs.len());
+    }
+    // Graceful shutdown on SIGTERM.
+    let pid = second.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "worker ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker exited with {status}");
+    env.cleanup().await;
+}

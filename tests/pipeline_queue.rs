@@ -1,0 +1,177 @@
+//! Queue mechanics without the models: acknowledgement after commit and redelivery, retries
+//! through the TTL retry queue, the dead-letter queue with its reason, the ingest queue, and
+//! the in-process queue's retries.
+mod pipeline_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hashtale_core::queue::{error_header, JobQueue, Rabbit};
+use hashtale_core::store::state;
+use hashtale_core::types::{ImageSource, IngestMessage, NewPost};
+use hashtale_scheduler::Ingestor;
+use pipeline_support::{amqp_url, jobs_in, png, wait_until, Env};
+
+fn post(id: u32) -> NewPost {
+    NewPost {
+        source: "q".into(),
+        source_kind: "test".into(),
+        external_id: format!("p{id}"),
+        image: ImageSource::Bytes(png(id)),
+        caption: None,
+    }
+}
+
+async fn next(c: &mut hashtale_core::queue::JobConsumer) -> hashtale_core::queue::Delivery {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    c.next(Some(deadline)).await.unwrap().expect("a delivery within 20 s")
+}
+
+#[tokio::test]
+async fn unacknowledged_jobs_are_redelivered_when_a_consumer_dies() {
+    let env = Env::postgres_rabbit("redeliver").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    for i in 0..3 {
+        ing.ingest(&post(i)).await.unwrap();
+    }
+    assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
+    // A second connection plays the worker that dies after acknowledging one job.
+    let doomed = Arc::new(Rabbit::connect(&amqp_url(), &env.cfg.queue.prefix).await.unwrap());
+    let mut c1 = JobQueue::Rabbit(doomed.clone()).consumer(10).await.unwrap();
+    let first = next(&mut c1).await;
+    let _second = next(&mut c1).await;
+    let _third = next(&mut c1).await;
+    let acked = first.msg.job_id;
+    first.ack().await.unwrap();
+    doomed.close().await;
+    drop(c1);
+    // The survivor gets exactly the two unacknowledged jobs, flagged as redelivered.
+    let mut c2 = env.queue.consumer(10).await.unwrap();
+    let a = next(&mut c2).await;
+    let b = next(&mut c2).await;
+    assert!(a.redelivered && b.redelivered);
+    let mut ids = [a.msg.job_id, b.msg.job_id];
+    ids.sort();
+    assert!(!ids.contains(&acked));
+    a.ack().await.unwrap();
+    b.ack().await.unwrap();
+    let none = c2
+        .next(Some(tokio::time::Instant::now() + Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert!(none.is_none(), "nothing else should be delivered");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
+    let env = Env::postgres_rabbit("retry").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let r = ing.ingest(&post(7)).await.unwrap();
+    let job_id = r.job_id.unwrap();
+    let mut c = env.queue.consumer(4).await.unwrap();
+    let mut seen = Vec::new();
+    for attempt in 1..=3 {
+        let d = next(&mut c).await;
+        seen.push(Instant::now());
+        assert_eq!(d.msg.job_id, job_id);
+        let item = env.store.start_jobs(&[job_id]).await.unwrap().remove(0);
+        assert_eq!(item.attempts, attempt);
+        env.queue
+            .fail(&env.store, &env.cfg.queue, d, item.attempts, &format!("boom {attempt}"), true)
+            .await
+            .unwrap();
+        let row = env.store.job(job_id).await.unwrap().unwrap();
+        let expect = if attempt < 3 { state::RETRYING } else { state::FAILED };
+        assert_eq!(row.state, expect);
+    }
+    // Backoff: 50 ms then 100 ms (at least).
+    assert!(seen[1] - seen[0] >= Duration::from_millis(50));
+    assert!(seen[2] - seen[1] >= Duration::from_millis(100));
+    let row = env.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(row.attempts, 3);
+    assert_eq!(row.last_error.as_deref(), Some("boom 3"));
+    // Parked in the dead-letter queue with the reason.
+    let rabbit = env.queue.rabbit().unwrap().clone();
+    let (_ch, mut dead) = rabbit.consume(&rabbit.names.dead, 1).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), dead.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(error_header(&d.properties).as_deref(), Some("boom 3"));
+    let msg: hashtale_core::types::JobMessage = serde_json::from_slice(&d.data).unwrap();
+    assert_eq!(msg.job_id, job_id);
+    // And it is not retried any more.
+    let none = c
+        .next(Some(tokio::time::Instant::now() + Duration::from_millis(400)))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
+    let env = Env::postgres_rabbit("ingest").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let rabbit = env.queue.rabbit().unwrap().clone();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(hashtale_scheduler::ingest::consume_ingest(ing, rabbit.clone(), rx));
+    use base64::Engine;
+    let good = IngestMessage {
+        source: "insta".into(),
+        external_id: "x1".into(),
+        image_url: None,
+        image_base64: Some(base64::engine::general_purpose::STANDARD.encode(png(3))),
+        caption: Some("hello".into()),
+    };
+    let props = lapin::BasicProperties::default().with_delivery_mode(2);
+    for body in [
+        serde_json::to_vec(&good).unwrap(),
+        serde_json::to_vec(&good).unwrap(), // the same post again: no second job
+        b"{\"source\":\"insta\"}".to_vec(),  // malformed
+    ] {
+        rabbit.publish(&rabbit.names.ingest, &body, props.clone()).await.unwrap();
+    }
+    wait_until(20, "the ingested post", || async {
+        env.store.count("posts").await.unwrap() == 1
+            && rabbit.depth(&rabbit.names.dead).await.unwrap() == 1
+            && rabbit.depth(&rabbit.names.ingest).await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(env.store.count("jobs").await.unwrap(), 1);
+    assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 1);
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn local_queue_retries_then_fails_and_survives_restart() {
+    let env = Env::sqlite_local("localq").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let r = ing.ingest(&post(1)).await.unwrap();
+    let job_id = r.job_id.unwrap();
+    let mut c = env.queue.consumer(4).await.unwrap();
+    for attempt in 1..=3i64 {
+        let d = next(&mut c).await;
+        assert_eq!(d.msg.job_id, job_id);
+        env.queue
+            .fail(&env.store, &env.cfg.queue, d, attempt, "still broken", true)
+            .await
+            .unwrap();
+    }
+    let row = env.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), (state::FAILED, 3));
+    // A job claimed by a process that died is taken again after a restart.
+    let r2 = ing.ingest(&post(2)).await.unwrap();
+    let claimed = env.store.claim(10).await.unwrap();
+    assert_eq!(claimed[0].job_id, r2.job_id.unwrap());
+    assert!(env.store.claim(10).await.unwrap().is_empty());
+    assert_eq!(env.store.requeue_running().await.unwrap(), 1);
+    let mut c = env.queue.consumer(4).await.unwrap();
+    assert_eq!(next(&mut c).await.msg.job_id, r2.job_id.unwrap());
+    env.cleanup().await;
+}

@@ -1,0 +1,43 @@
+//! The model step behind a small trait, so the worker can run the real models and the
+//! overhead benchmark can run a stand-in that costs nothing.
+use image::DynamicImage;
+
+/// Turns a batch of decoded images into one JSON answer per image, in order.
+pub trait ModelStep: Send + Sync + 'static {
+    /// Names the exact weights; stored with every result.
+    fn version(&self) -> String;
+    /// Runs the batch (CPU/GPU-bound: the worker calls it on a blocking thread).
+    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String>;
+}
+
+/// The real models: encoder → batched beam search (hashtags) → stories.
+impl ModelStep for hashtale_models::pipeline::Hashtale {
+    fn version(&self) -> String {
+        self.model_version()
+    }
+
+    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String> {
+        let out = hashtale_models::pipeline::Hashtale::run_batch(self, images)
+            .map_err(|e| format!("model: {e}"))?;
+        out.iter()
+            .map(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+            .collect()
+    }
+}
+
+/// A zero-cost stand-in for the models, used ONLY by `hashtale bench pipeline` to measure
+/// the pipeline's own overhead (queue, store, fetch, decode). Its results say so.
+pub struct NoopModelForOverheadBench;
+
+impl ModelStep for NoopModelForOverheadBench {
+    fn version(&self) -> String {
+        "noop-overhead-bench".into()
+    }
+
+    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String> {
+        Ok(images
+            .iter()
+            .map(|_| serde_json::json!({ "hashtags": [], "story": null, "stand_in": "noop-overhead-bench" }))
+            .collect())
+    }
+}
