@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "hashtale", version, about = "Hashtags and short stories for images")]
+#[command(
+    name = "hashtale",
+    version,
+    about = "Hashtags and short stories for images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,8 +74,7 @@ enum EvalCmd {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

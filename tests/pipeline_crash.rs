@@ -51,16 +51,25 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
             break;
         }
         assert!(first.try_wait().unwrap().is_none(), "worker exited early");
-        assert!(Instant::now() < deadline, "the first worker produced nothing");
+        assert!(
+            Instant::now() < deadline,
+            "the first worker produced nothing"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let at_kill = env.store.count("results").await.unwrap();
-    assert!(at_kill < N, "the first worker finished everything before it was killed");
+    assert!(
+        at_kill < N,
+        "the first worker finished everything before it was killed"
+    );
 
     let mut second = spawn_worker(&env);
-    wait_until(900, "every job done", || async { jobs_in(&env.store, state::DONE).await == N }).await;
+    wait_until(900, "every job done", || async {
+        jobs_in(&env.store, state::DONE).await == N
+    })
+    .await;
     assert_eq!(env.store.count("results").await.unwrap(), N);
     for post_id in 1..=N {
         let rs = env.store.results_for_post(post_id).await.unwrap();
@@ -68,13 +77,20 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
     }
     // Graceful shutdown on SIGTERM.
     let pid = second.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let t = Instant::now();
     let status = loop {
         if let Some(s) = second.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "worker ignored SIGTERM");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "worker ignored SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "worker exited with {status}");

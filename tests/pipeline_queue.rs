@@ -25,7 +25,10 @@ fn post(id: u32) -> NewPost {
 
 async fn next(c: &mut hashtale_core::queue::JobConsumer) -> hashtale_core::queue::Delivery {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    c.next(Some(deadline)).await.unwrap().expect("a delivery within 20 s")
+    c.next(Some(deadline))
+        .await
+        .unwrap()
+        .expect("a delivery within 20 s")
 }
 
 #[tokio::test]
@@ -37,7 +40,11 @@ async fn unacknowledged_jobs_are_redelivered_when_a_consumer_dies() {
     }
     assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
     // A second connection plays the worker that dies after acknowledging one job.
-    let doomed = Arc::new(Rabbit::connect(&amqp_url(), &env.cfg.queue.prefix).await.unwrap());
+    let doomed = Arc::new(
+        Rabbit::connect(&amqp_url(), &env.cfg.queue.prefix)
+            .await
+            .unwrap(),
+    );
     let mut c1 = JobQueue::Rabbit(doomed.clone()).consumer(10).await.unwrap();
     let first = next(&mut c1).await;
     let _second = next(&mut c1).await;
@@ -57,7 +64,9 @@ async fn unacknowledged_jobs_are_redelivered_when_a_consumer_dies() {
     a.ack().await.unwrap();
     b.ack().await.unwrap();
     let none = c2
-        .next(Some(tokio::time::Instant::now() + Duration::from_millis(500)))
+        .next(Some(
+            tokio::time::Instant::now() + Duration::from_millis(500),
+        ))
         .await
         .unwrap();
     assert!(none.is_none(), "nothing else should be delivered");
@@ -79,11 +88,22 @@ async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
         let item = env.store.start_jobs(&[job_id]).await.unwrap().remove(0);
         assert_eq!(item.attempts, attempt);
         env.queue
-            .fail(&env.store, &env.cfg.queue, d, item.attempts, &format!("boom {attempt}"), true)
+            .fail(
+                &env.store,
+                &env.cfg.queue,
+                d,
+                item.attempts,
+                &format!("boom {attempt}"),
+                true,
+            )
             .await
             .unwrap();
         let row = env.store.job(job_id).await.unwrap().unwrap();
-        let expect = if attempt < 3 { state::RETRYING } else { state::FAILED };
+        let expect = if attempt < 3 {
+            state::RETRYING
+        } else {
+            state::FAILED
+        };
         assert_eq!(row.state, expect);
     }
     // Backoff: 50 ms then 100 ms (at least).
@@ -105,7 +125,9 @@ async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
     assert_eq!(msg.job_id, job_id);
     // And it is not retried any more.
     let none = c
-        .next(Some(tokio::time::Instant::now() + Duration::from_millis(400)))
+        .next(Some(
+            tokio::time::Instant::now() + Duration::from_millis(400),
+        ))
         .await
         .unwrap();
     assert!(none.is_none());
@@ -118,7 +140,11 @@ async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
     let ing = Ingestor::new(env.store.clone(), env.queue.clone());
     let rabbit = env.queue.rabbit().unwrap().clone();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(hashtale_scheduler::ingest::consume_ingest(ing, rabbit.clone(), rx));
+    let task = tokio::spawn(hashtale_scheduler::ingest::consume_ingest(
+        ing,
+        rabbit.clone(),
+        rx,
+    ));
     use base64::Engine;
     let good = IngestMessage {
         source: "insta".into(),
@@ -131,9 +157,12 @@ async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
     for body in [
         serde_json::to_vec(&good).unwrap(),
         serde_json::to_vec(&good).unwrap(), // the same post again: no second job
-        b"{\"source\":\"insta\"}".to_vec(),  // malformed
+        b"{\"source\":\"insta\"}".to_vec(), // malformed
     ] {
-        rabbit.publish(&rabbit.names.ingest, &body, props.clone()).await.unwrap();
+        rabbit
+            .publish(&rabbit.names.ingest, &body, props.clone())
+            .await
+            .unwrap();
     }
     wait_until(20, "the ingested post", || async {
         env.store.count("posts").await.unwrap() == 1
@@ -158,8 +187,18 @@ async fn local_queue_retries_then_fails_and_survives_restart() {
     for attempt in 1..=3i64 {
         let d = next(&mut c).await;
         assert_eq!(d.msg.job_id, job_id);
+        assert_eq!(d.redelivered, attempt > 1);
+        let item = env.store.start_jobs(&[job_id]).await.unwrap().remove(0);
+        assert_eq!(item.attempts, attempt);
         env.queue
-            .fail(&env.store, &env.cfg.queue, d, attempt, "still broken", true)
+            .fail(
+                &env.store,
+                &env.cfg.queue,
+                d,
+                item.attempts,
+                "still broken",
+                true,
+            )
             .await
             .unwrap();
     }

@@ -38,21 +38,28 @@ async fn store_suite(store: &Store) {
     assert_eq!(store.count("blobs").await.unwrap(), 1);
     let c = store
         .ingest(
-            &post("s1", "c", ImageSource::Url("http://example.com/c.png".into())),
+            &post(
+                "s1",
+                "c",
+                ImageSource::Url("http://example.com/c.png".into()),
+            ),
             state::PENDING,
         )
         .await
         .unwrap();
     assert_eq!(store.count("posts").await.unwrap(), 3);
     assert_eq!(store.count("jobs").await.unwrap(), 3);
-    assert_eq!(store.pending_jobs(10).await.unwrap(), vec![(c.job_id.unwrap(), c.post_id)]);
+    assert_eq!(
+        store.pending_jobs(10).await.unwrap(),
+        vec![(c.job_id.unwrap(), c.post_id)]
+    );
     store.mark_queued(&[c.job_id.unwrap()]).await.unwrap();
     assert!(store.pending_jobs(10).await.unwrap().is_empty());
 
     // Claiming (local queue) counts attempts and hands each job out once.
     let claimed = store.claim(2).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    assert!(claimed.iter().all(|c| c.attempts == 1));
+    assert!(claimed.iter().all(|c| c.attempts == 0));
     let rest = store.claim(10).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert!(store.claim(10).await.unwrap().is_empty());
@@ -64,14 +71,23 @@ async fn store_suite(store: &Store) {
         .await
         .unwrap();
     assert!(store.claim(10).await.unwrap().is_empty());
-    assert_eq!(store.job(j).await.unwrap().unwrap().last_error.as_deref(), Some("flaky network"));
+    assert_eq!(
+        store.job(j).await.unwrap().unwrap().last_error.as_deref(),
+        Some("flaky network")
+    );
     assert_eq!(store.requeue_running().await.unwrap(), 2);
 
     // Work items carry the image; results are unique per (post, model version).
-    let items = store.start_jobs(&[a.job_id.unwrap(), c.job_id.unwrap()]).await.unwrap();
+    let items = store
+        .start_jobs(&[a.job_id.unwrap(), c.job_id.unwrap()])
+        .await
+        .unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].image, ImageSource::Bytes(png(1)));
-    assert_eq!(items[1].image, ImageSource::Url("http://example.com/c.png".into()));
+    assert_eq!(
+        items[1].image,
+        ImageSource::Url("http://example.com/c.png".into())
+    );
     assert!(items.iter().all(|i| i.state == state::RUNNING));
     let result = |job_id, post_id, tag: &str| NewResult {
         job_id,
@@ -91,7 +107,13 @@ async fn store_suite(store: &Store) {
     let rs = store.results_for_post(a.post_id).await.unwrap();
     assert_eq!(rs.len(), 1, "re-delivery must not duplicate results");
     assert_eq!(rs[0].output["hashtags"][0]["tag"], "first");
-    assert_eq!(rs[0].output["hashtags"][0]["attention"].as_array().unwrap().len(), 49);
+    assert_eq!(
+        rs[0].output["hashtags"][0]["attention"]
+            .as_array()
+            .unwrap()
+            .len(),
+        49
+    );
     assert_eq!(rs[0].story.as_deref(), Some("once"));
     // A new model version is a new result.
     store
@@ -105,15 +127,26 @@ async fn store_suite(store: &Store) {
     // A done job delivered again is reported done, not restarted.
     let again = store.start_jobs(&[a.job_id.unwrap()]).await.unwrap();
     assert_eq!(again[0].state, state::DONE);
-    // (claimed once, requeued, started once: two attempts; the redelivery adds none)
-    assert_eq!(store.job(a.job_id.unwrap()).await.unwrap().unwrap().attempts, 2);
+    // (claimed, requeued, started once: one attempt; the redelivery adds none)
+    assert_eq!(
+        store
+            .job(a.job_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
     // Failed for good keeps its reason.
     store
         .fail_job(c.job_id.unwrap(), "not an image", state::FAILED, now_ms())
         .await
         .unwrap();
     let failed = store.job(c.job_id.unwrap()).await.unwrap().unwrap();
-    assert_eq!((failed.state.as_str(), failed.last_error.as_deref()), (state::FAILED, Some("not an image")));
+    assert_eq!(
+        (failed.state.as_str(), failed.last_error.as_deref()),
+        (state::FAILED, Some("not an image"))
+    );
     assert!(failed.finished_at.is_some());
 
     // Paging.
@@ -121,7 +154,11 @@ async fn store_suite(store: &Store) {
     assert_eq!(page.len(), 1);
     let next = store.results_page(0, page[0].id, 10).await.unwrap();
     assert_eq!(next.len(), 1);
-    assert!(store.results_page(now_ms() + 1000, 0, 10).await.unwrap().is_empty());
+    assert!(store
+        .results_page(now_ms() + 1000, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let counts = store.job_counts().await.unwrap();
     assert_eq!(counts.len(), state::ALL.len());
     assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 3);
@@ -129,12 +166,41 @@ async fn store_suite(store: &Store) {
     // Feed validators and backfill progress.
     let sid = store.source_id("feed:x", "feed").await.unwrap();
     assert_eq!(store.source_id("feed:x", "feed").await.unwrap(), sid);
-    store.set_feed_validators(sid, Some("\"e1\""), None).await.unwrap();
-    assert_eq!(store.feed_validators(sid).await.unwrap(), (Some("\"e1\"".into()), None));
+    store
+        .set_feed_validators(sid, Some("\"e1\""), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.feed_validators(sid).await.unwrap(),
+        (Some("\"e1\"".into()), None)
+    );
     let (bid, done) = store.backfill_start("file|1", 10).await.unwrap();
     assert_eq!(done, 0);
     store.backfill_progress(bid, 4, false).await.unwrap();
     assert_eq!(store.backfill_start("file|1", 10).await.unwrap(), (bid, 4));
+    // Many at once: in order, a repeat within the chunk and a known post make no job.
+    let many = [
+        post("s3", "m1", ImageSource::Bytes(png(5))),
+        post(
+            "s3",
+            "m2",
+            ImageSource::Url("http://example.com/m2.png".into()),
+        ),
+        post("s3", "m1", ImageSource::Bytes(png(5))),
+        post("s1", "a", ImageSource::Bytes(png(1))),
+    ];
+    let r = store.ingest_many(&many, state::QUEUED).await.unwrap();
+    assert!(r[0].job_id.is_some() && r[1].job_id.is_some());
+    assert_ne!(r[0].job_id, r[1].job_id);
+    assert_eq!((r[2].post_id, r[2].job_id), (r[0].post_id, None));
+    assert_eq!((r[3].post_id, r[3].job_id), (a.post_id, None));
+    assert_eq!(store.count("posts").await.unwrap(), 5);
+    assert_eq!(store.count("jobs").await.unwrap(), 5);
+    assert!(store
+        .ingest_many(&[], state::QUEUED)
+        .await
+        .unwrap()
+        .is_empty());
     store.ping().await.unwrap();
     // Migrations are idempotent.
     store.migrate().await.unwrap();

@@ -122,7 +122,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     if bool::from(given.ct_eq(&expected)) {
         Ok(())
     } else {
-        Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()))
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token".into(),
+        ))
     }
 }
 
@@ -152,14 +155,12 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
     let body = if ct.starts_with("multipart/form-data") {
         let mp = Multipart::from_request(req, &())
             .await
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+            .map_err(|e| ApiError(e.status(), e.body_text()))?;
         from_multipart(mp).await?
     } else if ct.starts_with("application/json") {
-        let Json(b): Json<PostBody> = Json::from_request(req, &())
-            .await
-            .map_err(|e: axum::extract::rejection::JsonRejection| {
-                ApiError(StatusCode::BAD_REQUEST, e.body_text())
-            })?;
+        let Json(b): Json<PostBody> = Json::from_request(req, &()).await.map_err(
+            |e: axum::extract::rejection::JsonRejection| ApiError(e.status(), e.body_text()),
+        )?;
         let image = match (&b.image_url, &b.image_base64) {
             (Some(u), None) => ImageSource::Url(u.clone()),
             (None, Some(s)) => ImageSource::Bytes(
@@ -184,12 +185,18 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
     let (source, external_id, image, caption) = body;
     let source = source.unwrap_or_else(|| "default".into());
     if source.is_empty() || source.len() > 200 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "source must be 1 to 200 characters".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "source must be 1 to 200 characters".into(),
+        ));
     }
     let external_id = match (&external_id, &image) {
         (Some(e), _) if !e.is_empty() && e.len() <= 500 => e.clone(),
         (Some(_), _) => {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "external_id must be 1 to 500 characters".into()))
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "external_id must be 1 to 500 characters".into(),
+            ))
         }
         (None, ImageSource::Url(u)) => u.clone(),
         (None, ImageSource::Bytes(b)) => sha256_hex(b),
@@ -209,12 +216,21 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
         image,
         caption,
     };
-    let r = state.store.ingest(&post, state.queue.initial_state()).await?;
+    let r = state
+        .store
+        .ingest(&post, state.queue.initial_state())
+        .await?;
     let (job_id, status) = match r.job_id {
         Some(job_id) => {
             state
                 .queue
-                .enqueue(&state.store, &[JobMessage { job_id, post_id: r.post_id }])
+                .enqueue(
+                    &state.store,
+                    &[JobMessage {
+                        job_id,
+                        post_id: r.post_id,
+                    }],
+                )
                 .await?;
             metrics::inc(&metrics::global().posts_ingested, 1);
             (job_id, StatusCode::ACCEPTED)
@@ -234,8 +250,9 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
 type Parsed = (Option<String>, Option<String>, ImageSource, Option<String>);
 
 async fn from_multipart(mut mp: Multipart) -> ApiResult<Parsed> {
-    let (mut source, mut external_id, mut caption, mut bytes, mut url) = (None, None, None, None, None);
-    let bad = |e: axum::extract::multipart::MultipartError| ApiError(StatusCode::BAD_REQUEST, e.body_text());
+    let (mut source, mut external_id, mut caption, mut bytes, mut url) =
+        (None, None, None, None, None);
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError(e.status(), e.body_text());
     while let Some(field) = mp.next_field().await.map_err(bad)? {
         match field.name().unwrap_or("") {
             "file" | "image" => bytes = Some(field.bytes().await.map_err(bad)?.to_vec()),
@@ -295,7 +312,9 @@ async fn list_results(
 ) -> ApiResult<Response> {
     let limit = q.limit.clamp(1, 1000);
     let rows = state.store.results_page(q.since, q.after, limit).await?;
-    let next_after = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
     Ok(Json(json!({ "results": rows, "next_after": next_after })).into_response())
 }
 
@@ -307,7 +326,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "database": db.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
         "broker": if broker { "ok" } else { "unreachable" },
     }));
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, body).into_response()
 }
 

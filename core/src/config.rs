@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The whole configuration, one section per component.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -108,19 +108,6 @@ pub struct ApiConfig {
     pub max_upload_bytes: usize,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            database: DatabaseConfig::default(),
-            queue: QueueConfig::default(),
-            worker: WorkerConfig::default(),
-            fetch: FetchConfig::default(),
-            scheduler: SchedulerConfig::default(),
-            api: ApiConfig::default(),
-        }
-    }
-}
-
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
@@ -209,10 +196,15 @@ impl Config {
                 .with_list_parse_key("scheduler.feeds")
                 .try_parsing(true),
         );
-        let cfg: Config = builder
+        let mut cfg: Config = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| Error::Config(e.to_string()))?;
+        // `HASHTALE__SCHEDULER__FEEDS=""` means no feeds, not one empty feed.
+        cfg.scheduler.feeds.retain(|f| !f.trim().is_empty());
+        cfg.scheduler
+            .watch_dirs
+            .retain(|d| !d.as_os_str().is_empty());
         cfg.validate()?;
         Ok(cfg)
     }
@@ -223,7 +215,9 @@ impl Config {
             return Err(Error::Config("worker.batch_size must be at least 1".into()));
         }
         if self.queue.max_attempts == 0 {
-            return Err(Error::Config("queue.max_attempts must be at least 1".into()));
+            return Err(Error::Config(
+                "queue.max_attempts must be at least 1".into(),
+            ));
         }
         if !(self.database.url.starts_with("postgres://")
             || self.database.url.starts_with("postgresql://")

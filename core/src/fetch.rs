@@ -75,7 +75,10 @@ impl Resolve for SafeResolver {
 
 fn check_url(url: &url::Url, allow_private: bool) -> std::result::Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("refused: scheme {} (only http and https)", url.scheme()));
+        return Err(format!(
+            "refused: scheme {} (only http and https)",
+            url.scheme()
+        ));
     }
     match url.host() {
         None => Err("refused: URL without host".into()),
@@ -144,11 +147,13 @@ impl Fetcher {
         let status = resp.status();
         if !status.is_success() {
             let msg = format!("HTTP {status} for image");
-            return Err(if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-                Error::Transient(msg)
-            } else {
-                Error::BadInput(msg)
-            });
+            return Err(
+                if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+                    Error::Transient(msg)
+                } else {
+                    Error::BadInput(msg)
+                },
+            );
         }
         if let Some(ct) = resp.headers().get(reqwest::header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
@@ -212,7 +217,9 @@ pub fn sniff(bytes: &[u8]) -> Result<ImageFormat> {
     match image::guess_format(bytes) {
         Ok(f) if ACCEPTED_FORMATS.contains(&f) => Ok(f),
         Ok(f) => Err(Error::BadInput(format!("unsupported image format {f:?}"))),
-        Err(_) => Err(Error::BadInput("not an image (unrecognised magic bytes)".into())),
+        Err(_) => Err(Error::BadInput(
+            "not an image (unrecognised magic bytes)".into(),
+        )),
     }
 }
 
@@ -291,6 +298,80 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    /// A JPEG of `w`×`h` with an EXIF APP1 segment carrying `orientation`.
+    fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 100, 50]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+        let jpeg = out.into_inner();
+        // TIFF (little endian): header, one IFD entry 0x0112 SHORT = orientation, no next IFD.
+        let mut tiff = vec![
+            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0,
+        ];
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let len = (app1.len() + 2) as u16;
+        let mut with = jpeg[..2].to_vec(); // SOI
+        with.extend_from_slice(&[0xFF, 0xE1]);
+        with.extend_from_slice(&len.to_be_bytes());
+        with.extend_from_slice(&app1);
+        with.extend_from_slice(&jpeg[2..]);
+        with
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn refuses_decompression_bombs_from_the_header() {
+        // A PNG header claiming 60000×60000 pixels (3.6 G) and no pixel data.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
+            png.extend_from_slice(&0u32.to_be_bytes());
+            png.extend_from_slice(chunk);
+            png.extend_from_slice(&crc32(chunk).to_be_bytes());
+        }
+        let cfg = FetchConfig {
+            max_side: 100_000,
+            ..FetchConfig::default()
+        };
+        let err = decode_image(&png, &cfg).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        // And with the default side limit it is refused as well.
+        assert!(decode_image(&png, &FetchConfig::default()).is_err());
+    }
+
+    #[test]
+    fn applies_exif_orientation() {
+        let cfg = FetchConfig::default();
+        let upright = decode_image(&jpeg_with_orientation(32, 16, 1), &cfg).unwrap();
+        assert_eq!((upright.width(), upright.height()), (32, 16));
+        // 6: rotate 90° clockwise to display, so width and height swap.
+        let rotated = decode_image(&jpeg_with_orientation(32, 16, 6), &cfg).unwrap();
+        assert_eq!((rotated.width(), rotated.height()), (16, 32));
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Metrics {
     /// Prometheus text; `jobs_by_state` and `queue_depth` come from the store and broker.
     pub fn render(&self, jobs_by_state: &[(String, i64)], queue_depth: Option<u64>) -> String {
         let mut out = String::new();
-        out.push_str("# HELP hashtale_jobs Jobs in the store by state.\n# TYPE hashtale_jobs gauge\n");
+        out.push_str(
+            "# HELP hashtale_jobs Jobs in the store by state.\n# TYPE hashtale_jobs gauge\n",
+        );
         for (s, n) in jobs_by_state {
             let _ = writeln!(out, "hashtale_jobs{{state=\"{s}\"}} {n}");
         }
@@ -92,10 +94,26 @@ impl Metrics {
             );
         }
         for (name, help, v) in [
-            ("hashtale_jobs_succeeded_total", "Jobs completed by this process.", &self.jobs_succeeded),
-            ("hashtale_jobs_failed_total", "Jobs failed for good by this process.", &self.jobs_failed),
-            ("hashtale_jobs_retried_total", "Failed attempts sent back for a retry.", &self.jobs_retried),
-            ("hashtale_posts_ingested_total", "New posts ingested by this process.", &self.posts_ingested),
+            (
+                "hashtale_jobs_succeeded_total",
+                "Jobs completed by this process.",
+                &self.jobs_succeeded,
+            ),
+            (
+                "hashtale_jobs_failed_total",
+                "Jobs failed for good by this process.",
+                &self.jobs_failed,
+            ),
+            (
+                "hashtale_jobs_retried_total",
+                "Failed attempts sent back for a retry.",
+                &self.jobs_retried,
+            ),
+            (
+                "hashtale_posts_ingested_total",
+                "New posts ingested by this process.",
+                &self.posts_ingested,
+            ),
         ] {
             let _ = writeln!(
                 out,

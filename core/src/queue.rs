@@ -130,7 +130,9 @@ impl Rabbit {
             .await?
             .await?;
         if confirm.is_nack() {
-            return Err(Error::Transient(format!("broker refused a message for {queue}")));
+            return Err(Error::Transient(format!(
+                "broker refused a message for {queue}"
+            )));
         }
         Ok(())
     }
@@ -285,9 +287,7 @@ impl Rabbit {
             &self.names.dead,
             &self.names.ingest,
         ] {
-            self.publisher
-                .queue_delete(q, Default::default())
-                .await?;
+            self.publisher.queue_delete(q, Default::default()).await?;
         }
         self.publisher
             .exchange_delete(&self.names.results, Default::default())
@@ -447,7 +447,12 @@ impl JobQueue {
             JobQueue::Rabbit(r) => {
                 if retry {
                     store
-                        .fail_job(d.msg.job_id, error, state::RETRYING, now_ms() + delay as i64)
+                        .fail_job(
+                            d.msg.job_id,
+                            error,
+                            state::RETRYING,
+                            now_ms() + delay as i64,
+                        )
                         .await?;
                     r.publish_retry(&d.msg, delay, error).await?;
                 } else {
@@ -536,7 +541,12 @@ impl Delivery {
             }
             Acker::Local => {
                 store
-                    .fail_job(self.msg.job_id, "requeued at shutdown", state::QUEUED, now_ms())
+                    .fail_job(
+                        self.msg.job_id,
+                        "requeued at shutdown",
+                        state::QUEUED,
+                        now_ms(),
+                    )
                     .await?
             }
         }
@@ -600,7 +610,7 @@ impl JobConsumer {
                             job_id: c.job_id,
                             post_id: c.post_id,
                         },
-                        redelivered: c.attempts > 1,
+                        redelivered: c.attempts > 0,
                         acker: Acker::Local,
                     }));
                     continue;

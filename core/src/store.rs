@@ -127,7 +127,7 @@ pub struct NewResult {
     pub timings: Timings,
 }
 
-/// A job as the local (in-process) queue hands it out.
+/// A job as the local (in-process) queue hands it out; `attempts` are those made before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claimed {
     pub job_id: i64,
@@ -162,7 +162,10 @@ impl Store {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut co = PgConnectOptions::from_str(url)?;
             if let Some(schema) = &opts.pg_schema {
-                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if !schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     return Err(Error::Config(format!("bad schema name {schema:?}")));
                 }
                 let admin = PgPoolOptions::new()
@@ -227,7 +230,10 @@ impl Store {
 
     /// Postgres only: drops a schema and everything in it (test and bench clean-up).
     pub async fn drop_pg_schema(&self, schema: &str) -> Result<()> {
-        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(Error::Config(format!("bad schema name {schema:?}")));
         }
         if let Store::Postgres(p) = self {
@@ -253,7 +259,10 @@ impl Store {
     }
 
     /// ETag and Last-Modified remembered for a feed.
-    pub async fn feed_validators(&self, source_id: i64) -> Result<(Option<String>, Option<String>)> {
+    pub async fn feed_validators(
+        &self,
+        source_id: i64,
+    ) -> Result<(Option<String>, Option<String>)> {
         on_pool!(self, p => {
             let row = sqlx::query("SELECT etag, last_modified FROM sources WHERE id = $1")
                 .bind(source_id).fetch_one(p).await?;
@@ -309,6 +318,126 @@ impl Store {
                     Ingested { post_id: row.try_get(0)?, job_id: None }
                 }
             };
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// [`Store::ingest`] for many posts in one transaction (backfills, bursts): one result per
+    /// input, in order; a post repeated within `posts` is new only the first time.
+    pub async fn ingest_many(&self, posts: &[NewPost], job_state: &str) -> Result<Vec<Ingested>> {
+        if posts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut source_ids = std::collections::HashMap::new();
+        for p in posts {
+            if !source_ids.contains_key(&p.source) {
+                let id = self.source_id(&p.source, &p.source_kind).await?;
+                source_ids.insert(p.source.clone(), id);
+            }
+        }
+        let now = now_ms();
+        let shas: Vec<Option<String>> = posts
+            .iter()
+            .map(|p| match &p.image {
+                ImageSource::Bytes(b) => Some(sha256_hex(b)),
+                ImageSource::Url(_) => None,
+            })
+            .collect();
+        let mut blobs: Vec<(&str, &[u8])> = Vec::new();
+        for (p, sha) in posts.iter().zip(&shas) {
+            if let (ImageSource::Bytes(b), Some(sha)) = (&p.image, sha) {
+                if !blobs.iter().any(|(s, _)| *s == sha.as_str()) {
+                    blobs.push((sha.as_str(), b.as_slice()));
+                }
+            }
+        }
+        let mut blob_sql = String::from("INSERT INTO blobs (sha256, bytes, created_at) VALUES ");
+        for i in 0..blobs.len() {
+            let b = 2 + i * 2;
+            blob_sql.push_str(&format!(
+                "{}(${b}, ${}, $1)",
+                if i > 0 { "," } else { "" },
+                b + 1
+            ));
+        }
+        blob_sql.push_str(" ON CONFLICT (sha256) DO NOTHING");
+        let mut post_sql = String::from(
+            "INSERT INTO posts (source_id, external_id, image_url, image_sha256, caption, first_seen) VALUES ",
+        );
+        for i in 0..posts.len() {
+            let b = 2 + i * 5;
+            post_sql.push_str(&format!(
+                "{}(${b}, ${}, ${}, ${}, ${}, $1)",
+                if i > 0 { "," } else { "" },
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
+            ));
+        }
+        post_sql.push_str(
+            " ON CONFLICT (source_id, external_id) DO NOTHING RETURNING id, source_id, external_id",
+        );
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if !blobs.is_empty() {
+                let mut q = sqlx::query(&blob_sql).bind(now);
+                for (sha, bytes) in &blobs { q = q.bind(*sha).bind(*bytes); }
+                q.execute(&mut *tx).await?;
+            }
+            let mut q = sqlx::query(&post_sql).bind(now);
+            for (post, sha) in posts.iter().zip(&shas) {
+                let url = match &post.image { ImageSource::Url(u) => Some(u.as_str()), ImageSource::Bytes(_) => None };
+                q = q.bind(source_ids[&post.source]).bind(&post.external_id).bind(url).bind(sha).bind(&post.caption);
+            }
+            let rows = q.fetch_all(&mut *tx).await?;
+            let mut inserted = std::collections::HashMap::new();
+            for r in &rows {
+                let id: i64 = r.try_get(0)?;
+                let sid: i64 = r.try_get(1)?;
+                let ext: String = r.try_get(2)?;
+                inserted.insert((sid, ext), id);
+            }
+            let mut out = Vec::with_capacity(posts.len());
+            let mut new_posts = Vec::new();
+            for post in posts {
+                let key = (source_ids[&post.source], post.external_id.clone());
+                match inserted.remove(&key) {
+                    Some(id) => {
+                        new_posts.push(id);
+                        out.push(Ingested { post_id: id, job_id: None });
+                    }
+                    None => {
+                        let row = sqlx::query("SELECT id FROM posts WHERE source_id = $1 AND external_id = $2")
+                            .bind(key.0).bind(&key.1).fetch_one(&mut *tx).await?;
+                        out.push(Ingested { post_id: row.try_get(0)?, job_id: None });
+                    }
+                }
+            }
+            if !new_posts.is_empty() {
+                let mut job_sql = String::from(
+                    "INSERT INTO jobs (post_id, state, attempts, available_at, created_at, updated_at) VALUES ");
+                for i in 0..new_posts.len() {
+                    job_sql.push_str(&format!("{}(${}, $1, 0, $2, $2, $2)", if i > 0 { "," } else { "" }, 3 + i));
+                }
+                job_sql.push_str(" RETURNING id, post_id");
+                let mut q = sqlx::query(&job_sql).bind(job_state).bind(now);
+                for id in &new_posts { q = q.bind(id); }
+                let jobs = q.fetch_all(&mut *tx).await?;
+                let mut by_post = std::collections::HashMap::new();
+                for r in &jobs {
+                    by_post.insert(r.try_get::<i64, _>(1)?, r.try_get::<i64, _>(0)?);
+                }
+                let mut first = std::collections::HashSet::new();
+                for o in out.iter_mut() {
+                    if let Some(j) = by_post.get(&o.post_id) {
+                        if first.insert(o.post_id) {
+                            o.job_id = Some(*j);
+                        }
+                    }
+                }
+            }
             tx.commit().await?;
             Ok(out)
         })
@@ -398,7 +527,13 @@ impl Store {
             if i > 0 {
                 ins.push(',');
             }
-            ins.push_str(&format!("(${b}, ${}, $1, ${}, ${}, ${}, $2)", b + 1, b + 2, b + 3, b + 4));
+            ins.push_str(&format!(
+                "(${b}, ${}, $1, ${}, ${}, ${}, $2)",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
+            ));
         }
         ins.push_str(" ON CONFLICT (post_id, model_version) DO NOTHING");
         let upd = format!(
@@ -423,7 +558,13 @@ impl Store {
     }
 
     /// Records a failed attempt: `failed` for good, or `retrying`/`queued` until `available_at`.
-    pub async fn fail_job(&self, job_id: i64, error: &str, new_state: &str, available_at: i64) -> Result<()> {
+    pub async fn fail_job(
+        &self,
+        job_id: i64,
+        error: &str,
+        new_state: &str,
+        available_at: i64,
+    ) -> Result<()> {
         let now = now_ms();
         let finished = (new_state == state::FAILED).then_some(now);
         let error: String = error.chars().take(2000).collect();
@@ -436,7 +577,8 @@ impl Store {
         Ok(())
     }
 
-    /// Local queue: claims up to `n` due jobs (marking them running, counting the attempt).
+    /// Local queue: claims up to `n` due jobs (marking them running so no other consumer takes
+    /// them; the worker's [`Store::start_jobs`] counts the attempt, as for RabbitMQ).
     pub async fn claim(&self, n: i64) -> Result<Vec<Claimed>> {
         let now = now_ms();
         let lock = match self {
@@ -444,7 +586,7 @@ impl Store {
             Store::Sqlite(_) => "",
         };
         let sql = format!(
-            "UPDATE jobs SET state = $1, attempts = attempts + 1, started_at = $2, updated_at = $2 \
+            "UPDATE jobs SET state = $1, updated_at = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE state = $3 AND available_at <= $2 ORDER BY available_at, id LIMIT $4{lock}) \
              RETURNING id, post_id, attempts"
         );
@@ -523,7 +665,12 @@ impl Store {
     }
 
     /// Results created at or after `since_ms` with id above `after_id`, oldest first (paging).
-    pub async fn results_page(&self, since_ms: i64, after_id: i64, limit: i64) -> Result<Vec<ResultRow>> {
+    pub async fn results_page(
+        &self,
+        since_ms: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ResultRow>> {
         on_pool!(self, p => {
             let rows = sqlx::query("SELECT id, post_id, job_id, model_version, output, story, timings, created_at \
                                     FROM results WHERE created_at >= $1 AND id > $2 ORDER BY id LIMIT $3")
@@ -549,7 +696,17 @@ impl Store {
 
     /// Counts rows of a table among a fixed set (tests and the bench).
     pub async fn count(&self, table: &str) -> Result<i64> {
-        if !["sources", "posts", "jobs", "results", "blobs", "backfills", "model_versions"].contains(&table) {
+        if ![
+            "sources",
+            "posts",
+            "jobs",
+            "results",
+            "blobs",
+            "backfills",
+            "model_versions",
+        ]
+        .contains(&table)
+        {
             return Err(Error::Other(format!("unknown table {table}")));
         }
         on_pool!(self, p => {

@@ -62,7 +62,9 @@ impl IngestMessage {
     pub fn into_new_post(self, kind: &str) -> crate::Result<NewPost> {
         use base64::Engine;
         if self.source.is_empty() || self.source.len() > 200 {
-            return Err(crate::Error::BadInput("source must be 1 to 200 characters".into()));
+            return Err(crate::Error::BadInput(
+                "source must be 1 to 200 characters".into(),
+            ));
         }
         if self.external_id.is_empty() || self.external_id.len() > 500 {
             return Err(crate::Error::BadInput(

@@ -74,7 +74,12 @@ impl Hashtale {
     /// Loads the encoder and a hashtag model (default: the shipped one), plus the story model
     /// and statistics when asked. Options start empty: set `options` to switch stories and
     /// suggestions on.
-    pub fn load(device: &Device, tag_model: Option<&Path>, with_story: bool, with_expand: bool) -> Result<Self> {
+    pub fn load(
+        device: &Device,
+        tag_model: Option<&Path>,
+        with_story: bool,
+        with_expand: bool,
+    ) -> Result<Self> {
         let encoder = EfficientNetLite0::load(&default_encoder_path(), device)?;
         let tags = TagModel::load(tag_model.unwrap_or(&default_model_dir()), device)?;
         let story = if with_story {
@@ -134,14 +139,23 @@ impl Hashtale {
             .collect();
         if let (Some((expander, _)), Some(opts)) = (&self.expander, &self.options.expand) {
             for r in &mut results {
-                let content: Vec<(String, f32)> = r.hashtags.iter().map(|t| (t.tag.clone(), t.score)).collect();
+                let content: Vec<(String, f32)> = r
+                    .hashtags
+                    .iter()
+                    .map(|t| (t.tag.clone(), t.score))
+                    .collect();
                 r.instagram = expander.suggest(&content, opts);
             }
         }
         if let (Some(story), Some(opts)) = (&self.story, &self.options.story) {
             let seeds: Vec<String> = results
                 .iter()
-                .map(|r| r.hashtags.first().map(|t| format!("#{}", t.tag)).unwrap_or_default())
+                .map(|r| {
+                    r.hashtags
+                        .first()
+                        .map(|t| format!("#{}", t.tag))
+                        .unwrap_or_default()
+                })
                 .collect();
             let stories = story.generate_batch(&seeds, opts)?;
             for ((r, seed), text) in results.iter_mut().zip(seeds).zip(stories) {

@@ -1,14 +1,22 @@
 //! The shipped EfficientNet-Lite0 weights, run by our candle port, must recognise the shipped
 //! sample photos: a wrong padding, stride, epsilon or weight layout breaks these.
 use candle_core::{Device, D};
-use hashtale_models::encoder::{default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder};
+use hashtale_models::encoder::{
+    default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder,
+};
 use hashtale_models::image_prep::load_image;
 
 fn top1(encoder: &EfficientNetLite0, classes: &[String], file: &str) -> (String, f32) {
-    let path = hashtale_models::encoder::assets_dir().join("samples").join(file);
+    let path = hashtale_models::encoder::assets_dir()
+        .join("samples")
+        .join(file);
     let img = load_image(&path).unwrap();
     let enc = encoder.encode_images(&[img]).unwrap();
-    assert_eq!(enc.grid.dims(), &[1, 49, 1280], "7×7 grid of 1280-d annotations");
+    assert_eq!(
+        enc.grid.dims(),
+        &[1, 49, 1280],
+        "7×7 grid of 1280-d annotations"
+    );
     assert_eq!(enc.pooled.dims(), &[1, 1280]);
     let probs = candle_nn::ops::softmax(&encoder.classify(&enc.pooled).unwrap(), D::Minus1)
         .unwrap()

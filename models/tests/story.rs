@@ -287,3 +287,36 @@ fn lm_overfits_a_tiny_text() {
         s[0]
     );
 }
+
+#[test]
+fn shipped_model_loads_and_batches_like_sequential() {
+    let dir = StoryModel::default_dir();
+    if !dir.join("config.json").exists() {
+        eprintln!("no shipped model at {}; skipped", dir.display());
+        return;
+    }
+    let m = StoryModel::load_default(&Device::Cpu).unwrap();
+    assert!(m.version().starts_with(&m.meta().name));
+    let seeds: Vec<String> = ["#beach", "#friend", "#dog"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let opts = GenerateOptions {
+        max_chars: 150,
+        top_k: Some(20),
+        ..Default::default()
+    };
+    let batch = m.generate_batch(&seeds, &opts).unwrap();
+    for (i, s) in seeds.iter().enumerate() {
+        let one = m
+            .generate_streams(std::slice::from_ref(s), &[i as u64], &opts)
+            .unwrap();
+        assert_eq!(one[0], batch[i]);
+    }
+    // Real text: mostly letters and spaces.
+    let letters = batch[0]
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    assert!(letters * 10 > batch[0].chars().count() * 8, "{}", batch[0]);
+}

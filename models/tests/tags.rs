@@ -38,7 +38,11 @@ fn tags(list: &[&str]) -> Vec<String> {
 #[test]
 fn gradients_reach_every_parameter() {
     let vocab = Vocab::from_tags(tags(&["dog", "beach", "ball", "sky"]));
-    for kind in [ModelKind::Attention, ModelKind::ShowTell, ModelKind::MultiLabel] {
+    for kind in [
+        ModelKind::Attention,
+        ModelKind::ShowTell,
+        ModelKind::MultiLabel,
+    ] {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let net = TagNet::new(kind, &dims(vocab.len()), vb).unwrap();
@@ -48,7 +52,11 @@ fn gradients_reach_every_parameter() {
             ..TrainConfig::default()
         };
         let enc = encoded(3, 0.1);
-        let t = [tags(&["dog", "ball"]), tags(&["sky"]), tags(&["beach", "dog", "sky"])];
+        let t = [
+            tags(&["dog", "ball"]),
+            tags(&["sky"]),
+            tags(&["beach", "dog", "sky"]),
+        ];
         let refs: Vec<&Vec<String>> = t.iter().collect();
         let (loss, _, _) = batch_loss(&net, &vocab, &cfg, &enc, &refs, None).unwrap();
         let grads = loss.backward().unwrap();
@@ -58,7 +66,13 @@ fn gradients_reach_every_parameter() {
             let g = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{kind:?}: no gradient for {name}"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(norm > 0.0, "{kind:?}: zero gradient for {name}");
         }
     }
@@ -130,7 +144,9 @@ fn batched_beam_search_equals_one_image_at_a_time() {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let net = TagNet::new(ModelKind::Attention, &dims(vocab_size), vb).unwrap();
-    let TagNet::Attention(model) = &net else { unreachable!() };
+    let TagNet::Attention(model) = &net else {
+        unreachable!()
+    };
     let enc = encoded(5, 0.7);
     let opts = BeamOptions {
         beam_size: 4,
@@ -144,7 +160,8 @@ fn batched_beam_search_equals_one_image_at_a_time() {
             pooled: enc.pooled.narrow(0, i, 1).unwrap(),
         };
         let single = beam_search(model, &one, opts).unwrap().remove(0);
-        let ids = |d: &hashtale_models::tags::Decoded| d.tags.iter().map(|t| t.id).collect::<Vec<_>>();
+        let ids =
+            |d: &hashtale_models::tags::Decoded| d.tags.iter().map(|t| t.id).collect::<Vec<_>>();
         assert_eq!(ids(b), ids(&single), "image {i}");
         assert!((b.log_prob - single.log_prob).abs() < 1e-4);
         assert!(b.tags.len() <= 6);
@@ -175,7 +192,8 @@ fn save_and_load_round_trip_gives_the_same_tags() {
     };
     let trained = train(&cfg, &vocab, &split, &split, &Device::Cpu, false, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    hashtale_models::tags::TagModel::save(dir.path(), &trained.config, &trained.varmap, false).unwrap();
+    hashtale_models::tags::TagModel::save(dir.path(), &trained.config, &trained.varmap, false)
+        .unwrap();
     let loaded = hashtale_models::tags::TagModel::load(dir.path(), &Device::Cpu).unwrap();
     let original = trained.into_model(&Device::Cpu).unwrap();
     let enc = features.batch(&[0, 1, 2, 3], &Device::Cpu).unwrap();

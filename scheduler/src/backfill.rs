@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, TryStreamExt};
 use hashtale_core::types::{ImageSource, Ingested, NewPost};
 use hashtale_core::{Error, Result};
 use serde::Deserialize;
@@ -24,7 +23,12 @@ pub struct Entry {
 
 #[derive(Deserialize)]
 struct Record {
-    #[serde(alias = "url", alias = "image_url", alias = "path", alias = "image_path")]
+    #[serde(
+        alias = "url",
+        alias = "image_url",
+        alias = "path",
+        alias = "image_path"
+    )]
     location: String,
     #[serde(default)]
     external_id: Option<String>,
@@ -120,7 +124,10 @@ fn to_post(source: &str, base: &Path, e: &Entry, max_bytes: u64) -> Result<NewPo
         let p = base.join(&e.location);
         let len = std::fs::metadata(&p)?.len();
         if len > max_bytes {
-            return Err(Error::BadInput(format!("{} is larger than {max_bytes} bytes", p.display())));
+            return Err(Error::BadInput(format!(
+                "{} is larger than {max_bytes} bytes",
+                p.display()
+            )));
         }
         ImageSource::Bytes(std::fs::read(&p)?)
     };
@@ -182,27 +189,17 @@ pub async fn run_backfill(
         }
         let end = (pos + chunk).min(entries.len());
         let slice = &entries[pos..end];
-        let results: Vec<Option<Ingested>> = stream::iter(slice.iter().map(Ok::<_, Error>))
-            .map_ok(|e| {
-                let source = source.clone();
-                let base = base.clone();
-                let max_bytes = opts.max_bytes;
-                async move {
-                    match to_post(&source, &base, e, max_bytes) {
-                        Ok(post) => ing.ingest_only(&post).await.map(Some),
-                        Err(err) => {
-                            tracing::warn!("skipping {}: {err}", e.location);
-                            Ok(None)
-                        }
-                    }
+        let mut posts = Vec::with_capacity(slice.len());
+        for e in slice {
+            match to_post(&source, &base, e, opts.max_bytes) {
+                Ok(post) => posts.push(post),
+                Err(err) => {
+                    tracing::warn!("skipping {}: {err}", e.location);
+                    report.unreadable += 1;
                 }
-            })
-            .try_buffered(8)
-            .try_collect()
-            .await?;
-        let ingested: Vec<Ingested> = results.iter().flatten().copied().collect();
-        ing.enqueue(&ingested).await?;
-        report.unreadable += results.iter().filter(|r| r.is_none()).count() as u64;
+            }
+        }
+        let ingested: Vec<Ingested> = ing.ingest_many(&posts).await?;
         report.new_jobs += ingested.iter().filter(|r| r.job_id.is_some()).count() as u64;
         report.known += ingested.iter().filter(|r| r.job_id.is_none()).count() as u64;
         pos = end;
@@ -235,7 +232,11 @@ mod tests {
     fn reads_three_formats() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("a.csv");
-        std::fs::write(&csv, "url,external_id,caption\nhttp://h/1.jpg,one,First\nimgs/2.png,,\n").unwrap();
+        std::fs::write(
+            &csv,
+            "url,external_id,caption\nhttp://h/1.jpg,one,First\nimgs/2.png,,\n",
+        )
+        .unwrap();
         let e = read_entries(&csv).unwrap();
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].external_id, "one");
@@ -244,7 +245,11 @@ mod tests {
         assert_eq!(e[1].caption, None);
 
         let jl = dir.path().join("b.jsonl");
-        std::fs::write(&jl, "{\"image_url\":\"http://h/3.jpg\"}\n\n{\"path\":\"x.png\",\"external_id\":\"x\"}\n").unwrap();
+        std::fs::write(
+            &jl,
+            "{\"image_url\":\"http://h/3.jpg\"}\n\n{\"path\":\"x.png\",\"external_id\":\"x\"}\n",
+        )
+        .unwrap();
         let e = read_entries(&jl).unwrap();
         assert_eq!(e.len(), 2);
         assert_eq!(e[1].location, "x.png");

@@ -88,7 +88,11 @@ pub async fn watch_dir(
         .watch(&root, RecursiveMode::Recursive)
         .map_err(|e| Error::Other(format!("watching {}: {e}", root.display())))?;
     let files = scan(&root)?;
-    tracing::info!("watching {} ({} files already there)", root.display(), files.len());
+    tracing::info!(
+        "watching {} ({} files already there)",
+        root.display(),
+        files.len()
+    );
     for f in files {
         ingest_file(&ing, &root, &f, max_bytes).await;
     }
@@ -144,7 +148,9 @@ async fn ingest_file(ing: &Ingestor, root: &Path, path: &Path, max_bytes: u64) {
         }
     };
     match ing.ingest(&post).await {
-        Ok(r) if r.job_id.is_some() => tracing::debug!("new post {} from {}", r.post_id, path.display()),
+        Ok(r) if r.job_id.is_some() => {
+            tracing::debug!("new post {} from {}", r.post_id, path.display())
+        }
         Ok(_) => {}
         Err(e) => tracing::error!("ingesting {}: {e}", path.display()),
     }

@@ -17,7 +17,11 @@ fn looks_like_image(url: &str, media_type: Option<&str>) -> bool {
     match media_type {
         Some(t) => t.to_ascii_lowercase().starts_with("image/"),
         None => {
-            let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+            let path = url
+                .split(['?', '#'])
+                .next()
+                .unwrap_or(url)
+                .to_ascii_lowercase();
             crate::dir::IMAGE_EXTENSIONS
                 .iter()
                 .any(|e| path.ends_with(&format!(".{e}")))
@@ -28,11 +32,29 @@ fn looks_like_image(url: &str, media_type: Option<&str>) -> bool {
 /// The posts of a parsed feed document (one per image; an entry with several images gives
 /// `ID#2`, `ID#3`, … for the extra ones).
 pub fn posts_from_feed(source: &str, body: &[u8]) -> Result<Vec<NewPost>> {
-    let feed = feed_rs::parser::parse(body)
-        .map_err(|e| Error::BadInput(format!("feed {source}: {e}")))?;
+    let feed =
+        feed_rs::parser::parse(body).map_err(|e| Error::BadInput(format!("feed {source}: {e}")))?;
+    // JSON Feed items may name their picture in `image` (feed-rs keeps only attachments).
+    let json_images: std::collections::HashMap<String, String> =
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("items").and_then(|i| i.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                let id = match item.get("id")? {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((id, item.get("image")?.as_str()?.to_string()))
+            })
+            .collect();
     let mut posts = Vec::new();
     for entry in feed.entries {
         let mut urls: Vec<String> = Vec::new();
+        if let Some(u) = json_images.get(&entry.id) {
+            urls.push(u.clone());
+        }
         for m in &entry.media {
             for c in &m.content {
                 if let Some(u) = &c.url {
@@ -50,7 +72,10 @@ pub fn posts_from_feed(source: &str, body: &[u8]) -> Result<Vec<NewPost>> {
         }
         for l in &entry.links {
             let enclosure = l.rel.as_deref().is_none_or(|r| r == "enclosure");
-            if enclosure && l.media_type.is_some() && looks_like_image(&l.href, l.media_type.as_deref()) {
+            if enclosure
+                && l.media_type.is_some()
+                && looks_like_image(&l.href, l.media_type.as_deref())
+            {
                 urls.push(l.href.clone());
             }
         }
@@ -99,7 +124,10 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
         return Ok(0);
     }
     if !resp.status().is_success() {
-        return Err(Error::Transient(format!("feed {url}: HTTP {}", resp.status())));
+        return Err(Error::Transient(format!(
+            "feed {url}: HTTP {}",
+            resp.status()
+        )));
     }
     let header = |name| {
         resp.headers()
@@ -109,7 +137,10 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     };
     let new_etag = header(reqwest::header::ETAG);
     let new_lm = header(reqwest::header::LAST_MODIFIED);
-    if resp.content_length().is_some_and(|n| n as usize > MAX_FEED_BYTES) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n as usize > MAX_FEED_BYTES)
+    {
         return Err(Error::BadInput(format!("feed {url} is too large")));
     }
     let body = resp
@@ -181,6 +212,11 @@ mod tests {
         let posts = posts_from_feed("z", json).unwrap();
         assert_eq!(posts.len(), 1);
         assert_eq!(posts[0].external_id, "j1");
+        let json = br#"{"version":"https://jsonfeed.org/version/1.1","title":"t","items":[
+{"id":"k1","content_text":"Owl","image":"http://h/owl.jpg"}]}"#;
+        let posts = posts_from_feed("z", json).unwrap();
+        assert_eq!(posts.len(), 1);
+        assert_eq!(posts[0].image, ImageSource::Url("http://h/owl.jpg".into()));
         assert!(posts_from_feed("z", b"not a feed").is_err());
     }
 }

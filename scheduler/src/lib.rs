@@ -51,6 +51,18 @@ impl Ingestor {
         Ok(r)
     }
 
+    /// Stores many posts in one transaction and enqueues the new ones' jobs.
+    pub async fn ingest_many(&self, posts: &[NewPost]) -> Result<Vec<Ingested>> {
+        let r = self
+            .store
+            .ingest_many(posts, self.queue.initial_state())
+            .await?;
+        let new = r.iter().filter(|i| i.job_id.is_some()).count();
+        inc(&metrics::global().posts_ingested, new as u64);
+        self.enqueue(&r).await?;
+        Ok(r)
+    }
+
     /// Hands a chunk of new jobs to the queue.
     pub async fn enqueue(&self, ingested: &[Ingested]) -> Result<()> {
         let msgs: Vec<JobMessage> = ingested

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use futures::stream::{self, TryStreamExt};
 use hashtale_core::config::QueueKind;
 use hashtale_core::queue::JobQueue;
 use hashtale_core::store::{state, StoreOptions};
@@ -57,7 +56,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
 }
 
 fn tiny_png() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]));
+    let img =
+        image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 128]));
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png)
         .expect("encoding a PNG in memory");
@@ -71,13 +71,21 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
     }
     cfg.worker.batch_size = a.batch_size.max(1);
     cfg.worker.max_wait_ms = a.max_wait_ms;
-    let tag = format!("hashtale_bench_{}_{}", std::process::id(), hashtale_core::types::now_ms());
+    let tag = format!(
+        "hashtale_bench_{}_{}",
+        std::process::id(),
+        hashtale_core::types::now_ms()
+    );
     cfg.queue.prefix = tag.clone();
     let tmp = tempfile_dir()?;
     if cfg.database.url.starts_with("sqlite:") {
         cfg.database.url = format!("sqlite://{}", tmp.join("bench.db").display());
     }
-    let schema = cfg.database.url.starts_with("postgres").then(|| tag.clone());
+    let schema = cfg
+        .database
+        .url
+        .starts_with("postgres")
+        .then(|| tag.clone());
     let store = Store::connect(
         &cfg.database.url,
         &StoreOptions {
@@ -100,28 +108,17 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
 
     // 1. Ingest: posts + jobs committed, messages published with confirms.
     let t0 = Instant::now();
-    let chunks: Vec<Vec<usize>> = (0..a.jobs)
-        .collect::<Vec<_>>()
-        .chunks(500)
-        .map(|c| c.to_vec())
+    let posts: Vec<NewPost> = (0..a.jobs)
+        .map(|i| NewPost {
+            source: "bench".into(),
+            source_kind: "bench".into(),
+            external_id: format!("post-{i}"),
+            image: ImageSource::Bytes(png.clone()),
+            caption: None,
+        })
         .collect();
-    for chunk in chunks {
-        let ingested: Vec<_> = stream::iter(chunk.into_iter().map(Ok::<_, hashtale_core::Error>))
-            .map_ok(|i| {
-                let post = NewPost {
-                    source: "bench".into(),
-                    source_kind: "bench".into(),
-                    external_id: format!("post-{i}"),
-                    image: ImageSource::Bytes(png.clone()),
-                    caption: None,
-                };
-                let ing = ing.clone();
-                async move { ing.ingest_only(&post).await }
-            })
-            .try_buffer_unordered(16)
-            .try_collect()
-            .await?;
-        ing.enqueue(&ingested).await?;
+    for chunk in posts.chunks(500) {
+        ing.ingest_many(chunk).await?;
     }
     let ingest_s = t0.elapsed().as_secs_f64();
     println!(
@@ -203,15 +200,20 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let dir = std::path::Path::new("assets/samples");
     let samples: Vec<image::DynamicImage> = hashtale_scheduler::dir::scan(dir)?
         .iter()
-        .map(|p| image::open(p))
+        .map(image::open)
         .collect::<Result<_, _>>()?;
     if samples.is_empty() {
         bail!("no sample images in {}", dir.display());
     }
-    println!("model bench: {} ({} sample images, cycled)", model.model_version(), samples.len());
+    println!(
+        "model bench: {} ({} sample images, cycled)",
+        model.model_version(),
+        samples.len()
+    );
     for &bs in &sizes {
-        let batch: Vec<image::DynamicImage> =
-            (0..bs).map(|i| samples[i % samples.len()].clone()).collect();
+        let batch: Vec<image::DynamicImage> = (0..bs)
+            .map(|i| samples[i % samples.len()].clone())
+            .collect();
         model.run_batch(&batch)?; // warm-up
         let t = Instant::now();
         for _ in 0..a.iters {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::{Device, D};
 use clap::Args;
-use hashtale_models::encoder::{default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder};
+use hashtale_models::encoder::{
+    default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder,
+};
 use hashtale_models::image_prep::load_image;
 
 #[derive(Args)]
@@ -19,8 +21,8 @@ pub struct ClassifyArgs {
 
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
-    let encoder = EfficientNetLite0::load(&default_encoder_path(), &device)
-        .context("loading the encoder")?;
+    let encoder =
+        EfficientNetLite0::load(&default_encoder_path(), &device).context("loading the encoder")?;
     let classes = imagenet_classes()?;
     for path in &a.images {
         let img = load_image(path)?;

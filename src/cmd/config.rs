@@ -102,7 +102,9 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
                 _ = term.recv() => {}
             }
             if i == 0 {
-                tracing::info!("shutting down: finishing the work in hand (signal again to exit now)");
+                tracing::info!(
+                    "shutting down: finishing the work in hand (signal again to exit now)"
+                );
                 let _ = tx.send(true);
             } else {
                 std::process::exit(130);

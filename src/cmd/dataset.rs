@@ -70,13 +70,18 @@ pub fn load_split_features(
     let mut images: Vec<PathBuf> = lists.iter().flatten().map(|s| s.image.clone()).collect();
     images.sort();
     images.dedup();
-    let encoder = EfficientNetLite0::load(&default_encoder_path(), device).context("loading the encoder")?;
+    let encoder =
+        EfficientNetLite0::load(&default_encoder_path(), device).context("loading the encoder")?;
     let features = load_or_extract(&encoder, &images, &a.cache, 32)?;
     let index = features.index();
     let rows = |samples: &Vec<Sample>| -> SplitRows {
         samples
             .iter()
-            .filter_map(|s| index.get(s.image.as_path()).map(|&r| (r as u32, s.tags.clone())))
+            .filter_map(|s| {
+                index
+                    .get(s.image.as_path())
+                    .map(|&r| (r as u32, s.tags.clone()))
+            })
             .unzip()
     };
     let first = rows(&lists[0]);

@@ -61,18 +61,34 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     // BLEU-1 compares the model's own list (not the filled one) with the ground truth.
     let n = gt.len().max(1) as f64;
     m.bleu1 = gt.iter().zip(&own).map(|(g, p)| bleu1(p, g)).sum::<f64>() / n;
-    m.bleu1_seed = gt.iter().zip(&own).map(|(g, p)| bleu1_seed(g, p)).sum::<f64>() / n;
+    m.bleu1_seed = gt
+        .iter()
+        .zip(&own)
+        .map(|(g, p)| bleu1_seed(g, p))
+        .sum::<f64>()
+        / n;
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
         let mean_len = own.iter().map(Vec::len).sum::<usize>() as f64 / n;
-        println!("{label} on {} [{}]: {} images", a.data.data.display(), a.split, m.images);
-        println!("  P@1 {:.4}  R@5 {:.4}  A@5 {:.4}", m.p_at_1, m.r_at_5, m.a_at_5);
+        println!(
+            "{label} on {} [{}]: {} images",
+            a.data.data.display(),
+            a.split,
+            m.images
+        );
+        println!(
+            "  P@1 {:.4}  R@5 {:.4}  A@5 {:.4}",
+            m.p_at_1, m.r_at_5, m.a_at_5
+        );
         println!(
             "  per-word (5 tags/image) P {:.4}  R {:.4}  F1 {:.4}  N+ {}",
             m.word_precision, m.word_recall, m.word_f1, m.n_plus
         );
-        println!("  BLEU-1 {:.4}  BLEU-1 (seed deck) {:.4}", m.bleu1, m.bleu1_seed);
+        println!(
+            "  BLEU-1 {:.4}  BLEU-1 (seed deck) {:.4}",
+            m.bleu1, m.bleu1_seed
+        );
         println!("  mean tags emitted {mean_len:.2}; lists shorter than 5 filled from the model's next-tag distribution");
     }
     Ok(())

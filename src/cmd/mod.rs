@@ -2,8 +2,8 @@
 pub mod backfill;
 pub mod bench;
 pub mod classify;
-pub mod dataset;
 pub mod config;
+pub mod dataset;
 pub mod eval_tags;
 pub mod hashtags;
 pub mod migrate;

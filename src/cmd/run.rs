@@ -51,7 +51,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     cfg.scheduler.watch_dirs.extend(a.watch);
     cfg.scheduler.feeds.extend(a.feed);
     if cfg.scheduler.watch_dirs.is_empty() && cfg.scheduler.feeds.is_empty() {
-        cfg.scheduler.watch_dirs.push(PathBuf::from("assets/samples"));
+        cfg.scheduler
+            .watch_dirs
+            .push(PathBuf::from("assets/samples"));
     }
     let generated_token = cfg.api.token.is_empty();
     if generated_token {
@@ -118,7 +120,11 @@ pub fn run(a: RunArgs) -> Result<()> {
                 "API: http://{}/v1/results  (OpenAPI: /openapi.json; write token: {}{})",
                 cfg.api.listen,
                 cfg.api.token,
-                if generated_token { ", generated for this run" } else { "" }
+                if generated_token {
+                    ", generated for this run"
+                } else {
+                    ""
+                }
             );
             eprintln!(
                 "watching {}; Ctrl-C to stop",
@@ -172,6 +178,18 @@ fn describe(r: &ResultRow) -> String {
         })
         .unwrap_or_default();
     let mut s = tags.join(" ");
+    let suggested: Vec<String> = r.output["instagram"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["tag"].as_str())
+                .map(|t| format!("#{}", t.trim_start_matches('#')))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !suggested.is_empty() {
+        s.push_str(&format!("\n    Instagram: {}", suggested.join(" ")));
+    }
     if let Some(story) = &r.story {
         s.push_str(&format!("\n    {story}"));
     }

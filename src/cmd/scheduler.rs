@@ -56,7 +56,12 @@ pub fn spawn_sources(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for d in &cfg.scheduler.watch_dirs {
-        let (ing, d, s, max) = (ing.clone(), d.clone(), shutdown.clone(), cfg.fetch.max_bytes);
+        let (ing, d, s, max) = (
+            ing.clone(),
+            d.clone(),
+            shutdown.clone(),
+            cfg.fetch.max_bytes,
+        );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = dir::watch_dir(ing, d.clone(), max, s).await {
                 tracing::error!("watching {}: {e}", d.display());

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hashtale_models::story::corpus::{read_stories, CorpusSpec};
+use hashtale_models::story::corpus::{read_stories, split_dev, CorpusSpec};
 use hashtale_models::story::train::{train, TrainConfig};
 use hashtale_models::story::{GenerateOptions, StoryModel};
 
@@ -61,6 +61,17 @@ pub struct TrainStoryArgs {
     /// Start from this checkpoint's weights (fine-tuning).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Save weights as f16 (how the shipped model is stored).
+    #[arg(long)]
+    pub f16: bool,
+    /// Overrides of the preset (boxed: they make the argument struct large).
+    #[command(flatten)]
+    pub o: Box<TrainOverrides>,
+}
+
+/// Settings that override the chosen preset.
+#[derive(Args)]
+pub struct TrainOverrides {
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long)]
@@ -106,9 +117,6 @@ pub struct TrainStoryArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Save weights as f16 (how the shipped model is stored).
-    #[arg(long)]
-    pub f16: bool,
 }
 
 #[derive(Args)]
@@ -119,9 +127,20 @@ pub struct EvalStoryArgs {
     /// Model directory (default: $HASHTALE_STORY_MODEL or the shipped assets/story).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Which stories to score: all, or the model's own dev/train split of this file (the same
+    /// corpus file it was trained on; the split is recomputed from its stored settings).
+    #[arg(long, value_enum, default_value_t = Split::All)]
+    pub split: Split,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Split {
+    All,
+    Dev,
+    Train,
 }
 
 fn load_model(dir: Option<&PathBuf>) -> anyhow::Result<StoryModel> {
@@ -171,11 +190,12 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| s.parse::<CorpusSpec>())
         .collect::<Result<_, _>>()?;
-    if let Some(v) = a.name {
+    let o = &a.o;
+    if let Some(v) = o.name.clone() {
         c.name = v;
     }
     macro_rules! set {
-        ($($f:ident),*) => { $(if let Some(v) = a.$f { c.$f = v; })* };
+        ($($f:ident),*) => { $(if let Some(v) = o.$f { c.$f = v; })* };
     }
     set!(
         emb,
@@ -190,20 +210,20 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
         clip
     );
     set!(tag_prob, dev_frac, seed, eval_every);
-    if let Some(v) = a.lr {
+    if let Some(v) = o.lr {
         c.optim.lr = v;
     }
-    if let Some(v) = a.decay {
+    if let Some(v) = o.decay {
         c.optim.decay = v;
     }
-    if let Some(v) = a.momentum {
+    if let Some(v) = o.momentum {
         c.optim.momentum = v;
     }
-    if a.max_steps.is_some() {
-        c.max_steps = a.max_steps;
+    if o.max_steps.is_some() {
+        c.max_steps = o.max_steps;
     }
-    if a.time_budget_min.is_some() {
-        c.time_budget_min = a.time_budget_min;
+    if o.time_budget_min.is_some() {
+        c.time_budget_min = o.time_budget_min;
     }
     c.f16 = a.f16;
     let report = train(&c, &a.out, a.init.as_deref())?;
@@ -213,7 +233,14 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
 
 pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
     let model = load_model(a.model.as_ref())?;
-    let stories = read_stories(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    let mut stories =
+        read_stories(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    if a.split != Split::All {
+        let tc: TrainConfig = serde_json::from_value(model.meta().train.clone())
+            .context("the model records no training settings, so it has no split")?;
+        let (train, dev) = split_dev(&stories, tc.dev_frac, tc.split_seed);
+        stories = if a.split == Split::Dev { dev } else { train };
+    }
     let r = model.evaluate(&stories)?;
     if a.json {
         println!(

@@ -51,7 +51,10 @@ pub struct TagArgs {
 
 fn is_image_file(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("jpg" | "jpeg" | "png" | "webp" | "gif" | "bmp")
     )
 }
@@ -139,7 +142,11 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
                 continue;
             }
             println!("{}", name.display());
-            let tags: Vec<String> = r.hashtags.iter().map(|t| format!("#{} {:.2}", t.tag, t.score)).collect();
+            let tags: Vec<String> = r
+                .hashtags
+                .iter()
+                .map(|t| format!("#{} {:.2}", t.tag, t.score))
+                .collect();
             println!("  hashtags:  {}", tags.join("  "));
             if !r.instagram.is_empty() {
                 let ig: Vec<String> = r.instagram.iter().map(|s| format!("#{}", s.tag)).collect();

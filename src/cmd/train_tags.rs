@@ -52,7 +52,8 @@ pub fn parse_kind(s: &str) -> anyhow::Result<ModelKind> {
 
 pub fn run(a: TrainTagsArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
-    let (features, train_rows, dev_rows) = load_split_features(&a.data, &["train", "dev"], &device)?;
+    let (features, train_rows, dev_rows) =
+        load_split_features(&a.data, &["train", "dev"], &device)?;
     let vocab = Vocab::build(train_rows.1.iter(), a.min_count);
     eprintln!(
         "train {} images, dev {} images, {} tags",
@@ -82,8 +83,16 @@ pub fn run(a: TrainTagsArgs) -> anyhow::Result<()> {
         tags: dev_rows.1,
     };
     let ckpt = a.out.join("checkpoint");
-    let trained = train(&cfg, &vocab, &train_split, &dev_split, &device, true, Some(&ckpt))
-        .context("training")?;
+    let trained = train(
+        &cfg,
+        &vocab,
+        &train_split,
+        &dev_split,
+        &device,
+        true,
+        Some(&ckpt),
+    )
+    .context("training")?;
     let mut config = trained.config.clone();
     config.training["data"] = serde_json::json!(a.data.data.display().to_string());
     TagModel::save(&a.out, &config, &trained.varmap, a.half)?;

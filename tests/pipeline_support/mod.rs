@@ -31,7 +31,11 @@ pub fn unique(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("ht_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+    format!(
+        "ht_{name}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 /// A store and queue for one test, removed by `cleanup`.
@@ -142,7 +146,11 @@ pub fn png(seed: u32) -> Vec<u8> {
 /// A distinct little JPEG per seed.
 pub fn jpeg(seed: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(40, 48, |x, y| {
-        image::Rgb([(x * 3 + seed) as u8, (y * 4 + seed * 3) as u8, (seed * 11) as u8])
+        image::Rgb([
+            (x * 3 + seed) as u8,
+            (y * 4 + seed * 3) as u8,
+            (seed * 11) as u8,
+        ])
     });
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();

@@ -1,10 +1,11 @@
 //! The batching worker: takes jobs from the queue, fetches and decodes their images, runs the
 //! models on dynamic batches, commits results, publishes them, then acknowledges.
 //!
-//! Two stages joined by a one-slot channel, so fetching and decoding the next batch overlaps
-//! the model run of this one. A batch closes at `batch_size` jobs or `max_wait_ms` after its
-//! first job, whichever comes first. A bad image fails only its own job (with the reason
-//! stored); the rest of the batch goes on.
+//! Three stages joined by one-slot channels — prepare (fetch, decode), model, commit — so
+//! fetching and decoding the next batch overlaps the model run of this one, and the model does
+//! not wait for the previous batch's commit. A batch closes at `batch_size` jobs or
+//! `max_wait_ms` after its first job, whichever comes first. A bad image fails only its own
+//! job (with the reason stored); the rest of the batch goes on.
 pub mod model;
 
 use std::collections::HashMap;
@@ -32,6 +33,13 @@ struct Ready {
     timings: Timings,
 }
 
+/// A batch with the model's answers, waiting for its commit.
+struct Inferred {
+    batch: Vec<Ready>,
+    outputs: Vec<serde_json::Value>,
+    model_s: f64,
+}
+
 /// Runs until `shutdown` turns true, then finishes the batch in hand and returns.
 pub struct Worker {
     pub store: Store,
@@ -44,8 +52,9 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let batch_size = self.cfg.worker.batch_size.max(1);
         let max_wait = Duration::from_millis(self.cfg.worker.max_wait_ms);
-        // Room for the batch in the model, the one being prepared and the one filling.
-        let mut consumer = self.queue.consumer(batch_size * 3).await?;
+        // Room for the batch filling, the one prepared, the one in the model, the one waiting
+        // for its commit and the one being committed.
+        let mut consumer = self.queue.consumer(batch_size * 5).await?;
         let fetcher = Fetcher::new(&self.cfg.fetch)?;
         let (tx, mut rx) = mpsc::channel::<Vec<Ready>>(1);
         let version = self.model.version();
@@ -65,15 +74,27 @@ impl Worker {
             batch_size,
             max_wait,
         );
-        let run = async {
+        // The model runs batch after batch while the previous one is committed.
+        let (done_tx, mut done_rx) = mpsc::channel::<Inferred>(1);
+        let infer = async {
             while let Some(batch) = rx.recv().await {
-                if let Err(e) = self.run_batch(batch, &version).await {
+                if let Some(inferred) = self.infer(batch).await {
+                    if done_tx.send(inferred).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            drop(done_tx);
+        };
+        let commit = async {
+            while let Some(inferred) = done_rx.recv().await {
+                if let Err(e) = self.commit(inferred, &version).await {
                     tracing::error!("batch failed: {e}");
                 }
             }
             Ok::<_, Error>(())
         };
-        let (a, b) = tokio::join!(prep, run);
+        let (a, (), b) = tokio::join!(prep, infer, commit);
         // Only now, with the batch in hand finished, give back what was taken but not started.
         if let Err(e) = consumer.release(&self.store).await {
             tracing::warn!("releasing unstarted jobs: {e}");
@@ -81,10 +102,11 @@ impl Worker {
         a.and(b)
     }
 
-    /// Model step, commit, publish, acknowledge.
-    async fn run_batch(&self, batch: Vec<Ready>, version: &str) -> Result<()> {
+    /// The model step on a blocking thread. If the model fails, every job of the batch gets a
+    /// retry and `None` is returned.
+    async fn infer(&self, batch: Vec<Ready>) -> Option<Inferred> {
         if batch.is_empty() {
-            return Ok(());
+            return None;
         }
         let m = metrics::global();
         m.batch_size.observe(batch.len() as f64);
@@ -99,17 +121,38 @@ impl Worker {
         m.model_seconds.observe(model_s);
         let outputs = match outputs {
             Ok(o) if o.len() == batch.len() => o,
-            Ok(o) => Err(format!("model returned {} results for {} images", o.len(), batch.len()))
-                .map_err(|e| self.fail_all_err(e))?,
-            Err(e) => {
+            other => {
                 // The whole batch failed in the model: every job gets a retry.
+                let e = match other {
+                    Ok(o) => format!(
+                        "model returned {} results for {} images",
+                        o.len(),
+                        batch.len()
+                    ),
+                    Err(e) => e,
+                };
                 for r in batch {
                     let attempts = r.item.attempts;
                     self.fail(r.delivery, attempts, &e, true).await;
                 }
-                return Ok(());
+                return None;
             }
         };
+        Some(Inferred {
+            batch,
+            outputs,
+            model_s,
+        })
+    }
+
+    /// Commit, publish, acknowledge.
+    async fn commit(&self, inferred: Inferred, version: &str) -> Result<()> {
+        let Inferred {
+            batch,
+            outputs,
+            model_s,
+        } = inferred;
+        let m = metrics::global();
         let n = batch.len();
         let mut results = Vec::with_capacity(n);
         let mut messages = Vec::with_capacity(n);
@@ -160,19 +203,26 @@ impl Worker {
         }
         for r in batch {
             if let Err(e) = r.delivery.ack().await {
-                tracing::warn!("ack after commit failed (job will be redelivered and skipped): {e}");
+                tracing::warn!(
+                    "ack after commit failed (job will be redelivered and skipped): {e}"
+                );
             }
         }
         inc(&m.jobs_succeeded, n as u64);
         Ok(())
     }
 
-    fn fail_all_err(&self, e: String) -> Error {
-        Error::Other(e)
-    }
-
     async fn fail(&self, d: Delivery, attempts: i64, error: &str, retryable: bool) {
-        fail_delivery(&self.store, &self.queue, &self.cfg, d, attempts, error, retryable).await
+        fail_delivery(
+            &self.store,
+            &self.queue,
+            &self.cfg,
+            d,
+            attempts,
+            error,
+            retryable,
+        )
+        .await
     }
 }
 
@@ -203,6 +253,9 @@ async fn fail_delivery(
     }
 }
 
+/// A delivery with its row and its decoded image (or why it could not be had).
+type Loaded = (Delivery, WorkItem, Result<(DynamicImage, Timings)>);
+
 /// Collects batches, fetches and decodes them, and hands them to the model stage.
 #[allow(clippy::too_many_arguments)]
 async fn prepare_loop(
@@ -227,7 +280,10 @@ async fn prepare_loop(
         };
         let first = match first {
             Ok(Some(d)) => d,
-            Ok(None) => return Ok(()), // consumer closed
+            // The broker closed the consumer or the connection is gone: exit with an error so
+            // the supervisor restarts the worker (nothing is lost: unacked jobs are redelivered).
+            Ok(None) => return Err(Error::Transient("the job consumer was closed".into())),
+            Err(e) if !queue.is_ready() => return Err(e),
             Err(e) => {
                 tracing::error!("receiving jobs: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -286,13 +342,16 @@ async fn prepare(
                 let _ = d.ack().await;
             }
             None => {
-                tracing::warn!("job {} not in the store, dropping its message", d.msg.job_id);
+                tracing::warn!(
+                    "job {} not in the store, dropping its message",
+                    d.msg.job_id
+                );
                 let _ = d.ack().await;
             }
         }
     }
     let fetch_cfg = Arc::new(cfg.fetch.clone());
-    let loaded: Vec<(Delivery, WorkItem, Result<(DynamicImage, Timings)>)> = stream::iter(todo)
+    let loaded: Vec<Loaded> = stream::iter(todo)
         .map(|(d, item)| {
             let fetch_cfg = fetch_cfg.clone();
             async move {
@@ -314,8 +373,16 @@ async fn prepare(
             }),
             Err(e) => {
                 let attempts = item.attempts;
-                fail_delivery(store, queue, cfg, d, attempts, &e.to_string(), e.is_retryable())
-                    .await
+                fail_delivery(
+                    store,
+                    queue,
+                    cfg,
+                    d,
+                    attempts,
+                    &e.to_string(),
+                    e.is_retryable(),
+                )
+                .await
             }
         }
     }
@@ -375,7 +442,9 @@ async fn post_webhooks(url: &str, secret: &str, messages: &[ResultMessage]) {
         }
     };
     for m in messages {
-        let Ok(body) = serde_json::to_vec(m) else { continue };
+        let Ok(body) = serde_json::to_vec(m) else {
+            continue;
+        };
         let sig = format!("sha256={}", sign(secret, &body));
         for attempt in 0..2 {
             let r = client
@@ -391,5 +460,17 @@ async fn post_webhooks(url: &str, secret: &str, messages: &[ResultMessage]) {
                 Err(e) => tracing::warn!("webhook: {e} (try {attempt})"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webhook_signature_is_hmac_sha256() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            super::sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

@@ -104,7 +104,10 @@ impl TaggedFolder {
             .into_iter()
             .map(|s| {
                 let mut split = if has_splits {
-                    split_of.get(&s.image).cloned().unwrap_or_else(|| "unlisted".into())
+                    split_of
+                        .get(&s.image)
+                        .cloned()
+                        .unwrap_or_else(|| "unlisted".into())
                 } else {
                     "all".into()
                 };
@@ -153,8 +156,16 @@ mod tests {
     #[test]
     fn reads_labels_and_splits() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "labels.tsv", "images/a.jpg\tdog #Beach dog\r\nimages/b.jpg\t\n\nimages/c.jpg\tsky\n");
-        write(d.path(), "splits.tsv", "images/a.jpg\ttrain\nimages/b.jpg\ttrain\nimages/c.jpg\tdev\n");
+        write(
+            d.path(),
+            "labels.tsv",
+            "images/a.jpg\tdog #Beach dog\r\nimages/b.jpg\t\n\nimages/c.jpg\tsky\n",
+        );
+        write(
+            d.path(),
+            "splits.tsv",
+            "images/a.jpg\ttrain\nimages/b.jpg\ttrain\nimages/c.jpg\tdev\n",
+        );
         let f = TaggedFolder::read(d.path()).unwrap();
         let train = f.split("train");
         assert_eq!(train.len(), 1, "untagged b.jpg is skipped");
@@ -183,7 +194,10 @@ mod tests {
         write(d.path(), "labels.tsv", "a.jpg\tcat\n");
         write(d.path(), "splits.tsv", "a.jpg\ttrain\na.jpg\tvalidation\n");
         let err = TaggedFolder::read(d.path()).unwrap_err().to_string();
-        assert!(err.contains("splits.tsv:2") && err.contains("validation"), "{err}");
+        assert!(
+            err.contains("splits.tsv:2") && err.contains("validation"),
+            "{err}"
+        );
     }
 
     #[test]

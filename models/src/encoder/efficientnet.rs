@@ -8,9 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::layers::{
-    global_mean, relu6, DepthwiseConvBn, PointwiseConvBn, StemConvBn,
-};
+use super::layers::{global_mean, relu6, DepthwiseConvBn, PointwiseConvBn, StemConvBn};
 use super::{Encoded, ImageEncoder};
 use crate::{Error, Result};
 
@@ -41,10 +39,18 @@ impl MbConv {
             cin
         };
         let dw_shape = vb.get_unchecked("_depthwise_conv.weight")?.dims().to_vec();
-        let kernel = *dw_shape.last().ok_or_else(|| Error::msg("bad depthwise weight"))?;
+        let kernel = *dw_shape
+            .last()
+            .ok_or_else(|| Error::msg("bad depthwise weight"))?;
         let cout = vb.get_unchecked("_project_conv.weight")?.dim(0)?;
         let expand = if has_expand {
-            Some(PointwiseConvBn::load(vb.pp("_expand_conv"), vb.pp("_bn0"), cin, hidden, BN_EPS)?)
+            Some(PointwiseConvBn::load(
+                vb.pp("_expand_conv"),
+                vb.pp("_bn0"),
+                cin,
+                hidden,
+                BN_EPS,
+            )?)
         } else {
             None
         };
@@ -56,7 +62,8 @@ impl MbConv {
             stride,
             BN_EPS,
         )?;
-        let project = PointwiseConvBn::load(vb.pp("_project_conv"), vb.pp("_bn2"), hidden, cout, BN_EPS)?;
+        let project =
+            PointwiseConvBn::load(vb.pp("_project_conv"), vb.pp("_bn2"), hidden, cout, BN_EPS)?;
         let block = Self {
             expand,
             depthwise,
@@ -94,7 +101,15 @@ pub struct EfficientNetLite0 {
 impl EfficientNetLite0 {
     /// Loads from a `VarBuilder` over the converted checkpoint (PyTorch key names).
     pub fn new(vb: VarBuilder) -> Result<Self> {
-        let stem = StemConvBn::load(vb.pp("_conv_stem"), vb.pp("_bn0"), 3, STEM_CHANNELS, 3, 2, BN_EPS)?;
+        let stem = StemConvBn::load(
+            vb.pp("_conv_stem"),
+            vb.pp("_bn0"),
+            3,
+            STEM_CHANNELS,
+            3,
+            2,
+            BN_EPS,
+        )?;
         let mut blocks = Vec::with_capacity(NUM_BLOCKS);
         let mut channels = STEM_CHANNELS;
         for i in 0..NUM_BLOCKS {
@@ -103,7 +118,13 @@ impl EfficientNetLite0 {
             blocks.push(block);
             channels = cout;
         }
-        let head = PointwiseConvBn::load(vb.pp("_conv_head"), vb.pp("_bn1"), channels, HEAD_CHANNELS, BN_EPS)?;
+        let head = PointwiseConvBn::load(
+            vb.pp("_conv_head"),
+            vb.pp("_bn1"),
+            channels,
+            HEAD_CHANNELS,
+            BN_EPS,
+        )?;
         let classifier = candle_nn::linear(HEAD_CHANNELS, 1000, vb.pp("_fc"))?;
         Ok(Self {
             stem,

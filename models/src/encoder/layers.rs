@@ -40,8 +40,16 @@ pub struct PointwiseConvBn {
 
 impl PointwiseConvBn {
     /// `conv` holds `weight` of shape (out, in, 1, 1); `bn` the BatchNorm buffers.
-    pub fn load(conv: VarBuilder, bn: VarBuilder, cin: usize, cout: usize, eps: f64) -> Result<Self> {
-        let w = conv.get((cout, cin, 1, 1), "weight")?.reshape((cout, cin))?;
+    pub fn load(
+        conv: VarBuilder,
+        bn: VarBuilder,
+        cin: usize,
+        cout: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        let w = conv
+            .get((cout, cin, 1, 1), "weight")?
+            .reshape((cout, cin))?;
         let (scale, shift) = folded_batch_norm(&bn, cout, eps)?;
         let w = w.broadcast_mul(&scale.unsqueeze(1)?)?;
         Ok(Self {
@@ -71,10 +79,19 @@ pub struct DepthwiseConvBn {
 }
 
 impl DepthwiseConvBn {
-    pub fn load(conv: VarBuilder, bn: VarBuilder, channels: usize, kernel: usize, stride: usize, eps: f64) -> Result<Self> {
+    pub fn load(
+        conv: VarBuilder,
+        bn: VarBuilder,
+        channels: usize,
+        kernel: usize,
+        stride: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let w = conv.get((channels, 1, kernel, kernel), "weight")?;
         let (scale, shift) = folded_batch_norm(&bn, channels, eps)?;
-        let w = w.reshape((channels, kernel * kernel))?.broadcast_mul(&scale.unsqueeze(1)?)?;
+        let w = w
+            .reshape((channels, kernel * kernel))?
+            .broadcast_mul(&scale.unsqueeze(1)?)?;
         Ok(Self {
             taps: w.t()?.contiguous()?,
             bias: shift,
@@ -84,7 +101,13 @@ impl DepthwiseConvBn {
     }
 
     /// Every `stride`-th row starting at `start`, `count` rows, along `dim` of a padded tensor.
-    fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+    fn strided(
+        x: &Tensor,
+        dim: usize,
+        start: usize,
+        count: usize,
+        stride: usize,
+    ) -> Result<Tensor> {
         if stride == 1 {
             return x.narrow(dim, start, count);
         }
@@ -121,7 +144,8 @@ impl Module for DepthwiseConvBn {
                 });
             }
         }
-        acc.expect("kernel is at least 1x1").broadcast_add(&self.bias)
+        acc.expect("kernel is at least 1x1")
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -136,7 +160,15 @@ pub struct StemConvBn {
 }
 
 impl StemConvBn {
-    pub fn load(conv: VarBuilder, bn: VarBuilder, cin: usize, cout: usize, kernel: usize, stride: usize, eps: f64) -> Result<Self> {
+    pub fn load(
+        conv: VarBuilder,
+        bn: VarBuilder,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let w = conv.get((cout, cin, kernel, kernel), "weight")?;
         let (scale, shift) = folded_batch_norm(&bn, cout, eps)?;
         let weight = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
@@ -160,7 +192,9 @@ impl Module for StemConvBn {
             .permute((0, 3, 1, 2))?
             .contiguous()?;
         let y = x.conv2d(&self.weight, 0, self.stride, 1, 1)?;
-        y.permute((0, 2, 3, 1))?.contiguous()?.broadcast_add(&self.bias)
+        y.permute((0, 2, 3, 1))?
+            .contiguous()?
+            .broadcast_add(&self.bias)
     }
 }
 

@@ -464,4 +464,33 @@ mod tests {
         let expected: usize = stories.iter().map(|s| s.len() + 2).sum::<usize>() + 2 * lanes.len();
         assert_eq!(chars, expected);
     }
+
+    #[test]
+    fn pseudo_tags_are_content_words_of_the_story() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let story = "We went to the beach. The water was cold!";
+        for _ in 0..20 {
+            let t = pseudo_tag(story, &mut rng).unwrap();
+            assert!(["beach", "water", "cold"].contains(&t.as_str()), "{t}");
+        }
+        assert_eq!(pseudo_tag("It was so.", &mut rng), None);
+        let d = document(story, 1.0, &mut rng);
+        assert!(d.starts_with('#') && d.ends_with(&format!("{story}{DOC_SEP}")));
+        assert_eq!(document(story, 0.0, &mut rng), format!("{story}{DOC_SEP}"));
+    }
+
+    #[test]
+    fn epoch_stream_repeats_stories_by_weight() {
+        let a = Alphabet::from_texts(["ab xy"], 1);
+        let corpora = vec![(vec!["ab".to_string()], 3.0), (vec!["xy".to_string()], 1.0)];
+        let s = a.decode(&epoch_stream(
+            &corpora,
+            &a,
+            0.0,
+            &mut StdRng::seed_from_u64(1),
+        ));
+        assert_eq!(s.matches("ab").count(), 3);
+        assert_eq!(s.matches("xy").count(), 1);
+        assert_eq!(s.len(), 2 + 4 * 4);
+    }
 }

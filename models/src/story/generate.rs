@@ -119,7 +119,8 @@ pub fn generate(
     while done.iter().any(|d| !d) {
         let ids = Tensor::from_vec(next.clone(), n, &device)?;
         let (logits, s) = lm.step(&ids, &state)?;
-        state = s;
+        // Detached: no gradients here, and the state would otherwise keep every step's graph.
+        state = s.detach();
         let rows = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         for i in 0..n {
             if done[i] {

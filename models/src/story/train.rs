@@ -185,8 +185,9 @@ pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<
         let y = Tensor::from_vec(y, n * t, dev)?;
         let m = Tensor::from_vec(m, n * t, dev)?;
         let (logits, s) = lm.forward(&x, &state, None)?;
-        state = s;
-        nats += masked_nll_sum(&logits, &y, &m)?;
+        // Detached, or the graph of every earlier window stays alive through the state.
+        state = s.detach();
+        nats += masked_nll_sum(&logits.detach(), &y, &m)?;
         start += t;
     }
     Ok(EvalResult {

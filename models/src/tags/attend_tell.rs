@@ -42,11 +42,19 @@ impl StepDecoder for ShowAttendTell {
         Ok(DecodeState {
             h: self.init_h.forward(&mean)?.tanh()?,
             c: self.init_c.forward(&mean)?.tanh()?,
-            memory: Some((enc.grid.clone(), self.attention.project_annotations(&enc.grid)?)),
+            memory: Some((
+                enc.grid.clone(),
+                self.attention.project_annotations(&enc.grid)?,
+            )),
         })
     }
 
-    fn step(&self, state: &DecodeState, prev: &Tensor, dropout: Option<&Tensor>) -> Result<StepOutput> {
+    fn step(
+        &self,
+        state: &DecodeState,
+        prev: &Tensor,
+        dropout: Option<&Tensor>,
+    ) -> Result<StepOutput> {
         let (annotations, projected) = state
             .memory
             .as_ref()

@@ -11,9 +11,18 @@ pub struct SoftAttention {
 }
 
 impl SoftAttention {
-    pub fn new(feature_dim: usize, hidden: usize, attention_dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        feature_dim: usize,
+        hidden: usize,
+        attention_dim: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
-            annotation_proj: candle_nn::linear(feature_dim, attention_dim, vb.pp("annotation_proj"))?,
+            annotation_proj: candle_nn::linear(
+                feature_dim,
+                attention_dim,
+                vb.pp("annotation_proj"),
+            )?,
             hidden_proj: candle_nn::linear(hidden, attention_dim, vb.pp("hidden_proj"))?,
             // No bias: a constant added to every e_ti cancels in the softmax.
             score: candle_nn::linear_no_bias(attention_dim, 1, vb.pp("score"))?,
@@ -26,7 +35,12 @@ impl SoftAttention {
     }
 
     /// Returns (α (B, L), z (B, D)) for annotations (B, L, D), their projection (B, L, A) and h (B, H).
-    pub fn forward(&self, annotations: &Tensor, projected: &Tensor, h: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        annotations: &Tensor,
+        projected: &Tensor,
+        h: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let e = projected
             .broadcast_add(&self.hidden_proj.forward(h)?.unsqueeze(1)?)?
             .tanh()?;

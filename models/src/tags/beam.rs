@@ -52,14 +52,22 @@ struct Hyp {
 }
 
 /// Decodes every image of `enc` with beam search; one result per image, in order.
-pub fn beam_search<M: StepDecoder>(model: &M, enc: &Encoded, opts: BeamOptions) -> Result<Vec<Decoded>> {
+pub fn beam_search<M: StepDecoder>(
+    model: &M,
+    enc: &Encoded,
+    opts: BeamOptions,
+) -> Result<Vec<Decoded>> {
     let b = enc.pooled.dim(0)?;
     let k = opts.beam_size.max(1);
     let device: Device = enc.pooled.device().clone();
     // Every image starts with k copies of its state; only beam 0 is live at first so the
     // k copies do not fill the beam with duplicates.
-    let rep: Vec<u32> = (0..b as u32).flat_map(|i| std::iter::repeat_n(i, k)).collect();
-    let mut state = model.init_state(enc)?.select(&Tensor::new(rep.as_slice(), &device)?)?;
+    let rep: Vec<u32> = (0..b as u32)
+        .flat_map(|i| std::iter::repeat_n(i, k))
+        .collect();
+    let mut state = model
+        .init_state(enc)?
+        .select(&Tensor::new(rep.as_slice(), &device)?)?;
     let mut beams: Vec<Vec<Hyp>> = (0..b)
         .map(|_| {
             (0..k)
@@ -125,7 +133,10 @@ pub fn beam_search<M: StepDecoder>(model: &M, enc: &Encoded, opts: BeamOptions) 
                     hyp.tags.push(DecodedTag {
                         id: tok,
                         prob: log_probs[img * k + j][tok as usize].exp(),
-                        attention: alphas.as_ref().map(|a| a[img * k + j].clone()).unwrap_or_default(),
+                        attention: alphas
+                            .as_ref()
+                            .map(|a| a[img * k + j].clone())
+                            .unwrap_or_default(),
                     });
                     hyp.log_prob = score;
                     next_rows.push((img * k + j) as u32);
@@ -173,7 +184,9 @@ pub fn beam_search<M: StepDecoder>(model: &M, enc: &Encoded, opts: BeamOptions) 
         if finished.iter().all(Option::is_some) {
             break;
         }
-        state = out.state.select(&Tensor::new(next_rows.as_slice(), &device)?)?;
+        state = out
+            .state
+            .select(&Tensor::new(next_rows.as_slice(), &device)?)?;
         prev = next_prev;
     }
     Ok(finished

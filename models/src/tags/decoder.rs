@@ -44,5 +44,10 @@ pub trait StepDecoder {
     /// Advances every sequence by one token; `prev` is (N,) u32. `dropout` is a scaled keep-mask
     /// (N, H) applied to the LSTM output during training; masks come from the trainer's seeded
     /// RNG so runs are reproducible (candle cannot seed its CPU RNG).
-    fn step(&self, state: &DecodeState, prev: &Tensor, dropout: Option<&Tensor>) -> Result<StepOutput>;
+    fn step(
+        &self,
+        state: &DecodeState,
+        prev: &Tensor,
+        dropout: Option<&Tensor>,
+    ) -> Result<StepOutput>;
 }

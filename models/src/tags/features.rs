@@ -27,14 +27,22 @@ impl FeatureSet {
     pub fn batch(&self, idx: &[u32], device: &Device) -> Result<Encoded> {
         let ix = Tensor::new(idx, self.grid.device())?;
         Ok(Encoded {
-            grid: self.grid.index_select(&ix, 0)?.to_dtype(DType::F32)?.to_device(device)?,
+            grid: self
+                .grid
+                .index_select(&ix, 0)?
+                .to_dtype(DType::F32)?
+                .to_device(device)?,
             pooled: self.pooled.index_select(&ix, 0)?.to_device(device)?,
         })
     }
 
     /// Row index of each image path.
     pub fn index(&self) -> HashMap<&Path, usize> {
-        self.images.iter().enumerate().map(|(i, p)| (p.as_path(), i)).collect()
+        self.images
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_path(), i))
+            .collect()
     }
 }
 
@@ -76,6 +84,16 @@ pub fn extract(
             pooled.push(enc.pooled.to_device(&Device::Cpu)?);
         }
         pb.inc(chunk.len() as u64);
+        if pb.is_hidden()
+            && show_progress
+            && (kept.len() + failed.len()) % (batch_size * 20) < chunk.len()
+        {
+            tracing::info!(
+                "encoded {}/{} images",
+                kept.len() + failed.len(),
+                images.len()
+            );
+        }
     }
     pb.finish_and_clear();
     if kept.is_empty() {
@@ -93,9 +111,19 @@ pub fn extract(
 pub fn cache_path(cache_dir: &Path, encoder: &str, images: &[PathBuf]) -> PathBuf {
     let joined: Vec<u8> = images
         .iter()
-        .flat_map(|p| p.to_string_lossy().into_owned().into_bytes().into_iter().chain([b'\n']))
+        .flat_map(|p| {
+            p.to_string_lossy()
+                .into_owned()
+                .into_bytes()
+                .into_iter()
+                .chain([b'\n'])
+        })
         .collect();
-    cache_dir.join(format!("{encoder}-{}-{}.safetensors", images.len(), short_digest(&joined)))
+    cache_dir.join(format!(
+        "{encoder}-{}-{}.safetensors",
+        images.len(),
+        short_digest(&joined)
+    ))
 }
 
 /// Loads the cached features for `images`, or computes and caches them.
@@ -108,7 +136,8 @@ pub fn load_or_extract(
     let path = cache_path(cache_dir, encoder.name(), images);
     if path.exists() {
         let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
-        let list = std::fs::read_to_string(path.with_extension("txt")).map_err(|e| Error::io(&path, e))?;
+        let list =
+            std::fs::read_to_string(path.with_extension("txt")).map_err(|e| Error::io(&path, e))?;
         let get = |k: &str| {
             tensors
                 .get(k)
@@ -126,10 +155,17 @@ pub fn load_or_extract(
         tracing::warn!("skipped {}: {e}", p.display());
     }
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
-    let tensors: HashMap<String, Tensor> =
-        [("grid".to_string(), set.grid.clone()), ("pooled".to_string(), set.pooled.clone())].into();
+    let tensors: HashMap<String, Tensor> = [
+        ("grid".to_string(), set.grid.clone()),
+        ("pooled".to_string(), set.pooled.clone()),
+    ]
+    .into();
     candle_core::safetensors::save(&tensors, &path)?;
-    let list: String = set.images.iter().map(|p| format!("{}\n", p.display())).collect();
+    let list: String = set
+        .images
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
     std::fs::write(path.with_extension("txt"), list).map_err(|e| Error::io(&path, e))?;
     Ok(set)
 }

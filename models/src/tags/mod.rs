@@ -137,7 +137,8 @@ impl TagModel {
         let w_path = dir.join("model.safetensors");
         candle_core::safetensors::save(&tensors, &w_path)?;
         let cfg_path = dir.join("config.json");
-        std::fs::write(&cfg_path, serde_json::to_string_pretty(config)?).map_err(|e| Error::io(&cfg_path, e))?;
+        std::fs::write(&cfg_path, serde_json::to_string_pretty(config)?)
+            .map_err(|e| Error::io(&cfg_path, e))?;
         Ok(())
     }
 
@@ -158,7 +159,8 @@ impl TagModel {
             TagNet::Attention(m) => Ok(decoded_to_predictions(beam_search(m, enc, opts)?, vocab)),
             TagNet::ShowTell(m) => Ok(decoded_to_predictions(beam_search(m, enc, opts)?, vocab)),
             TagNet::MultiLabel(m) => {
-                let probs = candle_nn::ops::sigmoid(&m.forward(&enc.pooled, None)?)?.to_vec2::<f32>()?;
+                let probs =
+                    candle_nn::ops::sigmoid(&m.forward(&enc.pooled, None)?)?.to_vec2::<f32>()?;
                 Ok(probs
                     .into_iter()
                     .map(|p| {
@@ -178,7 +180,10 @@ impl TagModel {
                                     attention: vec![],
                                 })
                                 .collect(),
-                            next: ranked[n..].iter().map(|&(id, _)| vocab.tag(id).to_string()).collect(),
+                            next: ranked[n..]
+                                .iter()
+                                .map(|&(id, _)| vocab.tag(id).to_string())
+                                .collect(),
                         }
                     })
                     .collect())

@@ -30,13 +30,22 @@ impl ShowTell {
 impl StepDecoder for ShowTell {
     fn init_state(&self, enc: &Encoded) -> Result<DecodeState> {
         let n = enc.pooled.dim(0)?;
-        let zeros = Tensor::zeros((n, self.lstm.hidden_size()), DType::F32, enc.pooled.device())?;
+        let zeros = Tensor::zeros(
+            (n, self.lstm.hidden_size()),
+            DType::F32,
+            enc.pooled.device(),
+        )?;
         let x = self.image_proj.forward(&enc.pooled)?;
         let (h, c) = self.lstm.forward(&x, &zeros, &zeros)?;
         Ok(DecodeState { h, c, memory: None })
     }
 
-    fn step(&self, state: &DecodeState, prev: &Tensor, dropout: Option<&Tensor>) -> Result<StepOutput> {
+    fn step(
+        &self,
+        state: &DecodeState,
+        prev: &Tensor,
+        dropout: Option<&Tensor>,
+    ) -> Result<StepOutput> {
         let x = self.embedding.forward(prev)?;
         let (h, c) = self.lstm.forward(&x, &state.h, &state.c)?;
         let out = match dropout {

@@ -115,24 +115,46 @@ fn seeded_init(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
         } else {
             1.0 / (dims[1] as f32).sqrt()
         };
-        let values: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..=1.0) * bound).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|_| rng.gen_range(-1.0f32..=1.0) * bound)
+            .collect();
         var.set(&Tensor::from_vec(values, dims, var.device())?)?;
     }
     Ok(())
 }
 
 /// A scaled keep-mask for inverted dropout.
-fn dropout_mask(rng: &mut StdRng, rows: usize, cols: usize, p: f32, device: &Device) -> Result<Tensor> {
+fn dropout_mask(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    p: f32,
+    device: &Device,
+) -> Result<Tensor> {
     let keep = 1.0 - p;
     let v: Vec<f32> = (0..rows * cols)
-        .map(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 })
+        .map(|_| {
+            if rng.gen::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
         .collect();
     Ok(Tensor::from_vec(v, (rows, cols), device)?)
 }
 
 /// Padded decoder inputs, targets and mask for a batch: each (B, T).
-pub fn batch_targets(vocab: &Vocab, tags: &[&Vec<String>], max_tags: usize, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
-    let pairs: Vec<(Vec<u32>, Vec<u32>)> = tags.iter().map(|t| vocab.encode_targets(t, max_tags)).collect();
+pub fn batch_targets(
+    vocab: &Vocab,
+    tags: &[&Vec<String>],
+    max_tags: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = tags
+        .iter()
+        .map(|t| vocab.encode_targets(t, max_tags))
+        .collect();
     let t = pairs.iter().map(|(i, _)| i.len()).max().unwrap_or(1);
     let b = pairs.len();
     let mut input = vec![PAD; b * t];
@@ -223,7 +245,9 @@ pub fn batch_loss(
     dropout_rng: Option<&mut StdRng>,
 ) -> Result<(Tensor, f64, f64)> {
     let device = enc.pooled.device();
-    let dropout = dropout_rng.map(|rng| (rng, cfg.dropout, cfg.hidden)).filter(|d| d.1 > 0.0);
+    let dropout = dropout_rng
+        .map(|rng| (rng, cfg.dropout, cfg.hidden))
+        .filter(|d| d.1 > 0.0);
     match net {
         TagNet::Attention(m) => {
             let (i, t, k) = batch_targets(vocab, tags, cfg.max_tags, device)?;
@@ -239,7 +263,10 @@ pub fn batch_loss(
                 None => None,
             };
             let logits = m.forward(&enc.pooled, mask.as_ref())?;
-            let loss = candle_nn::loss::binary_cross_entropy_with_logit(&logits, &multi_hot(vocab, tags, device)?)?;
+            let loss = candle_nn::loss::binary_cross_entropy_with_logit(
+                &logits,
+                &multi_hot(vocab, tags, device)?,
+            )?;
             let value = loss.to_scalar::<f32>()? as f64;
             Ok((loss, value * tags.len() as f64, tags.len() as f64))
         }
@@ -247,7 +274,11 @@ pub fn batch_loss(
 }
 
 /// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before.
-fn clip_gradients(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+fn clip_gradients(
+    grads: &mut candle_core::backprop::GradStore,
+    vars: &[Var],
+    max_norm: f64,
+) -> Result<f64> {
     let mut total = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
@@ -267,6 +298,16 @@ fn clip_gradients(grads: &mut candle_core::backprop::GradStore, vars: &[Var], ma
     Ok(norm)
 }
 
+/// Prints above the progress bar, or as a log line when the bar is hidden (not a terminal, e.g.
+/// a background run writing to a file).
+fn report(pb: &ProgressBar, msg: String) {
+    if pb.is_hidden() {
+        tracing::info!("{msg}");
+    } else {
+        pb.println(msg);
+    }
+}
+
 fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
     let data = varmap.data().lock().expect("varmap lock");
     data.iter()
@@ -283,10 +324,20 @@ fn restore(varmap: &VarMap, saved: &HashMap<String, Tensor>) -> Result<()> {
 }
 
 /// Mean loss over a split (no dropout, no gradients kept).
-pub fn evaluate_loss(net: &TagNet, vocab: &Vocab, cfg: &TrainConfig, split: &Split, device: &Device) -> Result<f64> {
+pub fn evaluate_loss(
+    net: &TagNet,
+    vocab: &Vocab,
+    cfg: &TrainConfig,
+    split: &Split,
+    device: &Device,
+) -> Result<f64> {
     let mut sum = 0.0;
     let mut count = 0.0;
-    for (rows, tags) in split.rows.chunks(cfg.batch_size).zip(split.tags.chunks(cfg.batch_size)) {
+    for (rows, tags) in split
+        .rows
+        .chunks(cfg.batch_size)
+        .zip(split.tags.chunks(cfg.batch_size))
+    {
         let enc = split.features.batch(rows, device)?;
         let refs: Vec<&Vec<String>> = tags.iter().collect();
         let (_, s, c) = batch_loss(net, vocab, cfg, &enc, &refs, None)?;
@@ -342,7 +393,8 @@ pub fn train(
     let pb = if show_progress {
         let pb = ProgressBar::new((steps_per_epoch * cfg.epochs) as u64);
         pb.set_style(
-            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} eta {eta}").expect("static template"),
+            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} eta {eta}")
+                .expect("static template"),
         );
         pb
     } else {
@@ -377,10 +429,13 @@ pub fn train(
             dev_loss,
             seconds: started.elapsed().as_secs_f64(),
         };
-        pb.println(format!(
-            "epoch {epoch}: train loss {:.4}, dev loss {:.4} ({:.0}s)",
-            stats.train_loss, stats.dev_loss, stats.seconds
-        ));
+        report(
+            &pb,
+            format!(
+                "epoch {epoch}: train loss {:.4}, dev loss {:.4} ({:.0}s)",
+                stats.train_loss, stats.dev_loss, stats.seconds
+            ),
+        );
         history.push(stats);
         if best.as_ref().is_none_or(|(b, _)| dev_loss < *b) {
             best = Some((dev_loss, snapshot(&varmap)?));
@@ -392,7 +447,10 @@ pub fn train(
         } else {
             since_best += 1;
             if since_best >= cfg.patience {
-                pb.println(format!("early stop: no dev improvement for {} epochs", cfg.patience));
+                report(
+                    &pb,
+                    format!("early stop: no dev improvement for {} epochs", cfg.patience),
+                );
                 break;
             }
         }

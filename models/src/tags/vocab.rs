@@ -19,14 +19,20 @@ pub struct Vocab {
 impl Vocab {
     /// Builds a vocabulary of the tags used at least `min_count` times, most frequent first
     /// (ties alphabetical), so indices are stable for the same data.
-    pub fn build<'a>(tag_lists: impl IntoIterator<Item = &'a Vec<String>>, min_count: usize) -> Self {
+    pub fn build<'a>(
+        tag_lists: impl IntoIterator<Item = &'a Vec<String>>,
+        min_count: usize,
+    ) -> Self {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for tags in tag_lists {
             for t in tags {
                 *counts.entry(t.as_str()).or_default() += 1;
             }
         }
-        let mut tags: Vec<(&str, usize)> = counts.into_iter().filter(|&(_, c)| c >= min_count).collect();
+        let mut tags: Vec<(&str, usize)> = counts
+            .into_iter()
+            .filter(|&(_, c)| c >= min_count)
+            .collect();
         tags.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         Self::from_tags(tags.into_iter().map(|(t, _)| t.to_string()))
     }
@@ -59,7 +65,10 @@ impl Vocab {
         self.tokens.len() <= SPECIALS.len()
     }
     pub fn id(&self, tag: &str) -> Option<u32> {
-        self.index.get(tag).copied().filter(|&i| i >= SPECIALS.len() as u32)
+        self.index
+            .get(tag)
+            .copied()
+            .filter(|&i| i >= SPECIALS.len() as u32)
     }
     pub fn tag(&self, id: u32) -> &str {
         &self.tokens[id as usize]
@@ -75,7 +84,11 @@ impl Vocab {
     /// Decoder input and target for one image: `[<start>, t1..tn]` → `[t1..tn, <end>]`, tags
     /// outside the vocabulary dropped, at most `max_tags` kept.
     pub fn encode_targets(&self, tags: &[String], max_tags: usize) -> (Vec<u32>, Vec<u32>) {
-        let ids: Vec<u32> = tags.iter().filter_map(|t| self.id(t)).take(max_tags).collect();
+        let ids: Vec<u32> = tags
+            .iter()
+            .filter_map(|t| self.id(t))
+            .take(max_tags)
+            .collect();
         let mut input = vec![START];
         input.extend(&ids);
         let mut target = ids;

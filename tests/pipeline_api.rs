@@ -1,0 +1,238 @@
+//! The HTTP API against a real store: token on writes, content checks, job/post/result reads,
+//! health, metrics and the OpenAPI document.
+mod pipeline_support;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use base64::Engine;
+use hashtale_core::store::{state, NewResult};
+use hashtale_core::types::Timings;
+use pipeline_support::{png, Env};
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn app(env: &Env) -> axum::Router {
+    let mut cfg = env.cfg.clone();
+    cfg.api.token = TOKEN.into();
+    let state = hashtale_api::AppState::new(env.store.clone(), env.queue.clone(), &cfg).unwrap();
+    hashtale_api::router(state, 1 << 20)
+}
+
+async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        text,
+    )
+}
+
+fn post_json(body: serde_json::Value, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::post("/v1/posts").header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn api_suite(env: Env) {
+    let app = app(&env).await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png(1));
+    let body = serde_json::json!({ "source": "web", "external_id": "e1", "image_base64": b64, "caption": "hi" });
+
+    // Writes need the token.
+    assert_eq!(
+        call(&app, post_json(body.clone(), None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, post_json(body.clone(), Some("wrong"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (st, v, _) = call(&app, post_json(body.clone(), Some(TOKEN))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let (post_id, job_id) = (
+        v["post_id"].as_i64().unwrap(),
+        v["job_id"].as_i64().unwrap(),
+    );
+    // The same post again: known, same job, nothing new.
+    let (st, v, _) = call(&app, post_json(body.clone(), Some(TOKEN))).await;
+    assert_eq!(
+        (st, v["job_id"].as_i64(), v["new"].as_bool()),
+        (StatusCode::OK, Some(job_id), Some(false))
+    );
+
+    // Content checks: not an image by magic bytes; private/loopback and non-http URLs.
+    let text = base64::engine::general_purpose::STANDARD.encode(b"<html>not an image</html>");
+    let (st, _, _) = call(
+        &app,
+        post_json(serde_json::json!({ "image_base64": text }), Some(TOKEN)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut strict = env.cfg.clone();
+    strict.fetch.allow_private = false;
+    strict.api.token = TOKEN.into();
+    let strict_app = hashtale_api::router(
+        hashtale_api::AppState::new(env.store.clone(), env.queue.clone(), &strict).unwrap(),
+        1 << 20,
+    );
+    for url in [
+        "http://127.0.0.1/x.png",
+        "http://169.254.169.254/latest",
+        "file:///etc/passwd",
+    ] {
+        let (st, v, _) = call(
+            &strict_app,
+            post_json(serde_json::json!({ "image_url": url }), Some(TOKEN)),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{url}: {v}");
+    }
+    let (st, _, _) = call(
+        &app,
+        post_json(serde_json::json!({ "caption": "no image" }), Some(TOKEN)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Too large for the body limit.
+    let huge = "A".repeat(3 << 20);
+    let (st, _, _) = call(
+        &app,
+        post_json(serde_json::json!({ "image_base64": huge }), Some(TOKEN)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Multipart upload.
+    let boundary = "XyZ";
+    let mut mp = Vec::new();
+    mp.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\nup\r\n")
+            .as_bytes(),
+    );
+    mp.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
+    mp.extend_from_slice(&png(2));
+    mp.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let req = Request::post("/v1/posts")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(mp))
+        .unwrap();
+    let (st, v, _) = call(&app, req).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+
+    // Reads.
+    let (st, v, _) = call(
+        &app,
+        Request::get(format!("/v1/jobs/{job_id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["post_id"].as_i64(), Some(post_id));
+    assert_eq!(
+        call(
+            &app,
+            Request::get("/v1/jobs/999999").body(Body::empty()).unwrap()
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    env.store.start_jobs(&[job_id]).await.unwrap();
+    env.store
+        .complete(
+            "test-v",
+            &[NewResult {
+                job_id,
+                post_id,
+                output: serde_json::json!({ "hashtags": [{ "tag": "sunset", "score": 0.9, "attention": [0.0] }], "story": "s" }),
+                story: Some("s".into()),
+                timings: Timings::default(),
+            }],
+        )
+        .await
+        .unwrap();
+    let (st, v, _) = call(
+        &app,
+        Request::get(format!("/v1/posts/{post_id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["post"]["caption"], "hi");
+    assert_eq!(v["job"]["state"], state::DONE);
+    assert_eq!(v["results"][0]["output"]["hashtags"][0]["tag"], "sunset");
+    let (_, v, _) = call(
+        &app,
+        Request::get("/v1/results?since=0&limit=10")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    assert!(v["next_after"].is_null());
+
+    // Health, readiness, metrics, OpenAPI.
+    assert_eq!(
+        call(&app, Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (st, v, _) = call(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!((st, v["database"].as_str()), (StatusCode::OK, Some("ok")));
+    let (st, _, text) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.contains("hashtale_jobs{state=\"done\"} 1"), "{text}");
+    assert!(text.contains("hashtale_queue_depth"), "{text}");
+    let (st, v, _) = call(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(v["paths"]["/v1/posts"]["post"]["security"].is_array());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn api_on_sqlite_embedded() {
+    api_suite(Env::sqlite_local("api").await).await;
+}
+
+#[tokio::test]
+async fn api_on_postgres_rabbitmq() {
+    api_suite(Env::postgres_rabbit("api").await).await;
+}
+
+#[tokio::test]
+async fn writes_are_refused_without_a_configured_token() {
+    let env = Env::sqlite_local("notoken").await;
+    let state =
+        hashtale_api::AppState::new(env.store.clone(), env.queue.clone(), &env.cfg).unwrap();
+    let app = hashtale_api::router(state, 1 << 20);
+    let (st, _, _) = call(
+        &app,
+        post_json(
+            serde_json::json!({ "image_url": "http://example.com/a.png" }),
+            Some(""),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    env.cleanup().await;
+}
