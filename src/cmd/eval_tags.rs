@@ -22,6 +22,9 @@ pub struct EvalTagsArgs {
     pub prior: bool,
     #[arg(long, default_value_t = 3)]
     pub beam: usize,
+    /// At least this many tags per image from the decoders.
+    #[arg(long, default_value_t = 3)]
+    pub min_tags: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +49,7 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
         let opts = BeamOptions {
             beam_size: a.beam,
             max_tags: model.config.max_tags,
+            min_tags: a.min_tags,
         };
         for chunk in rows.chunks(64) {
             let enc = features.batch(chunk, &device)?;

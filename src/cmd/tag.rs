@@ -26,6 +26,9 @@ pub struct TagArgs {
     pub max_tags: usize,
     #[arg(long, default_value_t = 3)]
     pub beam: usize,
+    /// At least this many content hashtags per image.
+    #[arg(long, default_value_t = 3)]
+    pub min_tags: usize,
     /// Also write a story seeded with the top hashtag.
     #[arg(long)]
     pub story: bool,
@@ -104,6 +107,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
         beam: BeamOptions {
             beam_size: a.beam,
             max_tags: a.max_tags,
+            min_tags: a.min_tags,
         },
         story: a.story.then(|| GenerateOptions {
             temperature: a.temperature,

@@ -34,6 +34,9 @@ pub struct Decoded {
 pub struct BeamOptions {
     pub beam_size: usize,
     pub max_tags: usize,
+    /// `<end>` is not allowed before this many tags: raw log-probability sums favour short
+    /// lists, and an image with no hashtag (or a story with no seed) helps nobody.
+    pub min_tags: usize,
 }
 
 impl Default for BeamOptions {
@@ -41,6 +44,7 @@ impl Default for BeamOptions {
         Self {
             beam_size: 3,
             max_tags: 10,
+            min_tags: 3,
         }
     }
 }
@@ -106,7 +110,12 @@ pub fn beam_search<M: StepDecoder>(
                     continue;
                 }
                 let row = &log_probs[img * k + j];
-                cands.push((hyp.log_prob + row[END as usize], j, END));
+                // (Also when every real tag is used: a tiny vocabulary must still end.)
+                if hyp.tags.len() >= opts.min_tags.min(opts.max_tags)
+                    || hyp.tags.len() + 3 >= row.len()
+                {
+                    cands.push((hyp.log_prob + row[END as usize], j, END));
+                }
                 if last_step {
                     continue;
                 }
