@@ -9,6 +9,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod expand;
+pub mod hash;
 pub mod image_prep;
 pub mod metrics;
 pub mod pipeline;

@@ -157,7 +157,13 @@ impl Hashtale {
                         .unwrap_or_default()
                 })
                 .collect();
-            let stories = story.generate_batch(&seeds, opts)?;
+            // One RNG stream per image, named by its pixels: the same photo always gets the same
+            // story, and images in the same batch slot of different batches do not share a stream.
+            let streams: Vec<u64> = images
+                .iter()
+                .map(|img| crate::hash::fnv1a(img.as_bytes()))
+                .collect();
+            let stories = story.generate_streams(&seeds, &streams, opts)?;
             for ((r, seed), text) in results.iter_mut().zip(seeds).zip(stories) {
                 r.story = Some(text);
                 r.story_seed = Some(seed);

@@ -25,15 +25,6 @@ pub struct TaggedFolder {
     pub samples: Vec<(Sample, String)>,
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 fn parse_tsv_line<'a>(path: &Path, line_no: usize, line: &'a str) -> Result<(&'a str, &'a str)> {
     let (name, rest) = line.split_once('\t').ok_or_else(|| Error::Parse {
         path: path.to_path_buf(),
@@ -113,7 +104,7 @@ impl TaggedFolder {
                 };
                 if carve && split == "train" {
                     let rel = s.image.strip_prefix(root).unwrap_or(&s.image);
-                    let h = fnv1a(rel.to_string_lossy().as_bytes());
+                    let h = crate::hash::fnv1a(rel.to_string_lossy().as_bytes());
                     if (h as f64) < CARVED_DEV_FRACTION * u64::MAX as f64 {
                         split = "dev".into();
                     }

@@ -99,7 +99,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CharLm, CheckpointMeta, Stri
     let meta = read_meta(dir)?;
     let w = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w).map_err(|e| Error::io(&w, e))?;
-    let hash = fnv1a(&bytes);
+    let hash = crate::hash::fnv1a(&bytes);
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     let tensors = tensors
         .into_iter()
@@ -127,14 +127,4 @@ pub fn load_into(dir: &Path, varmap: &VarMap) -> Result<CheckpointMeta> {
         var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
     Ok(meta)
-}
-
-/// 64-bit FNV-1a: a dependency-free content hash for model versions.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }

@@ -98,12 +98,7 @@ pub fn default_model_dir() -> PathBuf {
 
 /// FNV-1a over the bytes, as 12 hex digits: enough to tell shipped weights apart.
 pub fn short_digest(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{:012x}", h & 0xffff_ffff_ffff)
+    format!("{:012x}", crate::hash::fnv1a(bytes) & 0xffff_ffff_ffff)
 }
 
 impl TagModel {
