@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
 use super::attention::SoftAttention;
-use super::decoder::{DecodeState, StepDecoder, StepOutput};
+use super::decoder::{apply_dropout, DecodeState, StepDecoder, StepOutput};
 use super::lstm::LstmCell;
 use super::DecoderDims;
 use crate::encoder::Encoded;
@@ -65,12 +65,8 @@ impl StepDecoder for ShowAttendTell {
         let emb = self.embedding.forward(prev)?;
         let x = Tensor::cat(&[&emb, &context], 1)?;
         let (h, c) = self.lstm.forward(&x, &state.h, &state.c)?;
-        let out = match dropout {
-            Some(mask) => (&h * mask)?,
-            None => h.clone(),
-        };
         Ok(StepOutput {
-            logits: self.output.forward(&out)?,
+            logits: self.output.forward(&apply_dropout(&h, dropout)?)?,
             alpha: Some(alpha),
             state: DecodeState {
                 h,

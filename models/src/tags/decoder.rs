@@ -51,3 +51,11 @@ pub trait StepDecoder {
         dropout: Option<&Tensor>,
     ) -> Result<StepOutput>;
 }
+
+/// Multiplies by a scaled keep-mask during training; the identity otherwise.
+pub fn apply_dropout(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        Some(m) => x * m,
+        None => Ok(x.clone()),
+    }
+}

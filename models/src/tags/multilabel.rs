@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
+use super::decoder::apply_dropout;
 use super::DecoderDims;
 
 #[derive(Debug, Clone)]
@@ -21,10 +22,7 @@ impl MultiLabel {
 
     /// Logits (B, V) from pooled features (B, D); `dropout` is a scaled keep-mask (B, H).
     pub fn forward(&self, pooled: &Tensor, dropout: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.hidden.forward(pooled)?.relu()?;
-        if let Some(mask) = dropout {
-            h = (h * mask)?;
-        }
-        self.output.forward(&h)
+        let h = self.hidden.forward(pooled)?.relu()?;
+        self.output.forward(&apply_dropout(&h, dropout)?)
     }
 }

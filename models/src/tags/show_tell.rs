@@ -3,7 +3,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
-use super::decoder::{DecodeState, StepDecoder, StepOutput};
+use super::decoder::{apply_dropout, DecodeState, StepDecoder, StepOutput};
 use super::lstm::LstmCell;
 use super::DecoderDims;
 use crate::encoder::Encoded;
@@ -48,12 +48,8 @@ impl StepDecoder for ShowTell {
     ) -> Result<StepOutput> {
         let x = self.embedding.forward(prev)?;
         let (h, c) = self.lstm.forward(&x, &state.h, &state.c)?;
-        let out = match dropout {
-            Some(mask) => (&h * mask)?,
-            None => h.clone(),
-        };
         Ok(StepOutput {
-            logits: self.output.forward(&out)?,
+            logits: self.output.forward(&apply_dropout(&h, dropout)?)?,
             alpha: None,
             state: DecodeState { h, c, memory: None },
         })
