@@ -139,27 +139,8 @@ impl Rabbit {
 
     /// Publishes job messages, all confirmed before returning.
     pub async fn publish_jobs(&self, jobs: &[JobMessage]) -> Result<()> {
-        let mut confirms = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            let body = serde_json::to_vec(j)?;
-            confirms.push(
-                self.publisher
-                    .basic_publish(
-                        "",
-                        &self.names.jobs,
-                        BasicPublishOptions::default(),
-                        &body,
-                        persistent_json(),
-                    )
-                    .await?,
-            );
-        }
-        for c in confirms {
-            if c.await?.is_nack() {
-                return Err(Error::Transient("broker refused a job message".into()));
-            }
-        }
-        Ok(())
+        self.publish_all_confirmed("", &self.names.jobs, jobs, "job")
+            .await
     }
 
     /// Puts a job in the retry queue; it comes back to `jobs` after `delay_ms`.
@@ -180,14 +161,27 @@ impl Rabbit {
 
     /// Announces committed results on the `results` exchange.
     pub async fn publish_results(&self, results: &[ResultMessage]) -> Result<()> {
-        let mut confirms = Vec::with_capacity(results.len());
-        for r in results {
-            let body = serde_json::to_vec(r)?;
+        self.publish_all_confirmed(&self.names.results, "", results, "result")
+            .await
+    }
+
+    /// Publishes every message as persistent JSON, then waits for all the broker's confirms
+    /// (pipelined: one round trip for the lot, not one per message).
+    async fn publish_all_confirmed<T: serde::Serialize>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        messages: &[T],
+        what: &str,
+    ) -> Result<()> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let body = serde_json::to_vec(m)?;
             confirms.push(
                 self.publisher
                     .basic_publish(
-                        &self.names.results,
-                        "",
+                        exchange,
+                        routing_key,
                         BasicPublishOptions::default(),
                         &body,
                         persistent_json(),
@@ -197,7 +191,7 @@ impl Rabbit {
         }
         for c in confirms {
             if c.await?.is_nack() {
-                return Err(Error::Transient("broker refused a result message".into()));
+                return Err(Error::Transient(format!("broker refused a {what} message")));
             }
         }
         Ok(())
