@@ -51,6 +51,15 @@ enum Command {
     /// Benchmarks (pipeline overhead, model throughput).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
+    /// Human raters: invite links (add), list, revoke.
+    #[command(subcommand)]
+    Raters(cmd::ratings::RatersCmd),
+    /// Reports (human ratings).
+    #[command(subcommand)]
+    Report(cmd::ratings::ReportCmd),
+    /// Exports (human ratings as CSV or JSONL).
+    #[command(subcommand)]
+    Export(cmd::ratings::ExportCmd),
 }
 
 #[derive(Subcommand)]
@@ -97,5 +106,8 @@ fn main() -> anyhow::Result<()> {
         Command::Backfill(a) => cmd::backfill::run(a),
         Command::Config(c) => cmd::config::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Raters(c) => cmd::ratings::run_raters(c),
+        Command::Report(c) => cmd::ratings::run_report(c),
+        Command::Export(c) => cmd::ratings::run_export(c),
     }
 }

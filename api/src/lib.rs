@@ -3,7 +3,8 @@
 //! Reads are open; writes (`POST /v1/posts`) need `Authorization: Bearer <api.token>`. The
 //! token is kept only as its SHA-256 and compared in constant time. Uploaded bytes must be an
 //! image by magic bytes; URLs must be http(s) to public addresses (checked again, after DNS,
-//! when the worker fetches them).
+//! when the worker fetches them). The human-rating pages (`/rate/…`, `/admin/…`) live in
+//! [`ratings`].
 use std::net::SocketAddr;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
@@ -26,6 +27,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 mod openapi;
+pub mod ratings;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct AppState {
     fetcher: Fetcher,
     /// SHA-256 of the API token; `None`: writes are disabled.
     token_hash: Option<[u8; 32]>,
+    /// The rating pages' settings and secrets.
+    ratings: std::sync::Arc<ratings::RatingsState>,
 }
 
 impl AppState {
@@ -45,6 +49,7 @@ impl AppState {
             fetcher: Fetcher::new(&cfg.fetch)?,
             token_hash: (!cfg.api.token.is_empty())
                 .then(|| Sha256::digest(cfg.api.token.as_bytes()).into()),
+            ratings: std::sync::Arc::new(ratings::RatingsState::new(cfg)),
         })
     }
 }
@@ -84,6 +89,7 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(ratings::routes())
         .layer(DefaultBodyLimit::max(max_upload_bytes + 64 * 1024))
         .with_state(state)
 }

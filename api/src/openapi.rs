@@ -6,6 +6,8 @@ pub fn document() -> Value {
         json!([{ "name": "id", "in": "path", "required": true, "description": format!("{what} id"),
                  "schema": { "type": "integer", "format": "int64" } }])
     };
+    let version_param = json!({ "name": "model_version", "in": "query", "required": false,
+        "description": "only this model version", "schema": { "type": "string" } });
     let err = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     json!({
       "openapi": "3.1.0",
@@ -66,7 +68,14 @@ pub fn document() -> Value {
         "/healthz": { "get": { "summary": "Liveness.", "responses": { "200": { "description": "ok" } } } },
         "/readyz": { "get": { "summary": "Database and broker reachable.", "responses": { "200": { "description": "ready" }, "503": { "description": "not ready" } } } },
         "/metrics": { "get": { "summary": "Prometheus metrics.", "responses": { "200": { "description": "text exposition format" } } } },
-        "/openapi.json": { "get": { "summary": "This document.", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
+        "/openapi.json": { "get": { "summary": "This document.", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+        "/admin/ratings/report.json": { "get": { "summary": "Human-rating report per model version (see docs/ratings.md).",
+            "security": [{ "bearer": [] }], "parameters": [version_param.clone()],
+            "responses": { "200": { "description": "the report" }, "401": { "description": "no or wrong admin token" }, "403": { "description": "admin disabled" } } } },
+        "/admin/ratings/export.csv": { "get": { "summary": "Every rating answer as CSV.", "security": [{ "bearer": [] }],
+            "parameters": [version_param.clone()], "responses": { "200": { "description": "text/csv" }, "401": { "description": "no or wrong admin token" } } } },
+        "/admin/ratings/export.jsonl": { "get": { "summary": "Every rating answer as JSON Lines.", "security": [{ "bearer": [] }],
+            "parameters": [version_param], "responses": { "200": { "description": "application/jsonl" }, "401": { "description": "no or wrong admin token" } } } }
       }
     })
 }
