@@ -1,11 +1,18 @@
 //! Crash safety: a `hashtale worker` process killed with SIGKILL mid-run loses nothing; a
-//! second worker finishes, every post has exactly one result, and SIGTERM stops it cleanly.
+//! second worker finishes, every post has exactly one result, every result is announced on the
+//! results exchange (the outbox sweep covers a kill between commit and publish), and SIGTERM
+//! stops it cleanly.
 mod pipeline_support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hashtale_core::store::state;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use hashtale_core::store::{state, Outbox};
+use hashtale_core::types::ResultMessage;
 use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_scheduler::Ingestor;
 use pipeline_support::{amqp_url, jobs_in, pg_url, png, wait_until, Env};
@@ -18,6 +25,15 @@ fn spawn_worker(env: &Env) -> Child {
         .env("HASHTALE__QUEUE__KIND", "rabbitmq")
         .env("HASHTALE__QUEUE__AMQP_URL", amqp_url())
         .env("HASHTALE__QUEUE__PREFIX", &env.cfg.queue.prefix)
+        // The test's retry settings, so its clean-up knows every retry queue.
+        .env(
+            "HASHTALE__QUEUE__RETRY_BACKOFF_MS",
+            env.cfg.queue.retry_backoff_ms.to_string(),
+        )
+        .env(
+            "HASHTALE__QUEUE__MAX_ATTEMPTS",
+            env.cfg.queue.max_attempts.to_string(),
+        )
         .env("HASHTALE__WORKER__BATCH_SIZE", "8")
         .env("HASHTALE__WORKER__MAX_WAIT_MS", "20")
         .env("RUST_LOG", "warn")
@@ -42,6 +58,22 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
         .await
         .unwrap();
     }
+    // Every result id announced, from both workers.
+    let announced: Arc<Mutex<HashSet<i64>>> = Default::default();
+    let mut sub = env
+        .queue
+        .rabbit()
+        .unwrap()
+        .subscribe_results()
+        .await
+        .unwrap();
+    let a2 = announced.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = sub.next().await {
+            let m: ResultMessage = serde_json::from_slice(&d.data).unwrap();
+            a2.lock().unwrap().insert(m.result_id);
+        }
+    });
     let mut first = spawn_worker(&env);
     // Kill it as soon as it has committed something, with more in hand.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -71,10 +103,26 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
     })
     .await;
     assert_eq!(env.store.count("results").await.unwrap(), N);
+    let mut ids = HashSet::new();
     for post_id in 1..=N {
         let rs = env.store.results_for_post(post_id).await.unwrap();
         assert_eq!(rs.len(), 1, "post {post_id} has {} results", rs.len());
+        ids.insert(rs[0].id);
     }
+    // Announced at least once each (the sweep runs every 10 s for results over 5 s old).
+    wait_until(60, "every result announced", || async {
+        announced.lock().unwrap().is_superset(&ids)
+    })
+    .await;
+    // …and recorded as such (confirmed deliveries are recorded within 200 ms).
+    wait_until(10, "the outbox drained", || async {
+        env.store
+            .owed_results(Outbox::Publish, 0, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
     // Graceful shutdown on SIGTERM.
     let pid = second.id().to_string();
     assert!(Command::new("kill")

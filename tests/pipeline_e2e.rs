@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hashtale_core::fetch::Fetcher;
-use hashtale_core::store::state;
+use hashtale_core::store::{state, Outbox};
 use hashtale_core::types::{ImageSource, JobMessage, NewPost, ResultMessage};
 use hashtale_scheduler::{dir, feed, Ingestor};
 use hashtale_worker::Worker;
@@ -34,23 +34,26 @@ fn start_worker(
     (tx, tokio::spawn(w.run(rx)))
 }
 
-/// Counts result messages on the results exchange (RabbitMQ only), by post id.
-async fn count_result_messages(
-    env: &Env,
-) -> Option<(Arc<AtomicUsize>, Arc<std::sync::Mutex<HashSet<i64>>>)> {
+/// Post ids and result ids seen on the results exchange.
+type Seen = Arc<std::sync::Mutex<(HashSet<i64>, HashSet<i64>)>>;
+
+/// Counts result messages on the results exchange (RabbitMQ only), by post and result id.
+async fn count_result_messages(env: &Env) -> Option<(Arc<AtomicUsize>, Seen)> {
     let rabbit = env.queue.rabbit()?.clone();
     let mut sub = rabbit.subscribe_results().await.unwrap();
     let n = Arc::new(AtomicUsize::new(0));
-    let posts = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let (n2, p2) = (n.clone(), posts.clone());
+    let seen: Seen = Default::default();
+    let (n2, s2) = (n.clone(), seen.clone());
     tokio::spawn(async move {
         while let Some(Ok(d)) = sub.next().await {
             let m: ResultMessage = serde_json::from_slice(&d.data).unwrap();
-            p2.lock().unwrap().insert(m.post_id);
+            let mut s = s2.lock().unwrap();
+            s.0.insert(m.post_id);
+            s.1.insert(m.result_id);
             n2.fetch_add(1, Ordering::SeqCst);
         }
     });
-    Some((n, posts))
+    Some((n, seen))
 }
 
 /// Checks one result's shape: ranked hashtags with scores and 7×7 attention maps.
@@ -123,6 +126,7 @@ async fn two_hundred_posts(env: Env) {
     assert_eq!(env.store.count("results").await.unwrap(), 200);
     assert_eq!(jobs_in(&env.store, state::FAILED).await, 0);
     let mut seen = HashSet::new();
+    let mut result_ids = HashSet::new();
     let mut after = 0;
     loop {
         let page = env.store.results_page(0, after, 64).await.unwrap();
@@ -131,23 +135,47 @@ async fn two_hundred_posts(env: Env) {
         }
         for r in &page {
             assert!(seen.insert(r.post_id), "post {} has two results", r.post_id);
+            result_ids.insert(r.id);
             check_output(&r.output);
             after = r.id;
         }
     }
     assert_eq!(seen.len(), 200);
-    if let Some((n, posts)) = messages {
+    if let Some((n, got)) = &messages {
         wait_until(30, "200 result messages", || {
             let n = n.clone();
             async move { n.load(Ordering::SeqCst) >= 200 }
         })
         .await;
-        assert_eq!(posts.lock().unwrap().len(), 200);
+        {
+            let got = got.lock().unwrap();
+            assert_eq!(got.0.len(), 200);
+            assert_eq!(got.1, result_ids, "messages carry the results' ids");
+        }
+        // Every publish confirmed and recorded: the outbox owes nothing.
+        wait_until(30, "the outbox drained", || async {
+            env.store
+                .owed_results(Outbox::Publish, 0, i64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await;
     }
     let _ = stop_dir.send(true);
     watcher.await.unwrap().unwrap();
     let _ = stop.send(true);
     worker.await.unwrap().unwrap();
+    if let Some(rabbit) = env.queue.rabbit() {
+        // The worker's channel is closed: anything it had not acknowledged would be back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 0);
+        assert_eq!(
+            messages.unwrap().0.load(Ordering::SeqCst),
+            200,
+            "no duplicates"
+        );
+    }
     env.cleanup().await;
 }
 
@@ -330,7 +358,12 @@ async fn the_same_post_delivered_twice_gives_one_result() {
         1
     );
     assert_eq!(env.store.count("results").await.unwrap(), 1);
-    assert_eq!(messages.1.lock().unwrap().len(), 1);
+    assert_eq!(messages.1.lock().unwrap().0.len(), 1);
+    assert_eq!(
+        messages.0.load(Ordering::SeqCst),
+        1,
+        "one result, one message"
+    );
     wait_until(30, "the webhook call", || async {
         !hooks.lock().unwrap().is_empty()
     })
@@ -343,5 +376,45 @@ async fn the_same_post_delivered_twice_gives_one_result() {
     let m: ResultMessage = serde_json::from_slice(&body).unwrap();
     assert_eq!(m.post_id, r.post_id);
     assert_eq!(hooks.lock().unwrap().len(), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_delivered_again_after_its_last_attempt_is_parked_not_rerun() {
+    let env = Env::postgres_rabbit("giveup").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let r = ing
+        .ingest(&NewPost {
+            source: "giveup".into(),
+            source_kind: "test".into(),
+            external_id: "crasher".into(),
+            image: ImageSource::Bytes(png(8)),
+            caption: None,
+        })
+        .await
+        .unwrap();
+    let job_id = r.job_id.unwrap();
+    // Three attempts started and never finished (say, the input crashed three workers): the
+    // message is still in the queue, as after each crash.
+    for _ in 0..env.cfg.queue.max_attempts {
+        env.store.start_jobs(&[job_id]).await.unwrap();
+    }
+    let (stop, worker) = start_worker(&env);
+    wait_until(300, "the job settled", || async {
+        jobs_in(&env.store, state::FAILED).await == 1
+    })
+    .await;
+    let job = env.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.attempts, 4);
+    let e = job.last_error.unwrap();
+    assert!(e.contains("gave up"), "{e}");
+    assert_eq!(env.store.count("results").await.unwrap(), 0);
+    let rabbit = env.queue.rabbit().unwrap().clone();
+    wait_until(10, "the parked job", || async {
+        rabbit.depth(&rabbit.names.dead).await.unwrap() == 1
+    })
+    .await;
+    let _ = stop.send(true);
+    worker.await.unwrap().unwrap();
     env.cleanup().await;
 }

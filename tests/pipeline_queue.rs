@@ -1,6 +1,6 @@
 //! Queue mechanics without the models: acknowledgement after commit and redelivery, retries
-//! through the TTL retry queue, the dead-letter queue with its reason, the ingest queue, and
-//! the in-process queue's retries.
+//! through the per-delay TTL retry queues, the dead-letter queue with its reason, the ingest
+//! queue, and the in-process queue's retries.
 mod pipeline_support;
 
 use std::sync::Arc;
@@ -132,6 +132,84 @@ async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
         .unwrap();
     assert!(none.is_none());
     env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_short_retry_is_not_held_behind_a_long_one() {
+    let env = Env::postgres_rabbit("hol").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let long = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
+    let short = ing.ingest(&post(2)).await.unwrap().job_id.unwrap();
+    let mut cfg = env.cfg.queue.clone();
+    cfg.max_attempts = 5;
+    cfg.retry_backoff_ms = 300;
+    let mut c = env.queue.consumer(4).await.unwrap();
+    let mut deliveries = vec![next(&mut c).await, next(&mut c).await];
+    deliveries.sort_by_key(|d| d.msg.job_id);
+    let [d_long, d_short]: [_; 2] = deliveries.try_into().ok().unwrap();
+    assert_eq!((d_long.msg.job_id, d_short.msg.job_id), (long, short));
+    // The long backoff (attempt 3: 1.2 s) goes first, the short one (attempt 1: 0.3 s) after
+    // it. With one shared TTL queue the short one would wait behind the long one.
+    let t0 = Instant::now();
+    env.queue
+        .fail(&env.store, &cfg, d_long, 3, "slow", true)
+        .await
+        .unwrap();
+    env.queue
+        .fail(&env.store, &cfg, d_short, 1, "quick", true)
+        .await
+        .unwrap();
+    let first = next(&mut c).await;
+    let first_at = t0.elapsed();
+    let second = next(&mut c).await;
+    let second_at = t0.elapsed();
+    assert_eq!(first.msg.job_id, short, "the short retry came back first");
+    assert_eq!(second.msg.job_id, long);
+    assert!(first_at >= Duration::from_millis(300), "{first_at:?}");
+    assert!(second_at >= Duration::from_millis(1200), "{second_at:?}");
+    assert!(
+        first_at < Duration::from_millis(1200),
+        "the short retry waited for the long one: {first_at:?}"
+    );
+    // One queue per delay, named after it, each with its own TTL.
+    let rabbit = env.queue.rabbit().unwrap();
+    for delay in [300, 1200] {
+        assert_eq!(
+            rabbit
+                .depth(&rabbit.names.retry_queue(delay))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    first.ack().await.unwrap();
+    second.ack().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn retry_queues_exist_for_every_backoff_level() {
+    let env = Env::postgres_rabbit("levels").await;
+    let rabbit = env.queue.rabbit().unwrap().clone();
+    // base_config: 3 attempts, 50 ms backoff: retries after attempts 1 and 2.
+    let delays = hashtale_core::queue::retry_delays(&env.cfg.queue);
+    assert_eq!(delays.into_iter().collect::<Vec<_>>(), vec![50, 100]);
+    for d in [50, 100] {
+        assert_eq!(rabbit.depth(&rabbit.names.retry_queue(d)).await.unwrap(), 0);
+    }
+    // Declaring again (another worker, same settings) is fine.
+    let again = Rabbit::connect_with(&env.cfg.queue).await.unwrap();
+    again.close().await;
+    let prefix = env.cfg.queue.prefix.clone();
+    let names = rabbit.names.clone();
+    env.cleanup().await;
+    // Clean-up removed them too.
+    let probe = Rabbit::connect(&amqp_url(), &prefix).await.unwrap();
+    for d in [50, 100] {
+        assert!(probe.depth(&names.retry_queue(d)).await.is_err());
+    }
+    probe.delete_topology().await.unwrap();
+    probe.close().await;
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
 //! Fetching and decoding images from outsiders, defensively.
 //!
 //! URLs: http(s) only; loopback, private, link-local, multicast and other non-public
-//! addresses are refused (unless `fetch.allow_private`), checked on the resolved addresses
-//! (so DNS cannot point us inward) and again on every redirect. Bodies are capped in bytes
-//! and time. Decoding trusts magic bytes, not names or headers, and refuses images whose
-//! declared size exceeds the pixel limits before allocating (decompression bombs).
+//! addresses are refused (unless `fetch.allow_private`, or the URL's host is listed in
+//! `fetch.allow_private_hosts`), checked on the resolved addresses (so DNS cannot point us
+//! inward) and again on every redirect hop, each hop on its own host (an allowed first host
+//! does not make its redirect targets allowed). No proxy is used: a proxy would resolve names
+//! itself, out of our resolver's sight. Bodies are capped in bytes and time. Decoding trusts
+//! magic bytes, not names or headers, and refuses images whose declared size exceeds the pixel
+//! limits before allocating (decompression bombs).
 use std::io::Cursor;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,26 +42,78 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // 6to4 embeds an IPv4 address that relays may route to.
+            if s[0] == 0x2002 {
+                let v4 =
+                    Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+                return is_public(IpAddr::V4(v4));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || s[..6].iter().all(|&x| x == 0) // IPv4-compatible (deprecated)
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x0100 && s[1..4].iter().all(|&x| x == 0)) // discard-only
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo (embeds a hidden IPv4 peer)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
                 || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 (may map to private v4)
         }
     }
 }
 
-/// A DNS resolver that drops non-public addresses, so the connection can only go to what
-/// was checked.
+/// Which hosts may be non-public: all of them (`allow_private`) or those listed. A listed
+/// name is matched as written in the URL, not by what it resolves to.
+#[derive(Debug, Clone, Default)]
+struct Trust {
+    all: bool,
+    hosts: Arc<Vec<String>>,
+}
+
+/// A host as compared against `allow_private_hosts`: lowercase, no brackets or trailing dot,
+/// IP addresses in canonical form.
+fn normal_host(raw: &str) -> String {
+    let h = raw
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    match h.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => h,
+    }
+}
+
+impl Trust {
+    fn new(cfg: &FetchConfig) -> Self {
+        Self {
+            all: cfg.allow_private,
+            hosts: Arc::new(
+                cfg.allow_private_hosts
+                    .iter()
+                    .map(|h| normal_host(h))
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        self.all || (!self.hosts.is_empty() && self.hosts.contains(&normal_host(host)))
+    }
+}
+
+/// A DNS resolver that drops non-public addresses (unless the name is trusted), so the
+/// connection can only go to what was checked.
 struct SafeResolver {
-    allow_private: bool,
+    trust: Trust,
 }
 
 impl Resolve for SafeResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.allow_private;
+        let allow = self.trust.allows(name.as_str());
         Box::pin(async move {
             let host = name.as_str().to_string();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
@@ -73,22 +128,25 @@ impl Resolve for SafeResolver {
     }
 }
 
-fn check_url(url: &url::Url, allow_private: bool) -> std::result::Result<(), String> {
+/// Checks what can be checked before connecting: the scheme and literal addresses (names are
+/// checked by [`SafeResolver`] once resolved).
+fn check_url(url: &url::Url, trust: &Trust) -> std::result::Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "refused: scheme {} (only http and https)",
             url.scheme()
         ));
     }
-    match url.host() {
-        None => Err("refused: URL without host".into()),
-        Some(url::Host::Ipv4(ip)) if !allow_private && !is_public(IpAddr::V4(ip)) => {
-            Err(format!("refused: non-public address {ip}"))
-        }
-        Some(url::Host::Ipv6(ip)) if !allow_private && !is_public(IpAddr::V6(ip)) => {
-            Err(format!("refused: non-public address {ip}"))
-        }
-        _ => Ok(()),
+    let ip = match url.host() {
+        None => return Err("refused: URL without host".into()),
+        Some(url::Host::Domain(_)) => return Ok(()),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+    };
+    if is_public(ip) || trust.allows(&ip.to_string()) {
+        Ok(())
+    } else {
+        Err(format!("refused: non-public address {ip}"))
     }
 }
 
@@ -97,25 +155,32 @@ fn check_url(url: &url::Url, allow_private: bool) -> std::result::Result<(), Str
 pub struct Fetcher {
     client: reqwest::Client,
     cfg: Arc<FetchConfig>,
+    trust: Trust,
 }
 
 impl Fetcher {
     pub fn new(cfg: &FetchConfig) -> Result<Self> {
-        let allow = cfg.allow_private;
+        let trust = Trust::new(cfg);
+        let policy_trust = trust.clone();
         let max_redirects = cfg.max_redirects;
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= max_redirects {
-                return attempt.error("too many redirects");
+            // `previous` holds the URLs already requested, the first one included.
+            if attempt.previous().len() > max_redirects {
+                return attempt.error(format!("refused: more than {max_redirects} redirects"));
             }
-            match check_url(attempt.url(), allow) {
+            match check_url(attempt.url(), &policy_trust) {
                 Ok(()) => attempt.follow(),
-                Err(e) => attempt.error(e),
+                Err(e) => {
+                    let e = format!("redirect to {} {e}", attempt.url());
+                    attempt.error(e)
+                }
             }
         });
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(SafeResolver {
-                allow_private: allow,
+                trust: trust.clone(),
             }))
+            .no_proxy()
             .redirect(policy)
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000)))
@@ -125,6 +190,7 @@ impl Fetcher {
         Ok(Self {
             client,
             cfg: Arc::new(cfg.clone()),
+            trust,
         })
     }
 
@@ -136,7 +202,7 @@ impl Fetcher {
     /// Checks a URL before any request (scheme, literal addresses).
     pub fn check(&self, raw: &str) -> Result<url::Url> {
         let url = url::Url::parse(raw).map_err(|e| Error::BadInput(format!("bad URL: {e}")))?;
-        check_url(&url, self.cfg.allow_private).map_err(Error::BadInput)?;
+        check_url(&url, &self.trust).map_err(Error::BadInput)?;
         Ok(url)
     }
 
@@ -267,10 +333,16 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "fec0::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b::a00:1",
         ] {
             assert!(!is_public(bad.parse().unwrap()), "{bad}");
         }
-        for good in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for good in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "2002:808:808::1"] {
             assert!(is_public(good.parse().unwrap()), "{good}");
         }
     }
@@ -285,12 +357,256 @@ mod tests {
         assert!(f.check("https://example.com/x.png").is_ok());
     }
 
+    /// What the test server answers for one path.
+    #[derive(Clone)]
+    enum Reply {
+        Ok(Vec<u8>),
+        /// The body without Content-Length, ended by closing the connection.
+        Unsized(Vec<u8>),
+        Redirect(String),
+        /// Never answers.
+        Hang,
+    }
+
+    /// A minimal HTTP/1.1 server on `listener` (one request per connection), so redirects can
+    /// point wherever a test needs; unknown paths get 404.
+    fn serve(listener: tokio::net::TcpListener, routes: Vec<(&'static str, Reply)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let routes: std::collections::HashMap<String, Reply> = routes
+            .into_iter()
+            .map(|(p, r)| (p.to_string(), r))
+            .collect();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req);
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (head, body) = match routes.get(&path) {
+                        Some(Reply::Ok(b)) => (
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n",
+                                b.len()
+                            ),
+                            b.clone(),
+                        ),
+                        Some(Reply::Unsized(b)) => (
+                            "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n".to_string(),
+                            b.clone(),
+                        ),
+                        Some(Reply::Redirect(to)) => (
+                            format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n"),
+                            Vec::new(),
+                        ),
+                        Some(Reply::Hang) => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            return;
+                        }
+                        None => (
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n".to_string(),
+                            Vec::new(),
+                        ),
+                    };
+                    let _ = sock
+                        .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+                        .await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+    }
+
+    async fn bind(ip: &str) -> (tokio::net::TcpListener, SocketAddr) {
+        let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    fn fetcher(allow_private_hosts: &[&str]) -> Fetcher {
+        Fetcher::new(&FetchConfig {
+            allow_private_hosts: allow_private_hosts.iter().map(|s| s.to_string()).collect(),
+            timeout_ms: 5_000,
+            ..FetchConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn assert_refused(r: Result<Vec<u8>>, needle: &str) {
+        let err = r.expect_err("the fetch must be refused");
+        assert!(matches!(err, Error::BadInput(_)), "not final: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains("refused"), "{text}");
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+
     #[tokio::test]
-    async fn refuses_names_resolving_to_loopback() {
-        let f = Fetcher::new(&FetchConfig::default()).unwrap();
-        let err = f.fetch_image("http://localhost:9/x.png").await.unwrap_err();
+    async fn redirects_to_non_public_addresses_are_refused() {
+        let img = png(4, 4);
+        // A second server on another loopback address (all of 127/8 is loopback on Linux): a
+        // redirect there would succeed if the hop were not checked.
+        let (second, second_addr) = bind("127.0.0.2").await;
+        serve(second, vec![("/img.png", Reply::Ok(img.clone()))]);
+        let (first, addr) = bind("127.0.0.1").await;
+        let port = addr.port();
+        serve(
+            first,
+            vec![
+                ("/img.png", Reply::Ok(img.clone())),
+                ("/to-self", Reply::Redirect("/img.png".into())),
+                (
+                    "/to-other-loopback",
+                    Reply::Redirect(format!("http://{second_addr}/img.png")),
+                ),
+                (
+                    "/to-localhost",
+                    Reply::Redirect(format!("http://localhost:{port}/img.png")),
+                ),
+                (
+                    "/to-ipv6-loopback",
+                    Reply::Redirect(format!("http://[::1]:{port}/img.png")),
+                ),
+                (
+                    "/to-metadata",
+                    Reply::Redirect("http://169.254.169.254/latest/meta-data/".into()),
+                ),
+                (
+                    "/to-private",
+                    Reply::Redirect("http://10.0.0.1/x.png".into()),
+                ),
+                ("/to-file", Reply::Redirect("file:///etc/passwd".into())),
+            ],
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        // Only the first host is allowed to be private.
+        let f = fetcher(&["127.0.0.1"]);
+        assert_eq!(
+            f.fetch_image(&format!("{base}/img.png")).await.unwrap(),
+            img
+        );
+        assert_eq!(
+            f.fetch_image(&format!("{base}/to-self")).await.unwrap(),
+            img
+        );
+        for (path, needle) in [
+            ("/to-other-loopback", "non-public address 127.0.0.2"),
+            ("/to-localhost", "localhost has no public address"),
+            ("/to-ipv6-loopback", "non-public address ::1"),
+            ("/to-metadata", "non-public address 169.254.169.254"),
+            ("/to-private", "non-public address 10.0.0.1"),
+        ] {
+            assert_refused(f.fetch_image(&format!("{base}{path}")).await, needle);
+        }
+        // A `file:` location is not even resolved as a redirect: the 302 itself is the answer.
+        let err = f.fetch_image(&format!("{base}/to-file")).await.unwrap_err();
         assert!(matches!(err, Error::BadInput(_)), "{err:?}");
-        assert!(err.to_string().contains("refused"), "{err}");
+        assert!(err.to_string().contains("302"), "{err}");
+        // The allowed host's redirect targets are not allowed as first hops either.
+        assert_refused(
+            f.fetch_image(&format!("http://{second_addr}/img.png"))
+                .await,
+            "non-public address 127.0.0.2",
+        );
+        // The refusals above come from the checks: with every address allowed, the same
+        // loopback redirects succeed.
+        let open = Fetcher::new(&FetchConfig {
+            allow_private: true,
+            ..FetchConfig::default()
+        })
+        .unwrap();
+        for path in ["/to-other-loopback", "/to-localhost"] {
+            assert_eq!(
+                open.fetch_image(&format!("{base}{path}")).await.unwrap(),
+                img
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_loopback_are_refused_after_dns() {
+        let img = png(2, 2);
+        let (l, addr) = bind("127.0.0.1").await;
+        serve(l, vec![("/img.png", Reply::Ok(img.clone()))]);
+        let url = format!("http://localhost:{}/img.png", addr.port());
+        // The URL names no address, so only the resolved addresses can refuse it.
+        assert!(fetcher(&[]).check(&url).is_ok());
+        assert_refused(
+            fetcher(&[]).fetch_image(&url).await,
+            "localhost has no public address",
+        );
+        // Allowing its address does not allow a name that resolves to it…
+        assert_refused(
+            fetcher(&["127.0.0.1"]).fetch_image(&url).await,
+            "localhost has no public address",
+        );
+        // …allowing the name does (so the server was reachable all along).
+        assert_eq!(
+            fetcher(&["LOCALHOST."]).fetch_image(&url).await.unwrap(),
+            img
+        );
+    }
+
+    #[tokio::test]
+    async fn caps_redirects_size_and_time() {
+        let img = png(8, 8);
+        let (l, addr) = bind("127.0.0.1").await;
+        serve(
+            l,
+            vec![
+                ("/img.png", Reply::Ok(img.clone())),
+                ("/hop1", Reply::Redirect("/hop2".into())),
+                ("/hop2", Reply::Redirect("/img.png".into())),
+                ("/big", Reply::Ok(vec![0u8; 4096])),
+                ("/big-unsized", Reply::Unsized(vec![0u8; 4096])),
+                ("/slow", Reply::Hang),
+            ],
+        );
+        let base = format!("http://{addr}");
+        let cfg = |f: &dyn Fn(&mut FetchConfig)| {
+            let mut c = FetchConfig {
+                allow_private_hosts: vec!["127.0.0.1".into()],
+                ..FetchConfig::default()
+            };
+            f(&mut c);
+            Fetcher::new(&c).unwrap()
+        };
+        let two = cfg(&|c| c.max_redirects = 2);
+        assert_eq!(two.fetch_image(&format!("{base}/hop1")).await.unwrap(), img);
+        let one = cfg(&|c| c.max_redirects = 1);
+        assert_refused(
+            one.fetch_image(&format!("{base}/hop1")).await,
+            "more than 1 redirects",
+        );
+        let small = cfg(&|c| c.max_bytes = 1000);
+        for path in ["/big", "/big-unsized"] {
+            let err = small
+                .fetch_image(&format!("{base}{path}"))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("larger than 1000"),
+                "{path}: {err}"
+            );
+        }
+        let hasty = cfg(&|c| c.timeout_ms = 300);
+        let t = std::time::Instant::now();
+        let err = hasty
+            .fetch_image(&format!("{base}/slow"))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "a timeout is transient: {err:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     fn png(w: u32, h: u32) -> Vec<u8> {

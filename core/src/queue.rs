@@ -3,23 +3,26 @@
 //!
 //! RabbitMQ topology for prefix `p` (all durable, messages persistent, publisher confirms):
 //! - `p.jobs`: work queue; messages it rejects go to `p.dead`.
-//! - `p.retry`: holds a failed job for its backoff (per-message expiration), then dead-letters
-//!   it back to `p.jobs`.
+//! - `p.retry.{delay}ms`: one queue per backoff delay (`retry_backoff_ms × 2^(attempt-1)` for
+//!   attempts 1 … max_attempts-1), each with a queue-level TTL of its delay, dead-lettering
+//!   back to `p.jobs`. One delay per queue means every message at a queue's head is the next
+//!   to expire, so a long backoff never holds back a shorter one (RabbitMQ expires messages
+//!   only at the head of a queue).
 //! - `p.dead`: parked jobs, with the error in header `x-error`.
 //! - `p.ingest`: JSON posts for the scheduler.
 //! - `p.results`: fanout exchange, one message per committed result.
 //!
 //! A delivery is acknowledged only after its outcome (result or failure) is committed, so a
 //! worker that dies mid-batch loses nothing: the broker redelivers.
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueuePurgeOptions,
+    QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -35,6 +38,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     pub jobs: String,
+    /// Base of the retry queues' names (see [`Names::retry_queue`]).
     pub retry: String,
     pub dead: String,
     pub ingest: String,
@@ -51,6 +55,25 @@ impl Names {
             results: format!("{prefix}.results"),
         }
     }
+
+    /// The retry queue holding jobs for `delay_ms`. The delay is in the name because a queue's
+    /// TTL cannot change once declared: a new `retry_backoff_ms` gets new queues.
+    pub fn retry_queue(&self, delay_ms: u64) -> String {
+        format!("{}.{delay_ms}ms", self.retry)
+    }
+}
+
+/// The backoff before retrying a job whose attempt number `attempts` (1-based) failed.
+pub fn retry_delay_ms(cfg: &QueueConfig, attempts: i64) -> u64 {
+    let shift = (attempts.max(1) - 1).min(16) as u32;
+    cfg.retry_backoff_ms.max(1).saturating_mul(1u64 << shift)
+}
+
+/// Every backoff delay the configuration can produce (attempts 1 … max_attempts-1).
+pub fn retry_delays(cfg: &QueueConfig) -> BTreeSet<u64> {
+    (1..cfg.max_attempts as i64)
+        .map(|a| retry_delay_ms(cfg, a))
+        .collect()
 }
 
 fn dead_letter_to(queue: &str) -> FieldTable {
@@ -77,6 +100,8 @@ pub struct Rabbit {
     conn: Connection,
     publisher: Channel,
     pub names: Names,
+    /// Delays whose retry queue this connection declared.
+    retry_queues: Mutex<BTreeSet<u64>>,
 }
 
 impl Rabbit {
@@ -99,9 +124,6 @@ impl Rabbit {
             .queue_declare(&names.jobs, durable, dead_letter_to(&names.dead))
             .await?;
         publisher
-            .queue_declare(&names.retry, durable, dead_letter_to(&names.jobs))
-            .await?;
-        publisher
             .queue_declare(&names.ingest, durable, dead_letter_to(&names.dead))
             .await?;
         publisher
@@ -119,7 +141,42 @@ impl Rabbit {
             conn,
             publisher,
             names,
+            retry_queues: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// Connects and also declares the retry queue of every delay `cfg` can produce.
+    pub async fn connect_with(cfg: &QueueConfig) -> Result<Self> {
+        let r = Self::connect(&cfg.amqp_url, &cfg.prefix).await?;
+        for delay in retry_delays(cfg) {
+            r.declare_retry_queue(delay).await?;
+        }
+        Ok(r)
+    }
+
+    /// Declares the retry queue for `delay_ms` (once per connection; idempotent on the broker).
+    pub async fn declare_retry_queue(&self, delay_ms: u64) -> Result<String> {
+        let name = self.names.retry_queue(delay_ms);
+        if self.retry_queues.lock().expect("lock").contains(&delay_ms) {
+            return Ok(name);
+        }
+        let mut args = dead_letter_to(&self.names.jobs);
+        args.insert(
+            ShortString::from("x-message-ttl"),
+            AMQPValue::LongLongInt(delay_ms.min(i64::MAX as u64) as i64),
+        );
+        self.publisher
+            .queue_declare(
+                &name,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await?;
+        self.retry_queues.lock().expect("lock").insert(delay_ms);
+        Ok(name)
     }
 
     /// Publishes `body` to queue `queue` (default exchange) and waits for the broker's confirm.
@@ -143,13 +200,11 @@ impl Rabbit {
             .await
     }
 
-    /// Puts a job in the retry queue; it comes back to `jobs` after `delay_ms`.
+    /// Puts a job in the retry queue of `delay_ms`; it comes back to `jobs` after that delay.
     pub async fn publish_retry(&self, job: &JobMessage, delay_ms: u64, error: &str) -> Result<()> {
-        let props = persistent_json()
-            .with_expiration(ShortString::from(delay_ms.to_string()))
-            .with_headers(error_headers(error));
-        self.publish(&self.names.retry, &serde_json::to_vec(job)?, props)
-            .await
+        let queue = self.declare_retry_queue(delay_ms).await?;
+        let props = persistent_json().with_headers(error_headers(error));
+        self.publish(&queue, &serde_json::to_vec(job)?, props).await
     }
 
     /// Parks a job in the dead-letter queue with its error.
@@ -273,15 +328,29 @@ impl Rabbit {
             .await?)
     }
 
-    /// Deletes every queue and the exchange of this prefix (test clean-up).
+    /// Deletes every queue and the exchange of this prefix (test clean-up), the retry queues
+    /// this connection declared included.
     pub async fn delete_topology(&self) -> Result<()> {
+        let retry: Vec<String> = self
+            .retry_queues
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|d| self.names.retry_queue(*d))
+            .collect();
+        // `p.retry` is the single retry queue of earlier versions.
         for q in [
             &self.names.jobs,
             &self.names.retry,
             &self.names.dead,
             &self.names.ingest,
-        ] {
-            self.publisher.queue_delete(q, Default::default()).await?;
+        ]
+        .into_iter()
+        .chain(&retry)
+        {
+            self.publisher
+                .queue_delete(q, QueueDeleteOptions::default())
+                .await?;
         }
         self.publisher
             .exchange_delete(&self.names.results, Default::default())
@@ -351,7 +420,7 @@ impl JobQueue {
     pub async fn connect(cfg: &QueueConfig, store: &Store) -> Result<Self> {
         Ok(match cfg.kind {
             crate::config::QueueKind::Rabbitmq => {
-                JobQueue::Rabbit(Arc::new(Rabbit::connect(&cfg.amqp_url, &cfg.prefix).await?))
+                JobQueue::Rabbit(Arc::new(Rabbit::connect_with(cfg).await?))
             }
             crate::config::QueueKind::Local => JobQueue::Local(LocalQueue::new(store.clone())),
         })
@@ -435,25 +504,28 @@ impl JobQueue {
         retryable: bool,
     ) -> Result<()> {
         let retry = retryable && attempts < cfg.max_attempts as i64;
-        let shift = (attempts.max(1) - 1).min(16) as u32;
-        let delay = cfg.retry_backoff_ms.saturating_mul(1u64 << shift);
+        let delay = retry_delay_ms(cfg, attempts);
         match self {
             JobQueue::Rabbit(r) => {
-                if retry {
-                    store
-                        .fail_job(
-                            d.msg.job_id,
-                            error,
-                            state::RETRYING,
-                            now_ms() + delay as i64,
-                        )
-                        .await?;
-                    r.publish_retry(&d.msg, delay, error).await?;
+                let (new_state, available_at) = if retry {
+                    (state::RETRYING, now_ms() + delay as i64)
                 } else {
-                    store
-                        .fail_job(d.msg.job_id, error, state::FAILED, now_ms())
-                        .await?;
-                    r.publish_dead(&d.msg, error).await?;
+                    (state::FAILED, now_ms())
+                };
+                let moved = match store
+                    .fail_job(d.msg.job_id, error, new_state, available_at)
+                    .await
+                {
+                    Ok(()) if retry => r.publish_retry(&d.msg, delay, error).await,
+                    Ok(()) => r.publish_dead(&d.msg, error).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = moved {
+                    // Neither acknowledge (the job would be lost) nor leave the delivery
+                    // hanging (it would hold a prefetch slot until the channel closes): give
+                    // it back for another try.
+                    let _ = d.requeue(store).await;
+                    return Err(e);
                 }
             }
             JobQueue::Local(_) => {
@@ -502,7 +574,8 @@ impl JobQueue {
 
 /// How to acknowledge a delivery.
 pub enum Acker {
-    Rabbit(lapin::acker::Acker),
+    /// The acker and its delivery tag on the consumer's channel.
+    Rabbit(lapin::acker::Acker, u64),
     /// The local queue's row state is the acknowledgement.
     Local,
 }
@@ -517,8 +590,27 @@ pub struct Delivery {
 impl Delivery {
     /// Acknowledges (after the outcome is committed).
     pub async fn ack(self) -> Result<()> {
-        if let Acker::Rabbit(a) = self.acker {
+        if let Acker::Rabbit(a, _) = self.acker {
             a.ack(BasicAckOptions::default()).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges a batch of deliveries from one consumer with a single `multiple` ack up
+    /// to the highest delivery tag. Sound only because every delivery with a lower tag on that
+    /// channel is settled already: the worker's stages hand batches on in delivery order, and
+    /// a delivery that leaves its batch early (failed, skipped) is settled before the batch
+    /// moves on.
+    pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<()> {
+        let last = deliveries
+            .into_iter()
+            .filter_map(|d| match d.acker {
+                Acker::Rabbit(a, tag) => Some((tag, a)),
+                Acker::Local => None,
+            })
+            .max_by_key(|(tag, _)| *tag);
+        if let Some((_, a)) = last {
+            a.ack(BasicAckOptions { multiple: true }).await?;
         }
         Ok(())
     }
@@ -526,7 +618,7 @@ impl Delivery {
     /// Gives the job back to the queue untouched (graceful shutdown).
     pub async fn requeue(self, store: &Store) -> Result<()> {
         match self.acker {
-            Acker::Rabbit(a) => {
+            Acker::Rabbit(a, _) => {
                 a.nack(BasicNackOptions {
                     requeue: true,
                     ..Default::default()
@@ -578,7 +670,7 @@ impl JobConsumer {
                         return Ok(Some(Delivery {
                             msg,
                             redelivered: d.redelivered,
-                            acker: Acker::Rabbit(d.acker),
+                            acker: Acker::Rabbit(d.acker, d.delivery_tag),
                         }))
                     }
                     Err(e) => {

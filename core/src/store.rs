@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::types::Json;
 use sqlx::{PgPool, Row, SqlitePool};
 
-use crate::types::{now_ms, ImageSource, Ingested, NewPost, Timings};
+use crate::types::{now_ms, ImageSource, Ingested, NewPost, ResultMessage, Timings};
 use crate::{Error, Result};
 
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -53,6 +53,29 @@ macro_rules! result_row {
             created_at: $r.try_get(7)?,
         })
     };
+}
+
+/// Builds a `WorkItem` from a row of `SELECT id, post_id, attempts, state, source name,
+/// external_id, image_url, blob bytes`.
+macro_rules! work_item {
+    ($r:expr) => {{
+        let url: Option<String> = $r.try_get(6)?;
+        let bytes: Option<Vec<u8>> = $r.try_get(7)?;
+        let image = match (url, bytes) {
+            (_, Some(b)) => ImageSource::Bytes(b),
+            (Some(u), None) => ImageSource::Url(u),
+            (None, None) => return Err(Error::Other("post has no image".into())),
+        };
+        Ok::<_, Error>(WorkItem {
+            job_id: $r.try_get(0)?,
+            post_id: $r.try_get(1)?,
+            attempts: $r.try_get(2)?,
+            state: $r.try_get(3)?,
+            source: $r.try_get(4)?,
+            external_id: $r.try_get(5)?,
+            image,
+        })
+    }};
 }
 
 /// Job states, as stored.
@@ -133,6 +156,47 @@ pub struct Claimed {
     pub job_id: i64,
     pub post_id: i64,
     pub attempts: i64,
+}
+
+/// What a new result still owes the outside world: its message on the results exchange and
+/// its webhook call. Owed deliveries stay NULL in `results` until confirmed (the outbox).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owed {
+    pub publish: bool,
+    pub webhook: bool,
+}
+
+impl Owed {
+    pub const NOTHING: Owed = Owed {
+        publish: false,
+        webhook: false,
+    };
+}
+
+/// A result row created by [`Store::complete_with`] (an existing result is not reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub result_id: i64,
+    pub post_id: i64,
+    pub job_id: i64,
+}
+
+/// The outbox's two kinds of delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbox {
+    /// The message on the `results` exchange (`published_at`).
+    Publish,
+    /// The webhook call (`webhook_sent_at`).
+    Webhook,
+}
+
+impl Outbox {
+    fn column(self) -> &'static str {
+        match self {
+            Outbox::Publish => "published_at",
+            Outbox::Webhook => "webhook_sent_at",
+        }
+    }
 }
 
 /// Connection settings beyond the URL.
@@ -476,83 +540,221 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        let ids = placeholders(5, job_ids.len());
         let upd = format!(
             "UPDATE jobs SET state = $1, attempts = attempts + 1, started_at = $2, updated_at = $2 \
-             WHERE state NOT IN ($3, $4) AND id IN ({})",
-            placeholders(5, job_ids.len())
+             WHERE state NOT IN ($3, $4) AND id IN ({ids})"
         );
-        let sel = format!(
-            "SELECT j.id, j.post_id, j.attempts, j.state, s.name, p.external_id, p.image_url, b.bytes \
-             FROM jobs j JOIN posts p ON p.id = j.post_id JOIN sources s ON s.id = p.source_id \
-             LEFT JOIN blobs b ON b.sha256 = p.image_sha256 WHERE j.id IN ({}) ORDER BY j.id",
-            placeholders(1, job_ids.len())
-        );
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            let mut q = sqlx::query(&upd).bind(state::RUNNING).bind(now).bind(state::DONE).bind(state::FAILED);
-            for id in job_ids { q = q.bind(id); }
-            q.execute(&mut *tx).await?;
-            let mut q = sqlx::query(&sel);
-            for id in job_ids { q = q.bind(id); }
-            let rows = q.fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            rows.iter().map(|r| {
-                let url: Option<String> = r.try_get(6)?;
-                let bytes: Option<Vec<u8>> = r.try_get(7)?;
-                let image = match (url, bytes) {
-                    (_, Some(b)) => ImageSource::Bytes(b),
-                    (Some(u), None) => ImageSource::Url(u),
-                    (None, None) => return Err(Error::Other("post has no image".into())),
-                };
-                Ok(WorkItem {
-                    job_id: r.try_get(0)?, post_id: r.try_get(1)?, attempts: r.try_get(2)?,
-                    state: r.try_get(3)?, source: r.try_get(4)?, external_id: r.try_get(5)?, image,
-                })
-            }).collect()
-        })
+        let from =
+            "FROM jobs j JOIN posts p ON p.id = j.post_id JOIN sources s ON s.id = p.source_id \
+                    LEFT JOIN blobs b ON b.sha256 = p.image_sha256";
+        let rows = match self {
+            // One round trip: the update's RETURNING carries the new state and attempts (the
+            // outer SELECT still sees the rows as they were before it).
+            Store::Postgres(p) => {
+                let sql = format!(
+                    "WITH u AS ({upd} RETURNING id, state, attempts) \
+                     SELECT j.id, j.post_id, COALESCE(u.attempts, j.attempts), COALESCE(u.state, j.state), \
+                     s.name, p.external_id, p.image_url, b.bytes {from} LEFT JOIN u ON u.id = j.id \
+                     WHERE j.id IN ({ids}) ORDER BY j.id"
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(state::RUNNING)
+                    .bind(now)
+                    .bind(state::DONE)
+                    .bind(state::FAILED);
+                for id in job_ids {
+                    q = q.bind(id);
+                }
+                let rows = q.fetch_all(p).await?;
+                rows.iter()
+                    .map(|r| work_item!(r))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            Store::Sqlite(p) => {
+                let sel = format!(
+                    "SELECT j.id, j.post_id, j.attempts, j.state, s.name, p.external_id, p.image_url, b.bytes \
+                     {from} WHERE j.id IN ({}) ORDER BY j.id",
+                    placeholders(1, job_ids.len())
+                );
+                let mut tx = p.begin().await?;
+                let mut q = sqlx::query(&upd)
+                    .bind(state::RUNNING)
+                    .bind(now)
+                    .bind(state::DONE)
+                    .bind(state::FAILED);
+                for id in job_ids {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *tx).await?;
+                let mut q = sqlx::query(&sel);
+                for id in job_ids {
+                    q = q.bind(id);
+                }
+                let rows = q.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|r| work_item!(r))
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        Ok(rows)
     }
 
     /// Commits results and marks their jobs done, in one transaction. A result that already
-    /// exists for (post, model version) is kept as is: re-delivery never duplicates.
+    /// exists for (post, model version) is kept as is: re-delivery never duplicates. Nothing is
+    /// owed for these results (see [`Store::complete_with`]).
     pub async fn complete(&self, model_version: &str, results: &[NewResult]) -> Result<()> {
+        self.complete_with(model_version, results, Owed::NOTHING)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::complete`], recording what the new results still owe (the outbox), and
+    /// returning the rows it created, by id (results that already existed are left out: their
+    /// own outbox entries stand).
+    pub async fn complete_with(
+        &self,
+        model_version: &str,
+        results: &[NewResult],
+        owed: Owed,
+    ) -> Result<Vec<Committed>> {
         if results.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let now = now_ms();
+        let published_at = (!owed.publish).then_some(now);
+        let webhook_sent_at = (!owed.webhook).then_some(now);
+        let first = 6;
         let mut ins = String::from(
-            "INSERT INTO results (post_id, job_id, model_version, output, story, timings, created_at) VALUES ",
+            "INSERT INTO results (post_id, job_id, model_version, output, story, timings, created_at, \
+             published_at, webhook_sent_at) VALUES ",
         );
         for i in 0..results.len() {
-            let b = 3 + i * 5;
+            let b = first + i * 5;
             if i > 0 {
                 ins.push(',');
             }
             ins.push_str(&format!(
-                "(${b}, ${}, $1, ${}, ${}, ${}, $2)",
+                "(${b}, ${}, $1, ${}, ${}, ${}, $2, $3, $4)",
                 b + 1,
                 b + 2,
                 b + 3,
                 b + 4
             ));
         }
-        ins.push_str(" ON CONFLICT (post_id, model_version) DO NOTHING");
+        ins.push_str(
+            " ON CONFLICT (post_id, model_version) DO NOTHING RETURNING id, post_id, job_id",
+        );
+        let job_ids = placeholders(first + results.len() * 5, results.len());
         let upd = format!(
-            "UPDATE jobs SET state = $1, last_error = NULL, finished_at = $2, updated_at = $2 WHERE id IN ({})",
-            placeholders(3, results.len())
+            "UPDATE jobs SET state = $5, last_error = NULL, finished_at = $2, updated_at = $2 WHERE id IN ({job_ids})"
+        );
+        let mv = "INSERT INTO model_versions (version, first_seen) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING";
+        macro_rules! bind_all {
+            ($sql:expr) => {{
+                let mut q = sqlx::query($sql)
+                    .bind(model_version)
+                    .bind(now)
+                    .bind(published_at)
+                    .bind(webhook_sent_at)
+                    .bind(state::DONE);
+                for r in results {
+                    q = q
+                        .bind(r.post_id)
+                        .bind(r.job_id)
+                        .bind(Json(&r.output))
+                        .bind(&r.story)
+                        .bind(Json(&r.timings));
+                }
+                for r in results {
+                    q = q.bind(r.job_id);
+                }
+                q
+            }};
+        }
+        macro_rules! committed {
+            ($rows:expr) => {
+                $rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Committed {
+                            result_id: r.try_get(0)?,
+                            post_id: r.try_get(1)?,
+                            job_id: r.try_get::<Option<i64>, _>(2)?.unwrap_or_default(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+        }
+        let mut out = match self {
+            // One statement, so one round trip and atomic without BEGIN/COMMIT (foreign keys
+            // are checked at the end of the statement, after the model version is in).
+            Store::Postgres(p) => {
+                let sql = format!("WITH mv AS ({mv}), ins AS ({ins}), upd AS ({upd}) SELECT id, post_id, job_id FROM ins");
+                committed!(bind_all!(&sql).fetch_all(p).await?)
+            }
+            Store::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query(mv)
+                    .bind(model_version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                // Every statement gets every argument (SQLite ignores the unused ones).
+                let rows = bind_all!(&ins).fetch_all(&mut *tx).await?;
+                bind_all!(&upd).execute(&mut *tx).await?;
+                tx.commit().await?;
+                committed!(rows)
+            }
+        };
+        out.sort_by_key(|c| c.result_id);
+        Ok(out)
+    }
+
+    /// Results that still owe `what`, created in `[created_after, created_before]`, oldest
+    /// first, as the messages to deliver.
+    pub async fn owed_results(
+        &self,
+        what: Outbox,
+        created_after: i64,
+        created_before: i64,
+        limit: i64,
+    ) -> Result<Vec<ResultMessage>> {
+        let sql = format!(
+            "SELECT r.id, r.post_id, r.job_id, r.model_version, r.output, s.name, p.external_id \
+             FROM results r JOIN posts p ON p.id = r.post_id JOIN sources s ON s.id = p.source_id \
+             WHERE r.{} IS NULL AND r.created_at >= $1 AND r.created_at <= $2 ORDER BY r.id LIMIT $3",
+            what.column()
         );
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query("INSERT INTO model_versions (version, first_seen) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING")
-                .bind(model_version).bind(now).execute(&mut *tx).await?;
-            let mut q = sqlx::query(&ins).bind(model_version).bind(now);
-            for r in results {
-                q = q.bind(r.post_id).bind(r.job_id).bind(Json(&r.output)).bind(&r.story).bind(Json(&r.timings));
-            }
-            q.execute(&mut *tx).await?;
-            let mut q = sqlx::query(&upd).bind(state::DONE).bind(now);
-            for r in results { q = q.bind(r.job_id); }
-            q.execute(&mut *tx).await?;
-            tx.commit().await?;
+            let rows = sqlx::query(&sql).bind(created_after).bind(created_before).bind(limit).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(ResultMessage {
+                result_id: r.try_get(0)?,
+                post_id: r.try_get(1)?,
+                job_id: r.try_get::<Option<i64>, _>(2)?.unwrap_or_default(),
+                model_version: r.try_get(3)?,
+                output: r.try_get::<Json<serde_json::Value>, _>(4)?.0,
+                source: r.try_get(5)?,
+                external_id: r.try_get(6)?,
+            })).collect()
+        })
+    }
+
+    /// Records that `what` was delivered for these results.
+    pub async fn mark_delivered(&self, what: Outbox, result_ids: &[i64]) -> Result<()> {
+        if result_ids.is_empty() {
+            return Ok(());
+        }
+        let col = what.column();
+        let sql = format!(
+            "UPDATE results SET {col} = $1 WHERE {col} IS NULL AND id IN ({})",
+            placeholders(2, result_ids.len())
+        );
+        on_pool!(self, p => {
+            let mut q = sqlx::query(&sql).bind(now_ms());
+            for id in result_ids { q = q.bind(id); }
+            q.execute(p).await?;
         });
         Ok(())
     }

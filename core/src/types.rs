@@ -103,9 +103,14 @@ impl IngestMessage {
     }
 }
 
-/// Published on the `{prefix}.results` exchange (and POSTed to the webhook) for every result.
+/// Published on the `{prefix}.results` exchange (and POSTed to the webhook) for every result,
+/// at least once: after a crash the outbox sweep may send a result again, so consumers
+/// deduplicate by `result_id`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResultMessage {
+    /// The result's id in the store (0 in messages from before the outbox).
+    #[serde(default)]
+    pub result_id: i64,
     pub post_id: i64,
     pub job_id: i64,
     pub source: String,
