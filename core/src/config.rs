@@ -18,6 +18,7 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub scheduler: SchedulerConfig,
     pub api: ApiConfig,
+    pub ratings: RatingsConfig,
 }
 
 /// Where results live: `postgres://…` in production, `sqlite://FILE` embedded.
@@ -39,7 +40,7 @@ pub struct QueueConfig {
     /// `rabbitmq` (production) or `local` (in-process, backed by the jobs table).
     pub kind: QueueKind,
     pub amqp_url: String,
-    /// Prefix of every exchange and queue name: `{prefix}.jobs`, `{prefix}.retry`,
+    /// Prefix of every exchange and queue name: `{prefix}.jobs`, `{prefix}.retry.{delay}ms`,
     /// `{prefix}.dead`, `{prefix}.ingest` and the `{prefix}.results` exchange.
     pub prefix: String,
     /// Attempts per job before it is parked in the dead-letter queue.
@@ -69,6 +70,9 @@ pub struct WorkerConfig {
     /// Optional URL POSTed with every result (body signed with `webhook_secret`).
     pub webhook_url: String,
     pub webhook_secret: String,
+    /// Story model directory; empty: the shipped hashtag-conditioned model (or
+    /// `$HASHTALE_STORY_MODEL`). `assets/story-plain` is the plain model, for comparisons.
+    pub story_model: String,
 }
 
 /// Limits on fetching and decoding images from outsiders.
@@ -83,6 +87,9 @@ pub struct FetchConfig {
     pub max_side: u32,
     /// Allow loopback, private and link-local addresses (tests, local feeds).
     pub allow_private: bool,
+    /// Hosts (names or addresses, as written in URLs) that may be non-public even when
+    /// `allow_private` is off, e.g. an intranet feed. Each redirect hop is checked on its own.
+    pub allow_private_hosts: Vec<String>,
     pub max_redirects: usize,
 }
 
@@ -106,6 +113,58 @@ pub struct ApiConfig {
     /// which generates one and prints it).
     pub token: String,
     pub max_upload_bytes: usize,
+}
+
+/// Human ratings (docs/ratings.md): assignment, sampling, admin access and the questions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RatingsConfig {
+    /// Distinct raters per result.
+    pub k: u32,
+    /// Token for `/admin/ratings` and the exports; empty: `api.token` is used (none: disabled).
+    pub admin_token: String,
+    /// Public base URL of the API for invite links; empty: `http://{api.listen}`.
+    pub public_url: String,
+    /// An item left open this long goes back to the pool (0: never).
+    pub assignment_ttl_s: u64,
+    /// Offer results whose top hashtag scored lowest first.
+    pub favour_low_confidence: bool,
+    /// Offer results of this model version first (empty: no preference).
+    pub prefer_model_version: String,
+    /// Wording and answer labels of the three questions (`[ratings.questions.q2] text = …`).
+    pub questions: hashtale_ratings::QuestionSet,
+}
+
+impl Default for RatingsConfig {
+    fn default() -> Self {
+        Self {
+            k: 3,
+            admin_token: String::new(),
+            public_url: String::new(),
+            assignment_ttl_s: 24 * 3600,
+            favour_low_confidence: false,
+            prefer_model_version: String::new(),
+            questions: hashtale_ratings::QuestionSet::default(),
+        }
+    }
+}
+
+impl RatingsConfig {
+    /// The admin token in force: `admin_token`, else the API token (`None`: admin is disabled).
+    pub fn effective_admin_token<'a>(&'a self, api: &'a ApiConfig) -> Option<&'a str> {
+        [self.admin_token.as_str(), api.token.as_str()]
+            .into_iter()
+            .find(|t| !t.is_empty())
+    }
+
+    /// Base URL of invite links, without a trailing slash.
+    pub fn base_url(&self, api: &ApiConfig) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", api.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_string()
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -139,6 +198,7 @@ impl Default for WorkerConfig {
             fetch_concurrency: 8,
             webhook_url: String::new(),
             webhook_secret: String::new(),
+            story_model: String::new(),
         }
     }
 }
@@ -151,6 +211,7 @@ impl Default for FetchConfig {
             max_pixels: 40_000_000,
             max_side: 16_384,
             allow_private: false,
+            allow_private_hosts: Vec::new(),
             max_redirects: 5,
         }
     }
@@ -194,6 +255,7 @@ impl Config {
                 .list_separator(",")
                 .with_list_parse_key("scheduler.watch_dirs")
                 .with_list_parse_key("scheduler.feeds")
+                .with_list_parse_key("fetch.allow_private_hosts")
                 .try_parsing(true),
         );
         let mut cfg: Config = builder
@@ -227,6 +289,13 @@ impl Config {
                 "database.url must start with postgres:// or sqlite:".into(),
             ));
         }
+        if self.ratings.k == 0 {
+            return Err(Error::Config("ratings.k must be at least 1".into()));
+        }
+        self.ratings
+            .questions
+            .check()
+            .map_err(|e| Error::Config(format!("ratings.questions: {e}")))?;
         Ok(())
     }
 
@@ -241,6 +310,7 @@ impl Config {
         }
         mask_secret(&mut c.api.token);
         mask_secret(&mut c.worker.webhook_secret);
+        mask_secret(&mut c.ratings.admin_token);
         c
     }
 
@@ -282,6 +352,37 @@ mod tests {
         assert!(shown.contains("app:********@db"), "{shown}");
         // amqp default has guest:guest: masked too.
         assert!(!shown.contains("guest:guest"), "{shown}");
+        c.ratings.admin_token = "adm1n".into();
+        assert!(!c.to_masked_toml().unwrap().contains("adm1n"));
+    }
+
+    #[test]
+    fn ratings_section_overrides_wording_and_checks_scales() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(
+            &path,
+            "[ratings]\nk = 5\n[ratings.questions.q2]\ntext = \"Is there a context?\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.ratings.k, 5);
+        assert_eq!(c.ratings.questions.q2.text, "Is there a context?");
+        // Untouched parts keep their defaults.
+        assert_eq!(c.ratings.questions.q2.scale.labels.len(), 3);
+        assert_eq!(
+            c.ratings.questions.q1,
+            hashtale_ratings::QuestionSet::default().q1
+        );
+        std::fs::write(
+            &path,
+            "[ratings.questions.q3.scale]\nlabels = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("ratings.questions"), "{e}");
+        std::fs::write(&path, "[ratings]\nk = 0\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
     }
 
     #[test]

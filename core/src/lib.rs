@@ -5,6 +5,7 @@ pub mod error;
 pub mod fetch;
 pub mod metrics;
 pub mod queue;
+pub mod ratings_store;
 pub mod store;
 pub mod types;
 

@@ -33,9 +33,13 @@ pub struct ImageResult {
     pub instagram: Vec<Suggestion>,
     /// The story, when a story model is loaded.
     pub story: Option<String>,
-    /// The text that seeded the story (the top hashtag).
+    /// The text that seeded the story: the prompt line of its hashtags.
     #[serde(default)]
     pub story_seed: Option<String>,
+    /// The hashtags that conditioned the story (a conditioned model takes up to 5: content
+    /// hashtags first, then Instagram suggestions it knows; the plain model the top hashtag).
+    #[serde(default)]
+    pub story_tags: Vec<String>,
 }
 
 /// Knobs of one run.
@@ -103,6 +107,12 @@ impl Hashtale {
         })
     }
 
+    /// Replaces the story model (e.g. the plain one, `assets/story-plain`, to compare it with the
+    /// default hashtag-conditioned model). The model version changes with it.
+    pub fn set_story_model(&mut self, model: StoryModel) {
+        self.story = Some(model);
+    }
+
     /// A string naming the exact weights in use, stored with every result.
     pub fn model_version(&self) -> String {
         let mut v = format!("tags:{}", self.tags.version());
@@ -134,6 +144,7 @@ impl Hashtale {
                     instagram: vec![],
                     story: None,
                     story_seed: None,
+                    story_tags: vec![],
                 }
             })
             .collect();
@@ -148,13 +159,19 @@ impl Hashtale {
             }
         }
         if let (Some(story), Some(opts)) = (&self.story, &self.options.story) {
-            let seeds: Vec<String> = results
+            let tag_lists: Vec<Vec<String>> = results
                 .iter()
                 .map(|r| {
-                    r.hashtags
-                        .first()
-                        .map(|t| format!("#{}", t.tag))
-                        .unwrap_or_default()
+                    let mut ranked: Vec<&str> = r.hashtags.iter().map(|t| t.tag.as_str()).collect();
+                    if let Some(kw) = story.keywords() {
+                        ranked.extend(
+                            r.instagram
+                                .iter()
+                                .map(|s| s.tag.as_str())
+                                .filter(|t| kw.knows(t)),
+                        );
+                    }
+                    story.story_tags(&ranked)
                 })
                 .collect();
             // One RNG stream per image, named by its pixels: the same photo always gets the same
@@ -163,10 +180,11 @@ impl Hashtale {
                 .iter()
                 .map(|img| crate::hash::fnv1a(img.as_bytes()))
                 .collect();
-            let stories = story.generate_streams(&seeds, &streams, opts)?;
-            for ((r, seed), text) in results.iter_mut().zip(seeds).zip(stories) {
+            let stories = story.generate_for_tags(&tag_lists, &streams, opts)?;
+            for ((r, tags), text) in results.iter_mut().zip(tag_lists).zip(stories) {
                 r.story = Some(text);
-                r.story_seed = Some(seed);
+                r.story_seed = Some(story.prompt_for(&tags).trim().to_string());
+                r.story_tags = tags;
             }
         }
         Ok(results)

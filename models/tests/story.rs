@@ -7,8 +7,9 @@ use candle_nn::{Optimizer, VarBuilder, VarMap};
 use hashtale_models::story::charlm::{CharLm, CharLmConfig};
 use hashtale_models::story::checkpoint::{self, CheckpointMeta, FORMAT};
 use hashtale_models::story::corpus::{parse_stories, read_stories, Alphabet, CorpusSpec, FALLBACK};
-use hashtale_models::story::generate::generate;
+use hashtale_models::story::generate::{generate, prompt};
 use hashtale_models::story::train::{train, TrainConfig};
+use hashtale_models::story::{keywords, Conditioning};
 use hashtale_models::story::{GenerateOptions, RmsProp, RmsPropConfig, StoryModel};
 
 fn grads(var: &Var, coef: &[f32]) -> candle_core::backprop::GradStore {
@@ -156,10 +157,11 @@ fn batched_generation_equals_sequential() {
         },
     ] {
         let streams: Vec<u64> = (0..seeds.len() as u64).collect();
-        let batch = generate(&lm, &a, &seeds, &streams, &opts).unwrap();
+        let prompts: Vec<String> = seeds.iter().map(|s| prompt(s)).collect();
+        let batch = generate(&lm, &a, &prompts, &streams, &opts).unwrap();
         assert_eq!(batch.len(), seeds.len());
         for (i, s) in seeds.iter().enumerate() {
-            let one = generate(&lm, &a, std::slice::from_ref(s), &[i as u64], &opts).unwrap();
+            let one = generate(&lm, &a, &[prompt(s)], &[i as u64], &opts).unwrap();
             assert_eq!(one[0], batch[i], "seed {i} ({s})");
         }
         // Different streams give different stories, even for the same seed.
@@ -180,6 +182,7 @@ fn meta(cfg: &CharLmConfig, a: &Alphabet) -> CheckpointMeta {
         alphabet: a.to_string_repr(),
         fallback: FALLBACK,
         dtype: String::new(),
+        conditioning: Default::default(),
         train: serde_json::Value::Null,
         metrics: serde_json::Value::Null,
     }
@@ -208,7 +211,14 @@ fn save_load_round_trip_gives_identical_logits() {
     let seeds = vec!["#day".to_string(), "#night".to_string()];
     assert_eq!(
         m.generate_batch(&seeds, &opts).unwrap(),
-        generate(&lm, &a, &seeds, &[0, 1], &opts).unwrap()
+        generate(
+            &lm,
+            &a,
+            &[prompt(&seeds[0]), prompt(&seeds[1])],
+            &[0, 1],
+            &opts
+        )
+        .unwrap()
     );
     // f16 storage (how the model ships) stays close, and changes the version hash.
     let dir16 = tempfile::tempdir().unwrap();
@@ -319,4 +329,96 @@ fn shipped_model_loads_and_batches_like_sequential() {
         .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
         .count();
     assert!(letters * 10 > batch[0].chars().count() * 8, "{}", batch[0]);
+}
+
+/// The conditioned model end to end on a tiny corpus: keywords become the prefix, the keyword
+/// table is saved with the checkpoint, the prefix lowers bits/char of the story it names, and
+/// generation is batched like sequential, with and without hashtags.
+#[test]
+fn conditioned_model_trains_on_keyword_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("tiny.txt");
+    let stories = [
+        "the cat sat on the mat and looked at the hat.",
+        "a dog ran to the park and then ran home again.",
+        "we ate cake at noon, then we slept in the sun.",
+    ];
+    let text: String = (0..8).map(|_| stories.join("\n\n") + "\n\n").collect();
+    std::fs::write(&corpus, text).unwrap();
+    let vocab = dir.path().join("vocab.txt");
+    std::fs::write(&vocab, "cat\ndog\npark\ncake\nsun\nthe\n").unwrap();
+    let mut cfg = TrainConfig::default_story();
+    cfg.corpora = vec![CorpusSpec {
+        path: corpus.clone(),
+        weight: 1.0,
+    }];
+    cfg.conditioning = Conditioning::Keywords;
+    cfg.keyword_vocab = vec![vocab.clone()];
+    cfg.prefix_drop = 0.3;
+    cfg.emb = 16;
+    cfg.hidden = 64;
+    cfg.dropout = 0.0;
+    cfg.batch = 4;
+    cfg.bptt = 32;
+    cfg.optim.lr = 0.01;
+    cfg.warmup_steps = 5;
+    cfg.max_steps = Some(300);
+    cfg.epochs = 1000.0;
+    cfg.dev_frac = 0.0;
+    cfg.min_char_count = 1;
+    cfg.eval_every = 1000;
+    let out = dir.path().join("model");
+    train(&cfg, &out, None).unwrap();
+    assert!(out.join(keywords::KEYWORDS_FILE).exists());
+    let m = StoryModel::load(&out, &Device::Cpu).unwrap();
+    assert!(m.is_conditioned());
+    let kw = m.keywords().unwrap();
+    assert_eq!(kw.extract(stories[0]), ["cat"]);
+    assert_eq!(kw.extract(stories[1]), ["dog", "park"]);
+    // The prefix is context: the same characters are scored with and without it, and knowing the
+    // story's keywords makes its first words predictable.
+    let docs: Vec<(Vec<String>, String)> = stories
+        .iter()
+        .map(|s| (kw.extract(s), s.to_string()))
+        .collect();
+    let blind: Vec<(Vec<String>, String)> =
+        stories.iter().map(|s| (vec![], s.to_string())).collect();
+    let with = m.evaluate_with_tags(&docs).unwrap();
+    let without = m.evaluate_with_tags(&blind).unwrap();
+    assert_eq!(with.chars, without.chars);
+    assert_eq!(without, m.evaluate(&stories.map(String::from)).unwrap());
+    assert!(
+        with.bits_per_char < without.bits_per_char,
+        "{with:?} vs {without:?}"
+    );
+    // Greedy generation from a prefix writes that story; an empty list still writes one.
+    let greedy = GenerateOptions {
+        temperature: 0.0,
+        max_chars: 30,
+        ..Default::default()
+    };
+    let lists = vec![
+        vec!["dog".to_string()],
+        vec![],
+        vec!["#Sun".to_string(), "cake".to_string()],
+    ];
+    let out_b = m.generate_for_tags(&lists, &[0, 1, 2], &greedy).unwrap();
+    assert!(out_b[0].starts_with("a dog ran"), "{:?}", out_b[0]);
+    assert!(!out_b[1].is_empty());
+    for (i, l) in lists.iter().enumerate() {
+        let one = m
+            .generate_for_tags(std::slice::from_ref(l), &[i as u64], &greedy)
+            .unwrap();
+        assert_eq!(one[0], out_b[i]);
+    }
+    let sampled = GenerateOptions::default();
+    let b = m.generate_for_tags(&lists, &[5, 6, 7], &sampled).unwrap();
+    for (i, l) in lists.iter().enumerate() {
+        let one = m
+            .generate_for_tags(std::slice::from_ref(l), &[5 + i as u64], &sampled)
+            .unwrap();
+        assert_eq!(one[0], b[i]);
+    }
+    assert_eq!(m.story_tags(&["#Dog", "park", "dog"]), ["dog", "park"]);
+    assert_eq!(m.prompt_for(&["dog"]), "\n\n#dog\n");
 }

@@ -70,7 +70,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let queue = JobQueue::Local(hashtale_core::queue::LocalQueue::new(store.clone()));
         let ing = Ingestor::new(store.clone(), queue.clone());
         eprintln!("loading the models…");
-        let model = super::worker::load_model().await?;
+        let model = super::worker::load_model(&cfg.worker.story_model).await?;
         let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
         let worker = tokio::spawn(
             Worker {
@@ -124,6 +124,15 @@ pub fn run(a: RunArgs) -> Result<()> {
                     ", generated for this run"
                 } else {
                     ""
+                }
+            );
+            eprintln!(
+                "ratings: invite raters with `hashtale raters add NAME`; admin at http://{}/admin/login ({})",
+                cfg.api.listen,
+                if cfg.ratings.admin_token.is_empty() {
+                    "sign in with the write token"
+                } else {
+                    "sign in with ratings.admin_token"
                 }
             );
             eprintln!(

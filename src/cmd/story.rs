@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hashtale_models::story::corpus::{read_stories, split_dev, CorpusSpec};
+use hashtale_models::story::keywords::mentions;
 use hashtale_models::story::train::{train, TrainConfig};
-use hashtale_models::story::{GenerateOptions, StoryModel};
+use hashtale_models::story::{Conditioning, GenerateOptions, StoryModel};
 
 #[derive(Args)]
 pub struct StoryArgs {
@@ -61,6 +62,20 @@ pub struct TrainStoryArgs {
     /// Start from this checkpoint's weights (fine-tuning).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Train the hashtag-conditioned model: each story after a prefix line of its own keywords
+    /// (`#beach #dog`), words of the story found in the hashtag vocabularies, ranked by TF-IDF.
+    #[arg(long)]
+    pub conditioned: bool,
+    /// Hashtag vocabularies for the keywords (repeatable): a word per line, HARRISON's
+    /// vocab_index.txt, or a tag model's config.json.
+    #[arg(long = "keyword-vocab", default_values_t = [
+        "assets/tags/config.json".to_string(),
+        "../shared/data/harrison/vocab_index.txt".to_string(),
+    ])]
+    pub keyword_vocab: Vec<String>,
+    /// Chance that a conditioned training story goes without its prefix.
+    #[arg(long)]
+    pub prefix_drop: Option<f64>,
     /// Save weights as f16 (how the shipped model is stored).
     #[arg(long)]
     pub f16: bool,
@@ -131,6 +146,21 @@ pub struct EvalStoryArgs {
     /// corpus file it was trained on; the split is recomputed from its stored settings).
     #[arg(long, value_enum, default_value_t = Split::All)]
     pub split: Split,
+    /// Compare a hashtag-conditioned model (`--model`, default the shipped one) with the plain
+    /// model (`--plain-model`) on the same characters: each story given its own keyword prefix,
+    /// the same model without a prefix, and the plain model.
+    #[arg(long)]
+    pub conditioned: bool,
+    /// The plain model for `--conditioned` (default: the shipped assets/story-plain).
+    #[arg(long)]
+    pub plain_model: Option<PathBuf>,
+    /// With `--conditioned`: also generate this many stories per model, seeded with held-out
+    /// stories' keywords, and report how often a story mentions a seed word (hashtag echo).
+    #[arg(long, default_value_t = 0)]
+    pub echo: usize,
+    /// Temperature of the echo generations.
+    #[arg(long, default_value_t = GenerateOptions::default().temperature)]
+    pub temperature: f64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -226,6 +256,14 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
         c.time_budget_min = o.time_budget_min;
     }
     c.f16 = a.f16;
+    if a.conditioned {
+        c.conditioning = Conditioning::Keywords;
+        c.keyword_vocab = a.keyword_vocab.iter().map(PathBuf::from).collect();
+        if let Some(p) = a.prefix_drop {
+            anyhow::ensure!((0.0..=1.0).contains(&p), "--prefix-drop must be in 0..1");
+            c.prefix_drop = p;
+        }
+    }
     let report = train(&c, &a.out, a.init.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
@@ -241,6 +279,9 @@ pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
         let (train, dev) = split_dev(&stories, tc.dev_frac, tc.split_seed);
         stories = if a.split == Split::Dev { dev } else { train };
     }
+    if a.conditioned {
+        return run_eval_conditioned(&a, &model, &stories);
+    }
     let r = model.evaluate(&stories)?;
     if a.json {
         println!(
@@ -255,6 +296,125 @@ pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
             stories.len(),
             model.version()
         );
+    }
+    Ok(())
+}
+
+/// The shipped plain model (the seed's method: one hashtag in front of the story).
+fn default_plain_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/story-plain")
+}
+
+fn run_eval_conditioned(
+    a: &EvalStoryArgs,
+    model: &StoryModel,
+    stories: &[String],
+) -> anyhow::Result<()> {
+    let kw = model.keywords().context(
+        "--conditioned needs a hashtag-conditioned model (trained with `train story --conditioned`)",
+    )?;
+    let plain = load_model(Some(
+        &a.plain_model.clone().unwrap_or_else(default_plain_dir),
+    ))?;
+    anyhow::ensure!(
+        !plain.is_conditioned(),
+        "--plain-model is a conditioned model"
+    );
+    let docs: Vec<(Vec<String>, String)> =
+        stories.iter().map(|s| (kw.extract(s), s.clone())).collect();
+    let no_prefix: Vec<(Vec<String>, String)> =
+        stories.iter().map(|s| (Vec::new(), s.clone())).collect();
+    let with = docs.iter().filter(|(k, _)| !k.is_empty()).count();
+    let cond = model.evaluate_with_tags(&docs)?;
+    let cond_blind = model.evaluate_with_tags(&no_prefix)?;
+    let plain_r = plain.evaluate_with_tags(&no_prefix)?;
+    let mut out = serde_json::json!({
+        "stories": stories.len(),
+        "stories_with_keywords": with,
+        "conditioned": {"model": model.version(), "bits_per_char": cond.bits_per_char, "chars": cond.chars},
+        "conditioned_no_prefix": {"bits_per_char": cond_blind.bits_per_char, "chars": cond_blind.chars},
+        "plain": {"model": plain.version(), "bits_per_char": plain_r.bits_per_char, "chars": plain_r.chars},
+    });
+    if a.echo > 0 {
+        let seeds: Vec<Vec<String>> = docs
+            .iter()
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, _)| k.clone())
+            .cycle()
+            .take(a.echo)
+            .collect();
+        anyhow::ensure!(
+            !seeds.is_empty(),
+            "no held-out story has keywords to seed with"
+        );
+        let opts = GenerateOptions {
+            temperature: a.temperature,
+            stop_at_sentence_end: true,
+            ..GenerateOptions::default()
+        };
+        let mut per_model = serde_json::Map::new();
+        for (name, m) in [("conditioned", model), ("plain", &plain)] {
+            let mut texts = Vec::with_capacity(seeds.len());
+            for (chunk_i, chunk) in seeds.chunks(64).enumerate() {
+                let streams: Vec<u64> = (0..chunk.len() as u64)
+                    .map(|i| chunk_i as u64 * 64 + i)
+                    .collect();
+                texts.extend(m.generate_for_tags(chunk, &streams, &opts)?);
+            }
+            let echoed = seeds
+                .iter()
+                .zip(&texts)
+                .filter(|(k, t)| k.iter().any(|w| mentions(t, w)))
+                .count();
+            let samples: Vec<serde_json::Value> = seeds
+                .iter()
+                .zip(&texts)
+                .take(5)
+                .map(|(k, t)| serde_json::json!({"hashtags": k, "prompt": m.prompt_for(k).trim(), "story": t}))
+                .collect();
+            per_model.insert(
+                name.into(),
+                serde_json::json!({
+                    "generations": texts.len(),
+                    "echoed": echoed,
+                    "echo_rate": echoed as f64 / texts.len() as f64,
+                    "samples": samples,
+                }),
+            );
+        }
+        out["echo"] = serde_json::json!({"temperature": a.temperature, "models": per_model});
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} stories ({with} with keywords), bits/char on the same {} characters:",
+            stories.len(),
+            cond.chars
+        );
+        println!(
+            "  conditioned, own keyword prefix: {:.4}",
+            cond.bits_per_char
+        );
+        println!(
+            "  conditioned, no prefix:          {:.4}",
+            cond_blind.bits_per_char
+        );
+        println!(
+            "  plain model:                     {:.4}",
+            plain_r.bits_per_char
+        );
+        if let Some(e) = out.get("echo") {
+            for name in ["conditioned", "plain"] {
+                let m = &e["models"][name];
+                println!(
+                    "  echo, {name}: {} of {} stories mention a seed word ({:.1}%)",
+                    m["echoed"],
+                    m["generations"],
+                    100.0 * m["echo_rate"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
     }
     Ok(())
 }

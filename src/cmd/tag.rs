@@ -29,9 +29,13 @@ pub struct TagArgs {
     /// At least this many content hashtags per image.
     #[arg(long, default_value_t = 3)]
     pub min_tags: usize,
-    /// Also write a story seeded with the top hashtag.
+    /// Also write a story about the hashtags (the conditioned model reads up to 5 of them).
     #[arg(long)]
     pub story: bool,
+    /// Story model directory (default: $HASHTALE_STORY_MODEL or the shipped hashtag-conditioned
+    /// assets/story; assets/story-plain is the plain model, seeded the seed's way).
+    #[arg(long)]
+    pub story_model: Option<std::path::PathBuf>,
     /// Story sampling temperature.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f64,
@@ -93,6 +97,11 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
     let mut model = Hashtale::load(&device, a.model.as_deref(), a.story, !a.no_instagram)
         .context("loading models")?;
+    if let (true, Some(dir)) = (a.story, &a.story_model) {
+        let story = hashtale_models::story::StoryModel::load(dir, &device)
+            .with_context(|| format!("loading the story model from {}", dir.display()))?;
+        model.set_story_model(story);
+    }
     let mut expand = SuggestOptions {
         max_total: a.max_total,
         ..SuggestOptions::default()

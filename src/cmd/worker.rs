@@ -20,10 +20,23 @@ pub struct WorkerArgs {
 }
 
 /// Loads the real models once, on a blocking thread (they are heavy).
-pub async fn load_model() -> Result<Arc<dyn ModelStep>> {
-    let m = tokio::task::spawn_blocking(hashtale_models::pipeline::Hashtale::load_default)
-        .await?
-        .context("loading the models")?;
+/// `story_model`: a story model directory (`worker.story_model`); empty keeps the default.
+pub async fn load_model(story_model: &str) -> Result<Arc<dyn ModelStep>> {
+    let story_dir = (!story_model.is_empty()).then(|| std::path::PathBuf::from(story_model));
+    let m = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut m = hashtale_models::pipeline::Hashtale::load_default()?;
+        if let Some(dir) = story_dir {
+            let story = hashtale_models::story::StoryModel::load(
+                &dir,
+                &hashtale_models::device::best_device(),
+            )
+            .with_context(|| format!("loading the story model from {}", dir.display()))?;
+            m.set_story_model(story);
+        }
+        Ok(m)
+    })
+    .await?
+    .context("loading the models")?;
     Ok(Arc::new(m))
 }
 
@@ -42,7 +55,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         if let hashtale_core::queue::JobQueue::Local(_) = queue {
             store.requeue_running().await?;
         }
-        let model = load_model().await?;
+        let model = load_model(&cfg.worker.story_model).await?;
         Worker {
             store: store.clone(),
             queue,

@@ -8,7 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::charlm::{CharLm, CharLmConfig};
-use super::corpus::{Alphabet, FALLBACK};
+use super::corpus::{Alphabet, Conditioning, FALLBACK};
 use crate::{Error, Result};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -28,6 +28,10 @@ pub struct CheckpointMeta {
     pub fallback: char,
     /// The weights' dtype on disk ("f32" or "f16").
     pub dtype: String,
+    /// How the model reads hashtags; a keyword-conditioned checkpoint also holds
+    /// [`super::keywords::KEYWORDS_FILE`].
+    #[serde(default)]
+    pub conditioning: Conditioning,
     /// The training settings (free-form, for provenance).
     #[serde(default)]
     pub train: serde_json::Value,

@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::keywords::{format_prefix, KeywordExtractor};
 use crate::{Error, Result};
 
 /// The paragraph separator between documents in every stream (and what ends a story).
@@ -352,12 +353,60 @@ pub fn document(story: &str, tag_prob: f64, rng: &mut impl Rng) -> String {
     d
 }
 
+/// How training stories are prefixed: the seed's pseudo-hashtag, or the hashtag-conditioned
+/// format of [`super::keywords`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conditioning {
+    /// `#word story`: one of the story's words, with probability `tag_prob` (the plain model).
+    #[default]
+    PseudoTag,
+    /// `#k1 #k2\n` + story: a random non-empty subset of the story's keywords, in random order.
+    Keywords,
+}
+
+/// Makes the documents of a training stream.
+pub enum Prefixer<'a> {
+    /// See [`Conditioning::PseudoTag`]; the probability of a tag.
+    PseudoTag(f64),
+    /// See [`Conditioning::Keywords`]; `drop_prob` is the chance of no prefix at all, so the model
+    /// also writes stories for images without hashtags.
+    Keywords {
+        extractor: &'a KeywordExtractor,
+        drop_prob: f64,
+    },
+}
+
+impl Prefixer<'_> {
+    pub fn document(&self, story: &str, rng: &mut impl Rng) -> String {
+        match self {
+            Prefixer::PseudoTag(p) => document(story, *p, rng),
+            Prefixer::Keywords {
+                extractor,
+                drop_prob,
+            } => {
+                let mut kw = extractor.extract(story);
+                let mut d = String::with_capacity(story.len() + 48);
+                if !kw.is_empty() && rng.gen::<f64>() >= *drop_prob {
+                    // Images bring 1-5 hashtags in no fixed relation to the story's ranking.
+                    kw.shuffle(rng);
+                    let k = rng.gen_range(1..=kw.len());
+                    d.push_str(&format_prefix(&kw[..k]));
+                }
+                d.push_str(story);
+                d.push_str(DOC_SEP);
+                d
+            }
+        }
+    }
+}
+
 /// One epoch's character stream: every story of every corpus `weight` times (the fractional part
 /// by chance), as documents in shuffled order, after a leading separator.
 pub fn epoch_stream(
     corpora: &[(Vec<String>, f64)],
     alphabet: &Alphabet,
-    tag_prob: f64,
+    prefixer: &Prefixer,
     rng: &mut StdRng,
 ) -> Vec<u32> {
     let mut picks: Vec<&str> = Vec::new();
@@ -377,53 +426,70 @@ pub fn epoch_stream(
     picks.shuffle(rng);
     let mut out = alphabet.encode(DOC_SEP);
     for s in picks {
-        out.extend(alphabet.encode(&document(s, tag_prob, rng)));
+        out.extend(alphabet.encode(&prefixer.document(s, rng)));
     }
     out
 }
 
-/// The evaluation stream of some stories (no tags): separator, then each story and its separator.
-/// The first separator is context; [`eval_lanes`] does not score it.
-pub fn eval_text(stories: &[String]) -> String {
-    let mut t = String::from(DOC_SEP);
-    for s in stories {
-        t.push_str(s);
-        t.push_str(DOC_SEP);
-    }
-    t
+/// One evaluation lane: characters and, per character, whether predicting it counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalLane {
+    pub ids: Vec<u32>,
+    pub scored: Vec<bool>,
 }
 
-/// Deals whole stories into at most `max_lanes` evaluation lanes of similar length (longest first,
-/// each to the shortest lane), each lane an [`eval_text`]. Lanes let evaluation batch across
-/// stories while every story still starts from the state a document start gives.
-pub fn eval_lanes(stories: &[String], max_lanes: usize, min_lane_chars: usize) -> Vec<String> {
-    let total: usize = stories.iter().map(|s| s.chars().count() + 2).sum();
+/// Deals documents `(context, story)` into at most `max_lanes` evaluation lanes of similar length
+/// (longest first, each to the shortest lane). A lane is a separator, then per document its
+/// context (read, not scored: e.g. a hashtag prefix) and its story with the closing separator
+/// (scored). Lanes let evaluation batch across stories while every story still starts from the
+/// state a document start gives.
+pub fn eval_lanes(
+    docs: &[(String, String)],
+    alphabet: &Alphabet,
+    max_lanes: usize,
+    min_lane_chars: usize,
+) -> Vec<EvalLane> {
+    let len = |d: &(String, String)| d.0.chars().count() + d.1.chars().count() + 2;
+    let total: usize = docs.iter().map(len).sum();
     let n = (total / min_lane_chars.max(1))
         .clamp(1, max_lanes.max(1))
-        .min(stories.len().max(1));
-    let mut order: Vec<usize> = (0..stories.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(stories[i].chars().count()));
+        .min(docs.len().max(1));
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(len(&docs[i])));
     let mut lanes: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); n];
     for i in order {
         let lane = lanes
             .iter_mut()
-            .min_by_key(|(len, _)| *len)
+            .min_by_key(|(l, _)| *l)
             .expect("at least one lane");
-        lane.0 += stories[i].chars().count() + 2;
+        lane.0 += len(&docs[i]);
         lane.1.push(i);
     }
     lanes
         .into_iter()
         .map(|(_, mut ids)| {
             ids.sort_unstable();
-            let s: Vec<String> = ids.iter().map(|&i| stories[i].clone()).collect();
-            eval_text(&s)
+            let mut lane = EvalLane {
+                ids: alphabet.encode(DOC_SEP),
+                scored: vec![false; DOC_SEP.len()],
+            };
+            for i in ids {
+                let (ctx, story) = &docs[i];
+                let c = alphabet.encode(ctx);
+                lane.scored.extend(std::iter::repeat_n(false, c.len()));
+                lane.ids.extend(c);
+                let s = alphabet.encode(&format!("{story}{DOC_SEP}"));
+                lane.scored.extend(std::iter::repeat_n(true, s.len()));
+                lane.ids.extend(s);
+            }
+            lane
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::keywords::split_prefix;
     use super::*;
 
     #[test]
@@ -457,12 +523,56 @@ mod tests {
 
     #[test]
     fn lanes_hold_every_story_once() {
-        let stories: Vec<String> = (0..9).map(|i| "x".repeat(10 + i * 7)).collect();
-        let lanes = eval_lanes(&stories, 4, 50);
+        let a = Alphabet::from_texts(["x#"], 1);
+        let docs: Vec<(String, String)> = (0..9)
+            .map(|i| {
+                (
+                    (if i % 2 == 0 { "#x\n" } else { "" }).to_string(),
+                    "x".repeat(10 + i * 7),
+                )
+            })
+            .collect();
+        let lanes = eval_lanes(&docs, &a, 4, 50);
         assert_eq!(lanes.len(), 4);
-        let chars: usize = lanes.iter().map(|l| l.chars().count()).sum();
-        let expected: usize = stories.iter().map(|s| s.len() + 2).sum::<usize>() + 2 * lanes.len();
-        assert_eq!(chars, expected);
+        let chars: usize = lanes.iter().map(|l| l.ids.len()).sum();
+        let context: usize = docs.iter().map(|d| d.0.len()).sum();
+        let scored: usize = docs.iter().map(|d| d.1.len() + 2).sum();
+        assert_eq!(chars, scored + context + 2 * lanes.len());
+        let counted: usize = lanes
+            .iter()
+            .map(|l| l.scored.iter().filter(|&&b| b).count())
+            .sum();
+        assert_eq!(counted, scored);
+        assert!(lanes.iter().all(|l| l.ids.len() == l.scored.len()));
+    }
+
+    #[test]
+    fn keyword_documents_carry_a_subset_of_the_keywords() {
+        let stories = vec!["The dog ran to the beach with a ball.".to_string()];
+        let ex = KeywordExtractor::fit(["dog", "beach", "ball"], &stories);
+        let p = Prefixer::Keywords {
+            extractor: &ex,
+            drop_prob: 0.2,
+        };
+        let mut rng = StdRng::seed_from_u64(9);
+        let (mut with, mut without) = (0, 0);
+        for _ in 0..200 {
+            let d = p.document(&stories[0], &mut rng);
+            let (tags, rest) = split_prefix(&d);
+            assert_eq!(rest, format!("{}{DOC_SEP}", stories[0]));
+            assert!(
+                tags.len() <= 3
+                    && tags
+                        .iter()
+                        .all(|t| ["dog", "beach", "ball"].contains(&t.as_str()))
+            );
+            if tags.is_empty() {
+                without += 1;
+            } else {
+                with += 1;
+            }
+        }
+        assert!(without > 15 && with > 130, "{with}/{without}");
     }
 
     #[test]
@@ -486,7 +596,7 @@ mod tests {
         let s = a.decode(&epoch_stream(
             &corpora,
             &a,
-            0.0,
+            &Prefixer::PseudoTag(0.0),
             &mut StdRng::seed_from_u64(1),
         ));
         assert_eq!(s.matches("ab").count(), 3);

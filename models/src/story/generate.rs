@@ -5,6 +5,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use super::charlm::CharLm;
 use super::corpus::{Alphabet, DOC_SEP};
+use super::keywords::format_prefix;
 use crate::Result;
 
 /// How to write stories.
@@ -60,6 +61,12 @@ pub fn prompt(seed: &str) -> String {
     p
 }
 
+/// The prompt of a hashtag-conditioned model: a document start and the prefix line of the
+/// hashtags (nothing more when there are none).
+pub fn conditioned_prompt<S: AsRef<str>>(tags: &[S]) -> String {
+    format!("{DOC_SEP}{}", format_prefix(tags))
+}
+
 fn is_sentence_end(c: char) -> bool {
     matches!(c, '.' | '!' | '?')
 }
@@ -79,16 +86,17 @@ fn finish(text: &str, opts: &GenerateOptions) -> String {
     t.trim().to_string()
 }
 
-/// Writes one story per seed; seed i samples from RNG stream `streams[i]`.
+/// Writes one story per prompt (see [`prompt`] and [`conditioned_prompt`]); prompt i samples from
+/// RNG stream `streams[i]`.
 pub fn generate(
     lm: &CharLm,
     alphabet: &Alphabet,
-    seeds: &[String],
+    prompts: &[String],
     streams: &[u64],
     opts: &GenerateOptions,
 ) -> Result<Vec<String>> {
-    assert_eq!(seeds.len(), streams.len(), "one stream per seed");
-    let n = seeds.len();
+    assert_eq!(prompts.len(), streams.len(), "one stream per prompt");
+    let n = prompts.len();
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -108,7 +116,10 @@ pub fn generate(
         .filter(|&&c| alphabet.contains(c))
         .map(|&c| alphabet.encode_char(c) as usize)
         .collect();
-    let prompts: Vec<Vec<u32>> = seeds.iter().map(|s| alphabet.encode(&prompt(s))).collect();
+    let prompts: Vec<Vec<u32>> = prompts.iter().map(|p| alphabet.encode(p)).collect();
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(crate::Error::msg("a story prompt is empty"));
+    }
     let mut pos = vec![0usize; n]; // next prompt character to feed
     let mut out: Vec<String> = vec![String::new(); n];
     let mut written = vec![0usize; n];
@@ -159,6 +170,8 @@ mod tests {
         assert_eq!(prompt("#beach"), "\n\n#beach ");
         assert_eq!(prompt("#beach "), "\n\n#beach ");
         assert_eq!(prompt(""), "\n\n");
+        assert_eq!(conditioned_prompt(&["#Beach", "dog"]), "\n\n#beach #dog\n");
+        assert_eq!(conditioned_prompt::<&str>(&[]), "\n\n");
     }
 
     #[test]

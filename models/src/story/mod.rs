@@ -15,12 +15,14 @@ pub mod charlm;
 pub mod checkpoint;
 pub mod corpus;
 pub mod generate;
+pub mod keywords;
 pub mod rmsprop;
 pub mod train;
 
 pub use charlm::{CharLm, CharLmConfig};
-pub use corpus::Alphabet;
+pub use corpus::{Alphabet, Conditioning};
 pub use generate::{stream_seed, GenerateOptions};
+pub use keywords::KeywordExtractor;
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use train::{EvalResult, TrainConfig};
 
@@ -36,17 +38,26 @@ pub struct StoryModel {
     alphabet: Alphabet,
     meta: checkpoint::CheckpointMeta,
     hash: String,
+    /// The keyword table of a hashtag-conditioned model.
+    keywords: Option<KeywordExtractor>,
 }
 
 impl StoryModel {
     /// Loads a checkpoint directory (`model.safetensors` + `config.json`).
     pub fn load(dir: &Path, device: &Device) -> Result<StoryModel> {
         let (lm, meta, hash) = checkpoint::load(dir, device)?;
+        let keywords = match meta.conditioning {
+            Conditioning::PseudoTag => None,
+            Conditioning::Keywords => {
+                Some(KeywordExtractor::load(&dir.join(keywords::KEYWORDS_FILE))?)
+            }
+        };
         Ok(StoryModel {
             lm,
             alphabet: meta.alphabet(),
             meta,
             hash,
+            keywords,
         })
     }
 
@@ -61,6 +72,55 @@ impl StoryModel {
     /// Loads the shipped model (see [`StoryModel::default_dir`]).
     pub fn load_default(device: &Device) -> Result<StoryModel> {
         Self::load(&Self::default_dir(), device)
+    }
+
+    /// Whether the model was trained on hashtag prefixes (see [`keywords`]); otherwise it is the
+    /// plain model, seeded the seed's way with one hashtag.
+    pub fn is_conditioned(&self) -> bool {
+        self.meta.conditioning == Conditioning::Keywords
+    }
+
+    /// The keyword table of a conditioned model.
+    pub fn keywords(&self) -> Option<&KeywordExtractor> {
+        self.keywords.as_ref()
+    }
+
+    /// The hashtags that condition a story, from an image's ranked hashtags: a conditioned model
+    /// takes up to [`keywords::MAX_KEYWORDS`] of them, the plain model the top one.
+    pub fn story_tags<S: AsRef<str>>(&self, ranked: &[S]) -> Vec<String> {
+        let tags = keywords::prefix_tags(ranked);
+        if self.is_conditioned() {
+            tags
+        } else {
+            tags.into_iter().take(1).collect()
+        }
+    }
+
+    /// The prompt for some hashtags: the prefix line for a conditioned model, `#a #b ` for the
+    /// plain one.
+    pub fn prompt_for<S: AsRef<str>>(&self, tags: &[S]) -> String {
+        let tags = keywords::prefix_tags(tags);
+        if self.is_conditioned() {
+            generate::conditioned_prompt(&tags)
+        } else {
+            let seed: Vec<String> = tags.iter().map(|t| format!("#{t}")).collect();
+            generate::prompt(&seed.join(" "))
+        }
+    }
+
+    /// One story per hashtag list, all advanced together; list i samples from RNG stream
+    /// `streams[i]`. An empty list writes an unprompted story.
+    pub fn generate_for_tags(
+        &self,
+        tag_lists: &[Vec<String>],
+        streams: &[u64],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<String>> {
+        if tag_lists.len() != streams.len() {
+            return Err(crate::Error::msg("one RNG stream per hashtag list"));
+        }
+        let prompts: Vec<String> = tag_lists.iter().map(|t| self.prompt_for(t)).collect();
+        generate::generate(&self.lm, &self.alphabet, &prompts, streams, opts)
     }
 
     /// One story per seed (usually a hashtag such as `#friend`), all advanced together; seed i
@@ -81,12 +141,38 @@ impl StoryModel {
         if seeds.len() != streams.len() {
             return Err(crate::Error::msg("one RNG stream per seed"));
         }
-        generate::generate(&self.lm, &self.alphabet, seeds, streams, opts)
+        // A conditioned model reads the seed's hashtags as its prefix line.
+        let prompts: Vec<String> = seeds
+            .iter()
+            .map(|s| {
+                if self.is_conditioned() {
+                    let tags: Vec<&str> = s.split_whitespace().collect();
+                    generate::conditioned_prompt(&tags)
+                } else {
+                    generate::prompt(s)
+                }
+            })
+            .collect();
+        generate::generate(&self.lm, &self.alphabet, &prompts, streams, opts)
     }
 
     /// Bits per character on stories (see [`train::evaluate`]).
     pub fn evaluate(&self, stories: &[String]) -> Result<EvalResult> {
         train::evaluate(&self.lm, &self.alphabet, stories)
+    }
+
+    /// Bits per character on stories, each read after the prompt of its hashtags (the prompt is
+    /// context, not scored): the same characters as [`StoryModel::evaluate`] scores.
+    pub fn evaluate_with_tags(&self, docs: &[(Vec<String>, String)]) -> Result<EvalResult> {
+        let docs: Vec<(String, String)> = docs
+            .iter()
+            .map(|(tags, story)| {
+                // The lane already holds the document start, so the prompt's separator is dropped.
+                let p = self.prompt_for(tags);
+                (p[corpus::DOC_SEP.len()..].to_string(), story.clone())
+            })
+            .collect();
+        train::evaluate_docs(&self.lm, &self.alphabet, &docs)
     }
 
     /// Model name and a short hash of its weights file, e.g. `story-charlm-1a2b3c4d`.

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::charlm::{masked_nll_sum, CharLm, CharLmConfig};
 use super::checkpoint::{self, CheckpointMeta, FORMAT};
-use super::corpus::{self, Alphabet, CorpusSpec, FALLBACK};
+use super::corpus::{self, Alphabet, Conditioning, CorpusSpec, Prefixer, FALLBACK};
+use super::keywords::{self, KeywordExtractor};
 use super::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
 use crate::{Error, Result};
 
@@ -43,8 +44,19 @@ pub struct TrainConfig {
     pub min_lr_frac: f64,
     /// Global gradient-norm clip (0: none).
     pub clip: f64,
-    /// Probability that a training story starts with a pseudo-hashtag from its own words.
+    /// Probability that a training story starts with a pseudo-hashtag from its own words
+    /// ([`Conditioning::PseudoTag`] only).
     pub tag_prob: f64,
+    /// How stories are prefixed: the plain model's pseudo-hashtag or the keyword prefix.
+    #[serde(default)]
+    pub conditioning: Conditioning,
+    /// Hashtag vocabularies the keywords come from ([`Conditioning::Keywords`]); see
+    /// [`keywords::read_vocab`] for the formats.
+    #[serde(default)]
+    pub keyword_vocab: Vec<PathBuf>,
+    /// Chance that a keyword-conditioned story is trained without its prefix.
+    #[serde(default = "default_prefix_drop")]
+    pub prefix_drop: f64,
     /// Fraction of each corpus's stories held out as dev.
     pub dev_frac: f64,
     /// Seed of the dev split; fixed apart from `seed` so every run holds out the same stories.
@@ -58,6 +70,10 @@ pub struct TrainConfig {
     pub eval_chars_during: usize,
     /// Save weights as f16.
     pub f16: bool,
+}
+
+fn default_prefix_drop() -> f64 {
+    0.1
 }
 
 impl TrainConfig {
@@ -81,6 +97,9 @@ impl TrainConfig {
             min_lr_frac: 1.0,
             clip: 0.0,
             tag_prob: 0.7,
+            conditioning: Conditioning::PseudoTag,
+            keyword_vocab: Vec::new(),
+            prefix_drop: default_prefix_drop(),
             dev_frac: 0.1,
             split_seed: 20_160_523,
             min_char_count: 3,
@@ -148,13 +167,22 @@ pub struct EvalResult {
 /// Scores stories in batched lanes (see [`corpus::eval_lanes`]): every character of every story
 /// and its closing blank line, each story read after the ones before it in its lane.
 pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<EvalResult> {
+    let docs: Vec<(String, String)> = stories.iter().map(|s| (String::new(), s.clone())).collect();
+    evaluate_docs(lm, alphabet, &docs)
+}
+
+/// Like [`evaluate`] for `(context, story)` documents: the context (a hashtag prefix) is read
+/// before its story but not scored, so models with and without a prefix are scored on the same
+/// characters.
+pub fn evaluate_docs(
+    lm: &CharLm,
+    alphabet: &Alphabet,
+    docs: &[(String, String)],
+) -> Result<EvalResult> {
     const WINDOW: usize = 256;
-    let lanes: Vec<Vec<u32>> = corpus::eval_lanes(stories, 64, 1500)
-        .iter()
-        .map(|l| alphabet.encode(l))
-        .collect();
+    let lanes = corpus::eval_lanes(docs, alphabet, 64, 1500);
     let n = lanes.len();
-    let longest = lanes.iter().map(|l| l.len()).max().unwrap_or(0);
+    let longest = lanes.iter().map(|l| l.ids.len()).max().unwrap_or(0);
     if longest < 3 {
         return Ok(EvalResult {
             bits_per_char: 0.0,
@@ -166,7 +194,7 @@ pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<
     let mut nats = 0f64;
     let mut chars = 0usize;
     let mut start = 0usize;
-    // Input j predicts j+1; j = 0 (the second character of the leading separator) is context.
+    // Input j predicts j+1; a lane's mask says which predictions count.
     while start < longest - 1 {
         let t = WINDOW.min(longest - 1 - start);
         let mut x = Vec::with_capacity(n * t);
@@ -174,9 +202,9 @@ pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<
         let mut m = Vec::with_capacity(n * t);
         for lane in &lanes {
             for j in start..start + t {
-                let ok = j >= 1 && j + 1 < lane.len();
-                x.push(lane.get(j).copied().unwrap_or(0));
-                y.push(lane.get(j + 1).copied().unwrap_or(0));
+                let ok = lane.scored.get(j + 1).copied().unwrap_or(false);
+                x.push(lane.ids.get(j).copied().unwrap_or(0));
+                y.push(lane.ids.get(j + 1).copied().unwrap_or(0));
                 m.push(if ok { 1f32 } else { 0.0 });
                 chars += ok as usize;
             }
@@ -330,6 +358,62 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
     let n_params: usize = vars.iter().map(|v| v.elem_count()).sum();
     let mut opt = RmsProp::new(vars.clone(), cfg.optim)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
+    let extractor = match cfg.conditioning {
+        Conditioning::PseudoTag => None,
+        Conditioning::Keywords => {
+            if cfg.keyword_vocab.is_empty() {
+                return Err(Error::msg(
+                    "keyword conditioning needs at least one hashtag vocabulary (keyword_vocab)",
+                ));
+            }
+            let mut vocab = Vec::new();
+            for p in &cfg.keyword_vocab {
+                vocab.extend(keywords::read_vocab(p)?);
+            }
+            let train_stories: Vec<String> = corpora
+                .iter()
+                .flat_map(|c| c.train.iter().cloned())
+                .collect();
+            let ex = KeywordExtractor::fit(vocab, &train_stories);
+            let with = train_stories
+                .iter()
+                .filter(|s| !ex.extract(s).is_empty())
+                .count();
+            tracing::info!(
+                "keywords: {} vocabulary words; {with} of {} training stories have at least one",
+                ex.len(),
+                train_stories.len()
+            );
+            Some(ex)
+        }
+    };
+    let prefixer = match &extractor {
+        None => Prefixer::PseudoTag(cfg.tag_prob),
+        Some(ex) => Prefixer::Keywords {
+            extractor: ex,
+            drop_prob: cfg.prefix_drop,
+        },
+    };
+    // Dev documents: a conditioned model reads each story after its own full keyword prefix.
+    let dev_docs = |stories: &[String]| -> Vec<(String, String)> {
+        stories
+            .iter()
+            .map(|s| {
+                let ctx = extractor
+                    .as_ref()
+                    .map(|ex| keywords::format_prefix(&ex.extract(s)))
+                    .unwrap_or_default();
+                (ctx, s.clone())
+            })
+            .collect()
+    };
+    let save_checkpoint = |dir: &Path, meta: &CheckpointMeta| -> Result<()> {
+        checkpoint::save(dir, &varmap, meta, cfg.f16)?;
+        if let Some(ex) = &extractor {
+            ex.save(&dir.join(keywords::KEYWORDS_FILE))?;
+        }
+        Ok(())
+    };
     let weighted: Vec<(Vec<String>, f64)> = corpora
         .iter()
         .map(|c| (c.train.clone(), c.weight))
@@ -376,6 +460,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
         alphabet: alphabet.to_string_repr(),
         fallback: FALLBACK,
         dtype: String::new(),
+        conditioning: cfg.conditioning,
         train: serde_json::to_value(cfg)?,
         metrics: serde_json::Value::Null,
     };
@@ -398,7 +483,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                 } else {
                     head_stories(&c.dev, cfg.eval_chars_during)
                 };
-                let r = evaluate(lm, &alphabet, &stories)?;
+                let r = evaluate_docs(lm, &alphabet, &dev_docs(&stories))?;
                 tracing::info!(
                     "step {step}: dev {} {:.4} bits/char ({} chars{})",
                     c.name,
@@ -411,7 +496,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
             .collect()
     };
     'outer: loop {
-        let stream = corpus::epoch_stream(&weighted, &alphabet, cfg.tag_prob, &mut rng);
+        let stream = corpus::epoch_stream(&weighted, &alphabet, &prefixer, &mut rng);
         let lane_len = (stream.len() - 1) / cfg.batch;
         let windows = lane_len / cfg.bptt;
         if windows == 0 {
@@ -498,10 +583,10 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                     "train_loss": last_loss,
                     "dev_partial": dev,
                 });
-                checkpoint::save(&out.join("last"), &varmap, &meta, cfg.f16)?;
+                save_checkpoint(&out.join("last"), &meta)?;
                 if primary < best || primary_dev.is_empty() {
                     best = primary;
-                    checkpoint::save(out, &varmap, &meta, cfg.f16)?;
+                    save_checkpoint(out, &meta)?;
                 }
             }
             if finished {
