@@ -663,20 +663,31 @@ pub fn parse_answers(
     Ok(answers)
 }
 
+/// What every rater form post checks first: the rater's token, the form's fields, that the
+/// assignment is the rater's own, and the CSRF token bound to both.
+async fn checked_form(
+    state: &AppState,
+    token: &str,
+    fields: Vec<(String, String)>,
+) -> PageResult<(Rater, HashMap<String, String>, Assignment)> {
+    let rater = rater(state, token).await?;
+    let fields = form_fields(fields)?;
+    let assignment = own_assignment(state, &rater, assignment_field(&fields)?).await?;
+    check_csrf(
+        secret(state).await?,
+        rater.id,
+        assignment.id,
+        fields.get("csrf").map(String::as_str),
+    )?;
+    Ok((rater, fields, assignment))
+}
+
 async fn answer(
     State(state): State<AppState>,
     Path(token): Path<String>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let rater = rater(&state, &token).await?;
-    let fields = form_fields(fields)?;
-    let assignment = own_assignment(&state, &rater, assignment_field(&fields)?).await?;
-    check_csrf(
-        secret(&state).await?,
-        rater.id,
-        assignment.id,
-        fields.get("csrf").map(String::as_str),
-    )?;
+    let (rater, fields, assignment) = checked_form(&state, &token, fields).await?;
     let item = state.store.rating_item(&assignment).await?;
     let answers = parse_answers(
         &state.ratings.questions,
@@ -704,15 +715,7 @@ async fn skip(
     Path(token): Path<String>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let rater = rater(&state, &token).await?;
-    let fields = form_fields(fields)?;
-    let assignment = own_assignment(&state, &rater, assignment_field(&fields)?).await?;
-    check_csrf(
-        secret(&state).await?,
-        rater.id,
-        assignment.id,
-        fields.get("csrf").map(String::as_str),
-    )?;
+    let (rater, fields, assignment) = checked_form(&state, &token, fields).await?;
     if let Some(extra) = fields
         .keys()
         .find(|k| !matches!(k.as_str(), "assignment" | "csrf"))
