@@ -240,20 +240,22 @@ fn save_load_round_trip_gives_identical_logits() {
     assert!(StoryModel::load(Path::new("/nonexistent/story"), &Device::Cpu).is_err());
 }
 
-#[test]
-fn lm_overfits_a_tiny_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("tiny.txt");
-    let stories = [
-        "the cat sat on the mat and looked at the hat.",
-        "a dog ran to the park and then ran home again.",
-        "we ate cake at noon, then we slept in the sun.",
-    ];
-    let text: String = (0..8).map(|_| stories.join("\n\n") + "\n\n").collect();
+/// Three short stories a small model memorises within a few hundred steps.
+const TINY_STORIES: [&str; 3] = [
+    "the cat sat on the mat and looked at the hat.",
+    "a dog ran to the park and then ran home again.",
+    "we ate cake at noon, then we slept in the sun.",
+];
+
+/// A small, fast training setting on [`TINY_STORIES`] (8 copies, written into `dir`), no dev
+/// split, no pseudo-tags; callers set the step count.
+fn tiny_config(dir: &Path) -> TrainConfig {
+    let corpus = dir.join("tiny.txt");
+    let text: String = (0..8).map(|_| TINY_STORIES.join("\n\n") + "\n\n").collect();
     std::fs::write(&corpus, text).unwrap();
     let mut cfg = TrainConfig::default_story();
     cfg.corpora = vec![CorpusSpec {
-        path: corpus.clone(),
+        path: corpus,
         weight: 1.0,
     }];
     cfg.emb = 16;
@@ -263,12 +265,20 @@ fn lm_overfits_a_tiny_text() {
     cfg.bptt = 32;
     cfg.optim.lr = 0.01;
     cfg.warmup_steps = 5;
-    cfg.max_steps = Some(250);
     cfg.epochs = 1000.0;
     cfg.tag_prob = 0.0;
     cfg.dev_frac = 0.0;
     cfg.min_char_count = 1;
     cfg.eval_every = 1000;
+    cfg
+}
+
+#[test]
+fn lm_overfits_a_tiny_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let stories = TINY_STORIES;
+    let mut cfg = tiny_config(dir.path());
+    cfg.max_steps = Some(250);
     let out = dir.path().join("model");
     let report = train(&cfg, &out, None).unwrap();
     assert_eq!(report.steps, 250);
@@ -337,36 +347,14 @@ fn shipped_model_loads_and_batches_like_sequential() {
 #[test]
 fn conditioned_model_trains_on_keyword_prefixes() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("tiny.txt");
-    let stories = [
-        "the cat sat on the mat and looked at the hat.",
-        "a dog ran to the park and then ran home again.",
-        "we ate cake at noon, then we slept in the sun.",
-    ];
-    let text: String = (0..8).map(|_| stories.join("\n\n") + "\n\n").collect();
-    std::fs::write(&corpus, text).unwrap();
+    let stories = TINY_STORIES;
     let vocab = dir.path().join("vocab.txt");
     std::fs::write(&vocab, "cat\ndog\npark\ncake\nsun\nthe\n").unwrap();
-    let mut cfg = TrainConfig::default_story();
-    cfg.corpora = vec![CorpusSpec {
-        path: corpus.clone(),
-        weight: 1.0,
-    }];
+    let mut cfg = tiny_config(dir.path());
     cfg.conditioning = Conditioning::Keywords;
     cfg.keyword_vocab = vec![vocab.clone()];
     cfg.prefix_drop = 0.3;
-    cfg.emb = 16;
-    cfg.hidden = 64;
-    cfg.dropout = 0.0;
-    cfg.batch = 4;
-    cfg.bptt = 32;
-    cfg.optim.lr = 0.01;
-    cfg.warmup_steps = 5;
     cfg.max_steps = Some(300);
-    cfg.epochs = 1000.0;
-    cfg.dev_frac = 0.0;
-    cfg.min_char_count = 1;
-    cfg.eval_every = 1000;
     let out = dir.path().join("model");
     train(&cfg, &out, None).unwrap();
     assert!(out.join(keywords::KEYWORDS_FILE).exists());

@@ -125,12 +125,10 @@ pub fn mentions(text: &str, word: &str) -> bool {
     if word.is_empty() {
         return false;
     }
-    words(text).any(|w| {
-        w == word || singular_candidates(&w).contains(&word) || {
-            // The text has the singular, the tag the plural.
-            singular_candidates(&word).contains(&w)
-        }
-    })
+    // The tag's singular forms, for a text that has the singular of a plural tag.
+    let tag_singulars = singular_candidates(&word);
+    words(text)
+        .any(|w| w == word || tag_singulars.contains(&w) || singular_candidates(&w).contains(&word))
 }
 
 /// Picks the keywords of stories: vocabulary words ranked by TF-IDF.
@@ -150,31 +148,33 @@ pub struct KeywordExtractor {
 impl KeywordExtractor {
     /// Fits the idf table of `vocab` on `stories`.
     pub fn fit<S: AsRef<str>>(vocab: impl IntoIterator<Item = S>, stories: &[String]) -> Self {
-        let vocab: HashSet<String> = vocab
-            .into_iter()
-            .map(|w| normalize_tag(w.as_ref()))
-            .filter(|w| {
-                w.len() >= 3 && w.chars().all(|c| c.is_ascii_lowercase()) && !STOP.contains(&&**w)
-            })
-            .collect();
-        let mut df: HashMap<&str, usize> = HashMap::new();
+        // The vocabulary first (idf filled in below), so counting uses the same `lookup` as
+        // extraction.
+        let mut ex = KeywordExtractor {
+            idf: vocab
+                .into_iter()
+                .map(|w| normalize_tag(w.as_ref()))
+                .filter(|w| {
+                    w.len() >= 3
+                        && w.chars().all(|c| c.is_ascii_lowercase())
+                        && !STOP.contains(&&**w)
+                })
+                .map(|w| (w, 0.0))
+                .collect(),
+        };
+        let mut df: HashMap<String, usize> = HashMap::new();
         for s in stories {
-            let seen: HashSet<String> = words(s).filter_map(|w| lookup(&vocab, &w)).collect();
+            let seen: HashSet<String> = words(s).filter_map(|w| ex.lookup(&w)).collect();
             for w in seen {
-                if let Some(v) = vocab.get(&w) {
-                    *df.entry(v.as_str()).or_default() += 1;
-                }
+                *df.entry(w).or_default() += 1;
             }
         }
         let n = stories.len() as f64;
-        let idf = vocab
-            .iter()
-            .map(|w| {
-                let d = df.get(w.as_str()).copied().unwrap_or(0) as f64;
-                (w.clone(), ((1.0 + n) / (1.0 + d)).ln() + 1.0)
-            })
-            .collect();
-        KeywordExtractor { idf }
+        for (w, idf) in ex.idf.iter_mut() {
+            let d = df.get(w).copied().unwrap_or(0) as f64;
+            *idf = ((1.0 + n) / (1.0 + d)).ln() + 1.0;
+        }
+        ex
     }
 
     /// Number of vocabulary words.
@@ -263,18 +263,6 @@ impl KeywordExtractor {
         }
         Ok(KeywordExtractor { idf })
     }
-}
-
-fn lookup(vocab: &HashSet<String>, word: &str) -> Option<String> {
-    if STOP.contains(&word) {
-        return None;
-    }
-    if vocab.contains(word) {
-        return Some(word.to_string());
-    }
-    singular_candidates(word)
-        .into_iter()
-        .find(|s| vocab.contains(s))
 }
 
 /// Reads a hashtag vocabulary file: one word per line, or `word<whitespace>anything` (HARRISON's

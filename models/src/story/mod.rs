@@ -146,8 +146,7 @@ impl StoryModel {
             .iter()
             .map(|s| {
                 if self.is_conditioned() {
-                    let tags: Vec<&str> = s.split_whitespace().collect();
-                    generate::conditioned_prompt(&tags)
+                    self.prompt_for(&s.split_whitespace().collect::<Vec<_>>())
                 } else {
                     generate::prompt(s)
                 }

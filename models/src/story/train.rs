@@ -313,8 +313,8 @@ fn load_corpora(cfg: &TrainConfig) -> Result<Vec<Corpus>> {
         .collect()
 }
 
-/// The stories of `dev` up to about `max_chars` characters.
-fn head_stories(dev: &[String], max_chars: usize) -> Vec<String> {
+/// How many of the first stories of `dev` make up about `max_chars` characters.
+fn head_len(dev: &[String], max_chars: usize) -> usize {
     let mut total = 0;
     dev.iter()
         .take_while(|s| {
@@ -322,8 +322,7 @@ fn head_stories(dev: &[String], max_chars: usize) -> Vec<String> {
             total += s.len();
             go
         })
-        .cloned()
-        .collect()
+        .count()
 }
 
 /// Trains a story model and writes the best checkpoint (by dev bits/char of the first corpus)
@@ -394,19 +393,23 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
             drop_prob: cfg.prefix_drop,
         },
     };
-    // Dev documents: a conditioned model reads each story after its own full keyword prefix.
-    let dev_docs = |stories: &[String]| -> Vec<(String, String)> {
-        stories
-            .iter()
-            .map(|s| {
-                let ctx = extractor
-                    .as_ref()
-                    .map(|ex| keywords::format_prefix(&ex.extract(s)))
-                    .unwrap_or_default();
-                (ctx, s.clone())
-            })
-            .collect()
-    };
+    // Dev documents of each corpus, made once: a conditioned model reads each story after its own
+    // full keyword prefix.
+    let dev_docs: Vec<Vec<(String, String)>> = corpora
+        .iter()
+        .map(|c| {
+            c.dev
+                .iter()
+                .map(|s| {
+                    let ctx = extractor
+                        .as_ref()
+                        .map(|ex| keywords::format_prefix(&ex.extract(s)))
+                        .unwrap_or_default();
+                    (ctx, s.clone())
+                })
+                .collect()
+        })
+        .collect();
     let save_checkpoint = |dir: &Path, meta: &CheckpointMeta| -> Result<()> {
         checkpoint::save(dir, &varmap, meta, cfg.f16)?;
         if let Some(ex) = &extractor {
@@ -476,14 +479,15 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
     let dev_eval = |lm: &CharLm, step: usize, full: bool| -> Result<Vec<(String, EvalResult)>> {
         corpora
             .iter()
-            .filter(|c| !c.dev.is_empty())
-            .map(|c| {
-                let stories = if full {
-                    c.dev.clone()
+            .zip(&dev_docs)
+            .filter(|(c, _)| !c.dev.is_empty())
+            .map(|(c, docs)| {
+                let n = if full {
+                    docs.len()
                 } else {
-                    head_stories(&c.dev, cfg.eval_chars_during)
+                    head_len(&c.dev, cfg.eval_chars_during)
                 };
-                let r = evaluate_docs(lm, &alphabet, &dev_docs(&stories))?;
+                let r = evaluate_docs(lm, &alphabet, &docs[..n])?;
                 tracing::info!(
                     "step {step}: dev {} {:.4} bits/char ({} chars{})",
                     c.name,
