@@ -37,6 +37,8 @@ fn main() -> hashtale_models::Result<()> {
         hidden,
         layers: 2,
         dropout: 0.1,
+        keywords: 0,
+        keyword_dim: 0,
     };
     let varmap = VarMap::new();
     let lm = CharLm::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
@@ -61,7 +63,7 @@ fn main() -> hashtale_models::Result<()> {
         let t0 = Instant::now();
         let x = Tensor::from_vec(x, (batch, bptt), &dev)?;
         let y = Tensor::from_vec(y, batch * bptt, &dev)?;
-        let (logits, s) = lm.forward(&x, &state, Some(&mut rng))?;
+        let (logits, s) = lm.forward(&x, &state, None, Some(&mut rng))?;
         state = s.detach();
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         let mut grads = loss.backward()?;
@@ -84,7 +86,7 @@ fn main() -> hashtale_models::Result<()> {
     let streams: Vec<u64> = (0..64).collect();
     let opts = GenerateOptions::default();
     let t0 = Instant::now();
-    let out = generate(&lm, &alphabet, &seeds, &streams, &opts)?;
+    let out = generate(&lm, &alphabet, &seeds, None, &streams, &opts)?;
     let secs = t0.elapsed().as_secs_f64();
     let chars: usize = out.iter().map(|s| s.chars().count()).sum();
     println!(

@@ -109,6 +109,8 @@ fn tiny_model(vocab: usize, seed: f32) -> (VarMap, CharLm) {
         hidden: 16,
         layers: 2,
         dropout: 0.0,
+        keywords: 0,
+        keyword_dim: 0,
     };
     let varmap = VarMap::new();
     let lm = CharLm::new(
@@ -158,10 +160,10 @@ fn batched_generation_equals_sequential() {
     ] {
         let streams: Vec<u64> = (0..seeds.len() as u64).collect();
         let prompts: Vec<String> = seeds.iter().map(|s| prompt(s)).collect();
-        let batch = generate(&lm, &a, &prompts, &streams, &opts).unwrap();
+        let batch = generate(&lm, &a, &prompts, None, &streams, &opts).unwrap();
         assert_eq!(batch.len(), seeds.len());
         for (i, s) in seeds.iter().enumerate() {
-            let one = generate(&lm, &a, &[prompt(s)], &[i as u64], &opts).unwrap();
+            let one = generate(&lm, &a, &[prompt(s)], None, &[i as u64], &opts).unwrap();
             assert_eq!(one[0], batch[i], "seed {i} ({s})");
         }
         // Different streams give different stories, even for the same seed.
@@ -191,7 +193,9 @@ fn meta(cfg: &CharLmConfig, a: &Alphabet) -> CheckpointMeta {
 fn logits_of(lm: &CharLm, a: &Alphabet, text: &str) -> Vec<Vec<f32>> {
     let ids = a.encode(text);
     let x = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
-    let (l, _) = lm.forward(&x, &lm.zero_state(1).unwrap(), None).unwrap();
+    let (l, _) = lm
+        .forward(&x, &lm.zero_state(1).unwrap(), None, None)
+        .unwrap();
     l.to_vec2::<f32>().unwrap()
 }
 
@@ -215,6 +219,7 @@ fn save_load_round_trip_gives_identical_logits() {
             &lm,
             &a,
             &[prompt(&seeds[0]), prompt(&seeds[1])],
+            None,
             &[0, 1],
             &opts
         )
@@ -341,11 +346,22 @@ fn shipped_model_loads_and_batches_like_sequential() {
     assert!(letters * 10 > batch[0].chars().count() * 8, "{}", batch[0]);
 }
 
-/// The conditioned model end to end on a tiny corpus: keywords become the prefix, the keyword
-/// table is saved with the checkpoint, the prefix lowers bits/char of the story it names, and
-/// generation is batched like sequential, with and without hashtags.
+/// The conditioned model end to end on a tiny corpus, reading the hashtags as the prefix line
+/// only, and also as keyword vectors at every step.
 #[test]
 fn conditioned_model_trains_on_keyword_prefixes() {
+    conditioned_model_end_to_end(0);
+}
+
+#[test]
+fn conditioned_model_with_keyword_vectors_trains() {
+    conditioned_model_end_to_end(8);
+}
+
+/// Keywords become the prefix, the keyword file is saved with the checkpoint, the prefix lowers
+/// bits/char of the story it names, and generation is batched like sequential, with and without
+/// hashtags.
+fn conditioned_model_end_to_end(keyword_dim: usize) {
     let dir = tempfile::tempdir().unwrap();
     let stories = TINY_STORIES;
     let vocab = dir.path().join("vocab.txt");
@@ -354,12 +370,14 @@ fn conditioned_model_trains_on_keyword_prefixes() {
     cfg.conditioning = Conditioning::Keywords;
     cfg.keyword_vocab = vec![vocab.clone()];
     cfg.prefix_drop = 0.3;
+    cfg.keyword_dim = keyword_dim;
     cfg.max_steps = Some(300);
     let out = dir.path().join("model");
     train(&cfg, &out, None).unwrap();
     assert!(out.join(keywords::KEYWORDS_FILE).exists());
     let m = StoryModel::load(&out, &Device::Cpu).unwrap();
     assert!(m.is_conditioned());
+    assert_eq!(m.lm().has_keywords(), keyword_dim > 0);
     let kw = m.keywords().unwrap();
     assert_eq!(kw.extract(stories[0]), ["cat"]);
     assert_eq!(kw.extract(stories[1]), ["dog", "park"]);
@@ -409,4 +427,15 @@ fn conditioned_model_trains_on_keyword_prefixes() {
     }
     assert_eq!(m.story_tags(&["#Dog", "park", "dog"]), ["dog", "park"]);
     assert_eq!(m.prompt_for(&["dog"]), "\n\n#dog\n");
+    if keyword_dim > 0 {
+        // Ids are ranks in keywords.tsv: a file that does not fit the table is refused at load.
+        let p = out.join(keywords::KEYWORDS_FILE);
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str("zebra\t3.0\n");
+        std::fs::write(&p, text).unwrap();
+        let e = StoryModel::load(&out, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keyword table"), "{e}");
+    }
 }

@@ -76,6 +76,10 @@ pub struct TrainStoryArgs {
     /// Chance that a conditioned training story goes without its prefix.
     #[arg(long)]
     pub prefix_drop: Option<f64>,
+    /// Width of the keyword vectors a conditioned model reads at every step, beside the prefix
+    /// line (0: the prefix line only).
+    #[arg(long, default_value_t = 64)]
+    pub keyword_dim: usize,
     /// Save weights as f16 (how the shipped model is stored).
     #[arg(long)]
     pub f16: bool,
@@ -263,6 +267,7 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
             anyhow::ensure!((0.0..=1.0).contains(&p), "--prefix-drop must be in 0..1");
             c.prefix_drop = p;
         }
+        c.keyword_dim = a.keyword_dim;
     }
     let report = train(&c, &a.out, a.init.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -324,15 +329,24 @@ fn run_eval_conditioned(
         stories.iter().map(|s| (kw.extract(s), s.clone())).collect();
     let no_prefix: Vec<(Vec<String>, String)> =
         stories.iter().map(|s| (Vec::new(), s.clone())).collect();
+    // A control: each story read after the next story's keywords. If the model reads its
+    // hashtags, wrong ones cost bits.
+    let mismatched: Vec<(Vec<String>, String)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| (docs[(i + 1) % docs.len()].0.clone(), s.clone()))
+        .collect();
     let with = docs.iter().filter(|(k, _)| !k.is_empty()).count();
     let cond = model.evaluate_with_tags(&docs)?;
     let cond_blind = model.evaluate_with_tags(&no_prefix)?;
+    let cond_wrong = model.evaluate_with_tags(&mismatched)?;
     let plain_r = plain.evaluate_with_tags(&no_prefix)?;
     let mut out = serde_json::json!({
         "stories": stories.len(),
         "stories_with_keywords": with,
         "conditioned": {"model": model.version(), "bits_per_char": cond.bits_per_char, "chars": cond.chars},
         "conditioned_no_prefix": {"bits_per_char": cond_blind.bits_per_char, "chars": cond_blind.chars},
+        "conditioned_other_storys_prefix": {"bits_per_char": cond_wrong.bits_per_char, "chars": cond_wrong.chars},
         "plain": {"model": plain.version(), "bits_per_char": plain_r.bits_per_char, "chars": plain_r.chars},
     });
     if a.echo > 0 {
@@ -399,6 +413,10 @@ fn run_eval_conditioned(
         println!(
             "  conditioned, no prefix:          {:.4}",
             cond_blind.bits_per_char
+        );
+        println!(
+            "  conditioned, next story's prefix: {:.4}",
+            cond_wrong.bits_per_char
         );
         println!(
             "  plain model:                     {:.4}",

@@ -1,6 +1,11 @@
 //! The character language model: embedding, stacked LSTM layers, a linear layer to logits over
 //! the alphabet.
 //!
+//! A hashtag-conditioned model also has a keyword table: the hashtags of a story become one
+//! vector (the sum of their rows) that every LSTM layer reads at every step, beside the prefix
+//! line it reads once. Truncated BPTT never carries a gradient from a word 300 characters into
+//! the story back to the prefix it should echo; the vector gives every window that path.
+//!
 //! The LSTM is written here (rather than `candle_nn::LSTM`) so the whole step is two matmuls and
 //! the gate nonlinearities, and so a training window is unrolled step by step from per-step
 //! inputs: nothing slices a whole-sequence tensor that needs gradients, whose backward is very
@@ -26,6 +31,12 @@ pub struct CharLmConfig {
     pub layers: usize,
     /// Dropout on the embedding, between layers and before the output layer (training only).
     pub dropout: f32,
+    /// Keywords in the conditioning table (0: no table; the model reads hashtags only as text).
+    #[serde(default)]
+    pub keywords: usize,
+    /// Width of a keyword vector.
+    #[serde(default)]
+    pub keyword_dim: usize,
 }
 
 /// One LSTM layer. Gates in the order input, forget, cell, output.
@@ -37,28 +48,46 @@ pub struct LstmCell {
     w_h: Tensor,
     /// (4·hidden)
     b: Tensor,
+    /// (keyword_dim, 4·hidden): how the keyword vector moves the gates, when there is one.
+    w_k: Option<Tensor>,
     hidden: usize,
 }
 
 impl LstmCell {
-    pub fn new(in_dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+    /// `keyword_dim` 0: no keyword input.
+    pub fn new(in_dim: usize, hidden: usize, keyword_dim: usize, vb: VarBuilder) -> Result<Self> {
         let a = 1.0 / (hidden as f64).sqrt();
         let u = Init::Uniform { lo: -a, up: a };
+        // Zero: a model fine-tuned from one without keywords starts out unchanged.
+        let w_k = (keyword_dim > 0)
+            .then(|| vb.get_with_hints((keyword_dim, 4 * hidden), "w_k", Init::Const(0.0)))
+            .transpose()?;
         Ok(LstmCell {
             w_x: vb.get_with_hints((in_dim, 4 * hidden), "w_x", u)?,
             w_h: vb.get_with_hints((hidden, 4 * hidden), "w_h", u)?,
             b: vb.get_with_hints(4 * hidden, "b", Init::Const(0.0))?,
+            w_k,
             hidden,
         })
     }
 
-    /// One time step: input (B, in), state (B, hidden) twice; returns the new (h, c).
-    pub fn step(&self, x: &Tensor, h: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// One time step: input (B, in), state (B, hidden) twice, the keyword vectors (B,
+    /// keyword_dim) if any; returns the new (h, c).
+    pub fn step(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        c: &Tensor,
+        keywords: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let n = self.hidden;
-        let gates = x
+        let mut gates = x
             .matmul(&self.w_x)?
             .add(&h.matmul(&self.w_h)?)?
             .broadcast_add(&self.b)?;
+        if let (Some(w), Some(k)) = (&self.w_k, keywords) {
+            gates = gates.add(&k.matmul(w)?)?;
+        }
         let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, n)?)?;
         let f = candle_nn::ops::sigmoid(&gates.narrow(1, n, n)?)?;
         let g = gates.narrow(1, 2 * n, n)?.tanh()?;
@@ -91,6 +120,8 @@ impl LmState {
 pub struct CharLm {
     cfg: CharLmConfig,
     embed: Embedding,
+    /// (keywords, keyword_dim), when the model is keyword-conditioned.
+    keyword_table: Option<Tensor>,
     cells: Vec<LstmCell>,
     out: Linear,
     device: Device,
@@ -107,15 +138,33 @@ fn dropout_mask(rng: &mut StdRng, b: usize, d: usize, p: f32, dev: &Device) -> R
 }
 
 impl CharLm {
-    /// Builds the layers from `vb` (names: `embed.*`, `lstm{i}.*`, `out.*`).
+    /// Builds the layers from `vb` (names: `embed.*`, `keywords.table`, `lstm{i}.*`, `out.*`).
     pub fn new(cfg: &CharLmConfig, vb: VarBuilder) -> Result<Self> {
         let embed = candle_nn::embedding(cfg.vocab, cfg.emb, vb.pp("embed"))?;
+        let keyword_table = (cfg.keywords > 0 && cfg.keyword_dim > 0)
+            .then(|| {
+                vb.pp("keywords").get_with_hints(
+                    (cfg.keywords, cfg.keyword_dim),
+                    "table",
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
+                )
+            })
+            .transpose()?;
+        let keyword_dim = if keyword_table.is_some() {
+            cfg.keyword_dim
+        } else {
+            0
+        };
         let mut cells = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
             let in_dim = if l == 0 { cfg.emb } else { cfg.hidden };
             cells.push(LstmCell::new(
                 in_dim,
                 cfg.hidden,
+                keyword_dim,
                 vb.pp(format!("lstm{l}")),
             )?);
         }
@@ -123,6 +172,7 @@ impl CharLm {
         Ok(CharLm {
             cfg: cfg.clone(),
             embed,
+            keyword_table,
             cells,
             out,
             device: vb.device().clone(),
@@ -145,9 +195,44 @@ impl CharLm {
         })
     }
 
-    /// One character for each of B streams: ids (B,) u32 → logits (B, vocab). No dropout.
-    pub fn step(&self, ids: &Tensor, state: &LmState) -> Result<(Tensor, LmState)> {
-        let (top, state) = self.step_hidden(ids, state, None)?;
+    /// Whether the model has a keyword table (see the module docs).
+    pub fn has_keywords(&self) -> bool {
+        self.keyword_table.is_some()
+    }
+
+    /// One keyword vector per set of keyword ids (rows of the table, summed; an empty set gives
+    /// zeros): (sets, keyword_dim). `None` for a model without a keyword table. Ids out of range
+    /// are an error.
+    pub fn keyword_vectors(&self, sets: &[Vec<u32>]) -> Result<Option<Tensor>> {
+        let Some(table) = &self.keyword_table else {
+            return Ok(None);
+        };
+        let k = self.cfg.keywords;
+        // A multi-hot matrix times the table: one matmul, whose backward is one more.
+        let mut hot = vec![0f32; sets.len() * k];
+        for (i, set) in sets.iter().enumerate() {
+            for &id in set {
+                if id as usize >= k {
+                    return Err(crate::Error::msg(format!(
+                        "keyword id {id} outside a table of {k}"
+                    )));
+                }
+                hot[i * k + id as usize] += 1.0;
+            }
+        }
+        let hot = Tensor::from_vec(hot, (sets.len(), k), &self.device)?;
+        Ok(Some(hot.matmul(table)?))
+    }
+
+    /// One character for each of B streams: ids (B,) u32 → logits (B, vocab). `keywords` are the
+    /// streams' keyword vectors (B, keyword_dim) from [`CharLm::keyword_vectors`]. No dropout.
+    pub fn step(
+        &self,
+        ids: &Tensor,
+        state: &LmState,
+        keywords: Option<&Tensor>,
+    ) -> Result<(Tensor, LmState)> {
+        let (top, state) = self.step_hidden(ids, state, keywords, None)?;
         Ok((self.out.forward(&top)?, state))
     }
 
@@ -155,6 +240,7 @@ impl CharLm {
         &self,
         ids: &Tensor,
         state: &LmState,
+        keywords: Option<&Tensor>,
         mut dropout: Option<&mut StdRng>,
     ) -> Result<(Tensor, LmState)> {
         let p = self.cfg.dropout;
@@ -169,7 +255,7 @@ impl CharLm {
                     x = x.mul(&dropout_mask(rng, b, d, p, &self.device)?)?;
                 }
             }
-            let (h, c) = cell.step(&x, &state.h[l], &state.c[l])?;
+            let (h, c) = cell.step(&x, &state.h[l], &state.c[l], keywords)?;
             x = h.clone();
             hs.push(h);
             cs.push(c);
@@ -188,6 +274,7 @@ impl CharLm {
         &self,
         ids: &Tensor,
         state: &LmState,
+        keywords: Option<&WindowKeywords>,
         mut dropout: Option<&mut StdRng>,
     ) -> Result<(Tensor, LmState)> {
         let (b, t) = ids.dims2()?;
@@ -196,12 +283,40 @@ impl CharLm {
         for i in 0..t {
             // Slicing the ids is fine: they need no gradient.
             let col = ids.narrow(1, i, 1)?.squeeze(1)?.contiguous()?;
-            let (top, s) = self.step_hidden(&col, &state, dropout.as_deref_mut())?;
+            let kw = match keywords {
+                Some(w) => Some(w.vectors.index_select(&w.rows[i], 0)?),
+                None => None,
+            };
+            let (top, s) = self.step_hidden(&col, &state, kw.as_ref(), dropout.as_deref_mut())?;
             state = s;
             tops.push(top);
         }
         let tops = Tensor::stack(&tops, 1)?.reshape((b * t, self.cfg.hidden))?;
         Ok((self.out.forward(&tops)?, state))
+    }
+}
+
+/// The keyword vectors of a window: which keyword set each stream reads at each step.
+#[derive(Debug, Clone)]
+pub struct WindowKeywords {
+    /// One vector per keyword set (S, keyword_dim), from [`CharLm::keyword_vectors`].
+    pub vectors: Tensor,
+    /// Per step, the set of each stream: (B,) u32 indices into `vectors`.
+    pub rows: Vec<Tensor>,
+}
+
+impl WindowKeywords {
+    /// Keyword sets and, per step, each stream's set index (`per_step[t][b]`). `None` when the
+    /// model has no keyword table.
+    pub fn new(lm: &CharLm, sets: &[Vec<u32>], per_step: &[Vec<u32>]) -> Result<Option<Self>> {
+        let Some(vectors) = lm.keyword_vectors(sets)? else {
+            return Ok(None);
+        };
+        let rows = per_step
+            .iter()
+            .map(|r| Ok(Tensor::new(r.as_slice(), lm.device())?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(WindowKeywords { vectors, rows }))
     }
 }
 

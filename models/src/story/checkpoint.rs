@@ -114,9 +114,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CharLm, CheckpointMeta, Stri
     Ok((lm, meta, format!("{:016x}", hash)[..8].to_string()))
 }
 
-/// Loads a checkpoint's weights into an existing `varmap` (whose variables must exist), to
-/// continue training or fine-tune.
-pub fn load_into(dir: &Path, varmap: &VarMap) -> Result<CheckpointMeta> {
+/// Loads a checkpoint's weights into an existing `varmap`, to continue training or fine-tune.
+/// Every variable must be in the checkpoint except those `may_lack` accepts (parts the
+/// checkpoint's model did not have), which keep their values.
+pub fn load_into(
+    dir: &Path,
+    varmap: &VarMap,
+    may_lack: impl Fn(&str) -> bool,
+) -> Result<CheckpointMeta> {
     let meta = read_meta(dir)?;
     let w = dir.join(WEIGHTS_FILE);
     let tensors = candle_core::safetensors::load(&w, &Device::Cpu)?;
@@ -125,10 +130,11 @@ pub fn load_into(dir: &Path, varmap: &VarMap) -> Result<CheckpointMeta> {
         .lock()
         .map_err(|_| Error::msg("varmap lock poisoned"))?;
     for (name, var) in data.iter() {
-        let t = tensors
-            .get(name)
-            .ok_or_else(|| Error::msg(format!("{}: no tensor {name}", w.display())))?;
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        match tensors.get(name) {
+            Some(t) => var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?,
+            None if may_lack(name) => {}
+            None => return Err(Error::msg(format!("{}: no tensor {name}", w.display()))),
+        }
     }
     Ok(meta)
 }

@@ -379,36 +379,54 @@ pub enum Prefixer<'a> {
 
 impl Prefixer<'_> {
     pub fn document(&self, story: &str, rng: &mut impl Rng) -> String {
+        self.document_with_keywords(story, rng).0
+    }
+
+    /// The document and the keyword ids its prefix holds (empty without a prefix).
+    pub fn document_with_keywords(&self, story: &str, rng: &mut impl Rng) -> (String, Vec<u32>) {
         match self {
-            Prefixer::PseudoTag(p) => document(story, *p, rng),
+            Prefixer::PseudoTag(p) => (document(story, *p, rng), Vec::new()),
             Prefixer::Keywords {
                 extractor,
                 drop_prob,
             } => {
                 let mut kw = extractor.extract(story);
                 let mut d = String::with_capacity(story.len() + 48);
+                let mut ids = Vec::new();
                 if !kw.is_empty() && rng.gen::<f64>() >= *drop_prob {
                     // Images bring 1-5 hashtags in no fixed relation to the story's ranking.
                     kw.shuffle(rng);
                     let k = rng.gen_range(1..=kw.len());
                     d.push_str(&format_prefix(&kw[..k]));
+                    ids = extractor.ids(&kw[..k]);
                 }
                 d.push_str(story);
                 d.push_str(DOC_SEP);
-                d
+                (d, ids)
             }
         }
     }
 }
 
-/// One epoch's character stream: every story of every corpus `weight` times (the fractional part
-/// by chance), as documents in shuffled order, after a leading separator.
+/// A training stream: characters and, per character, the document whose keyword set the model
+/// reads there. A document owns the separator before it, so the model reads the hashtags of the
+/// story it is about to start, as in generation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stream {
+    pub ids: Vec<u32>,
+    pub doc: Vec<u32>,
+    /// Keyword ids of each document.
+    pub keywords: Vec<Vec<u32>>,
+}
+
+/// One epoch's stream: every story of every corpus `weight` times (the fractional part by
+/// chance), as documents in shuffled order, after a leading separator.
 pub fn epoch_stream(
     corpora: &[(Vec<String>, f64)],
     alphabet: &Alphabet,
     prefixer: &Prefixer,
     rng: &mut StdRng,
-) -> Vec<u32> {
+) -> Stream {
     let mut picks: Vec<&str> = Vec::new();
     for (stories, weight) in corpora {
         let whole = weight.floor() as usize;
@@ -424,18 +442,34 @@ pub fn epoch_stream(
         }
     }
     picks.shuffle(rng);
-    let mut out = alphabet.encode(DOC_SEP);
-    for s in picks {
-        out.extend(alphabet.encode(&prefixer.document(s, rng)));
+    let sep = alphabet.encode(DOC_SEP);
+    let mut out = Stream {
+        ids: sep.clone(),
+        doc: vec![0; sep.len()],
+        keywords: Vec::with_capacity(picks.len()),
+    };
+    let last = picks.len().saturating_sub(1) as u32;
+    for (i, s) in picks.into_iter().enumerate() {
+        let (text, kw) = prefixer.document_with_keywords(s, rng);
+        let enc = alphabet.encode(&text);
+        let body = enc.len() - sep.len();
+        let i = i as u32;
+        out.doc.extend(std::iter::repeat_n(i, body));
+        out.doc
+            .extend(std::iter::repeat_n((i + 1).min(last), sep.len()));
+        out.ids.extend(enc);
+        out.keywords.push(kw);
     }
     out
 }
 
-/// One evaluation lane: characters and, per character, whether predicting it counts.
+/// One evaluation lane: characters and, per character, whether predicting it counts and which
+/// document (index into the documents given) it belongs to, as in [`Stream`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalLane {
     pub ids: Vec<u32>,
     pub scored: Vec<bool>,
+    pub doc: Vec<u32>,
 }
 
 /// Deals documents `(context, story)` into at most `max_lanes` evaluation lanes of similar length
@@ -469,17 +503,24 @@ pub fn eval_lanes(
         .into_iter()
         .map(|(_, mut ids)| {
             ids.sort_unstable();
+            let sep = alphabet.encode(DOC_SEP);
             let mut lane = EvalLane {
-                ids: alphabet.encode(DOC_SEP),
-                scored: vec![false; DOC_SEP.len()],
+                ids: sep.clone(),
+                scored: vec![false; sep.len()],
+                doc: vec![ids.first().copied().unwrap_or(0) as u32; sep.len()],
             };
-            for i in ids {
+            for (k, &i) in ids.iter().enumerate() {
                 let (ctx, story) = &docs[i];
                 let c = alphabet.encode(ctx);
-                lane.scored.extend(std::iter::repeat_n(false, c.len()));
-                lane.ids.extend(c);
                 let s = alphabet.encode(&format!("{story}{DOC_SEP}"));
+                lane.scored.extend(std::iter::repeat_n(false, c.len()));
                 lane.scored.extend(std::iter::repeat_n(true, s.len()));
+                // The closing separator already belongs to the next document of the lane.
+                let next = ids.get(k + 1).copied().unwrap_or(i) as u32;
+                let body = c.len() + s.len() - sep.len();
+                lane.doc.extend(std::iter::repeat_n(i as u32, body));
+                lane.doc.extend(std::iter::repeat_n(next, sep.len()));
+                lane.ids.extend(c);
                 lane.ids.extend(s);
             }
             lane
@@ -593,14 +634,83 @@ mod tests {
     fn epoch_stream_repeats_stories_by_weight() {
         let a = Alphabet::from_texts(["ab xy"], 1);
         let corpora = vec![(vec!["ab".to_string()], 3.0), (vec!["xy".to_string()], 1.0)];
-        let s = a.decode(&epoch_stream(
-            &corpora,
-            &a,
-            &Prefixer::PseudoTag(0.0),
-            &mut StdRng::seed_from_u64(1),
-        ));
+        let s = a.decode(
+            &epoch_stream(
+                &corpora,
+                &a,
+                &Prefixer::PseudoTag(0.0),
+                &mut StdRng::seed_from_u64(1),
+            )
+            .ids,
+        );
         assert_eq!(s.matches("ab").count(), 3);
         assert_eq!(s.matches("xy").count(), 1);
         assert_eq!(s.len(), 2 + 4 * 4);
+    }
+
+    /// Every character is tagged with its document, the separator before a story with that story,
+    /// and a document's keyword ids are the hashtags its prefix line spells.
+    #[test]
+    fn stream_characters_carry_their_documents_keywords() {
+        let stories = vec![
+            "The dog ran to the beach.".to_string(),
+            "A cake for the party.".to_string(),
+            "Rain all day.".to_string(),
+        ];
+        let ex = KeywordExtractor::fit(["dog", "beach", "cake", "party"], &stories);
+        let a = Alphabet::from_texts(stories.iter().map(|s| s.as_str()).chain(["#\n"]), 1);
+        let p = Prefixer::Keywords {
+            extractor: &ex,
+            drop_prob: 0.0,
+        };
+        let s = epoch_stream(
+            &[(stories.clone(), 2.0)],
+            &a,
+            &p,
+            &mut StdRng::seed_from_u64(5),
+        );
+        assert_eq!(s.ids.len(), s.doc.len());
+        assert_eq!(s.keywords.len(), 6);
+        let text = a.decode(&s.ids);
+        let docs: Vec<&str> = text[2..].split_terminator(DOC_SEP).collect();
+        assert_eq!(docs.len(), 6);
+        let mut pos = 0;
+        for (i, d) in docs.iter().enumerate() {
+            // The separator before the document, then the document, belong to it.
+            let n = d.chars().count() + 2;
+            assert!(
+                s.doc[pos..pos + n].iter().all(|&x| x == i as u32),
+                "doc {i}"
+            );
+            pos += n;
+            let (tags, _) = split_prefix(d);
+            assert_eq!(s.keywords[i], ex.ids(&tags), "{d}");
+            assert_eq!(tags.is_empty(), d.starts_with("Rain"));
+        }
+        // The closing separator of the last document.
+        assert_eq!(pos + 2, s.ids.len());
+        assert!(s.doc[pos..].iter().all(|&x| x == 5));
+    }
+
+    #[test]
+    fn lane_characters_belong_to_their_documents() {
+        let a = Alphabet::from_texts(["xy#\n"], 1);
+        let docs: Vec<(String, String)> = (0..6)
+            .map(|i| ("#x\n".to_string(), "y".repeat(5 + i)))
+            .collect();
+        for lane in eval_lanes(&docs, &a, 2, 10) {
+            assert_eq!(lane.doc.len(), lane.ids.len());
+            // Each run of one document starts right after a separator and holds its story.
+            let mut start = 0;
+            while start < lane.doc.len() {
+                let d = lane.doc[start];
+                let end = start + lane.doc[start..].iter().take_while(|&&x| x == d).count();
+                let text = a.decode(&lane.ids[start..end]);
+                assert!(text.starts_with("\n\n#x\n"), "{text:?}");
+                let story = &docs[d as usize].1;
+                assert!(text.contains(story.as_str()));
+                start = end;
+            }
+        }
     }
 }

@@ -87,15 +87,20 @@ fn finish(text: &str, opts: &GenerateOptions) -> String {
 }
 
 /// Writes one story per prompt (see [`prompt`] and [`conditioned_prompt`]); prompt i samples from
-/// RNG stream `streams[i]`.
+/// RNG stream `streams[i]` and, for a model with a keyword table, reads keyword set
+/// `keywords[i]` at every step (none given: no keywords).
 pub fn generate(
     lm: &CharLm,
     alphabet: &Alphabet,
     prompts: &[String],
+    keywords: Option<&[Vec<u32>]>,
     streams: &[u64],
     opts: &GenerateOptions,
 ) -> Result<Vec<String>> {
     assert_eq!(prompts.len(), streams.len(), "one stream per prompt");
+    if keywords.is_some_and(|k| k.len() != prompts.len()) {
+        return Err(crate::Error::msg("one keyword set per prompt"));
+    }
     let n = prompts.len();
     if n == 0 {
         return Ok(Vec::new());
@@ -127,9 +132,13 @@ pub fn generate(
     let mut next: Vec<u32> = prompts.iter().map(|p| p[0]).collect();
     let min_len = opts.max_chars * 4 / 5;
     let mut state = lm.zero_state(n)?;
+    let keyword_vectors = match keywords {
+        Some(k) => lm.keyword_vectors(k)?,
+        None => None,
+    };
     while done.iter().any(|d| !d) {
         let ids = Tensor::from_vec(next.clone(), n, &device)?;
-        let (logits, s) = lm.step(&ids, &state)?;
+        let (logits, s) = lm.step(&ids, &state, keyword_vectors.as_ref())?;
         // Detached: no gradients here, and the state would otherwise keep every step's graph.
         state = s.detach();
         let rows = logits.to_device(&Device::Cpu)?.to_vec2::<f32>()?;

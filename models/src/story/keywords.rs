@@ -30,6 +30,26 @@ const STOP: &[&str] = &[
     "why", "will", "with", "you", "your", "yes", "lol", "got", "let", "see", "say", "said",
 ];
 
+/// Verbs, adverbs and vague adjectives of the vocabularies that name nothing one could see or
+/// write a story around. The hashtag vocabularies are mostly nouns; these are the exceptions
+/// frequent enough in story text to crowd the nouns out of the top five.
+const UNTOPICAL: &str = "\
+    ahead always attached believe beside best big break catch caught clear come coming \
+    course cover covered cut direction doing early end enjoy feeling fit follow following \
+    forever free full gathered give giving going good grab great half hang hanging having \
+    held help high hit hold holding hope huge inside jumped lead leave leaving left little \
+    live long look low making middle mine miss moving myself nearby nice number old older \
+    only open other outside passing perfect pick point pretty pull pulled pulling put \
+    putting raise raised random reach ready real rest right round row same seen set setting \
+    short show showing sit sitting smaller spotted stand staring step stop suspended take \
+    taking talk talking third tight together top touch true try trying turn turning use \
+    using wait waiting wear weird wow younger";
+
+/// Whether a word can never be a keyword.
+fn is_stop(word: &str) -> bool {
+    STOP.contains(&word) || UNTOPICAL.split_whitespace().any(|w| w == word)
+}
+
 /// A hashtag's text as the prefix writes it: lower case, letters, digits and `_` only, without a
 /// leading `#`. Empty when nothing is left.
 pub fn normalize_tag(tag: &str) -> String {
@@ -155,9 +175,7 @@ impl KeywordExtractor {
                 .into_iter()
                 .map(|w| normalize_tag(w.as_ref()))
                 .filter(|w| {
-                    w.len() >= 3
-                        && w.chars().all(|c| c.is_ascii_lowercase())
-                        && !STOP.contains(&&**w)
+                    w.len() >= 3 && w.chars().all(|c| c.is_ascii_lowercase()) && !is_stop(w)
                 })
                 .map(|w| (w, 0.0))
                 .collect(),
@@ -188,11 +206,25 @@ impl KeywordExtractor {
 
     /// Whether `tag` (or its singular) is a keyword the model was trained with.
     pub fn knows(&self, tag: &str) -> bool {
-        let t = normalize_tag(tag);
-        self.idf.contains_key(&t)
-            || singular_candidates(&t)
-                .iter()
-                .any(|s| self.idf.contains_key(s))
+        self.id(tag).is_some()
+    }
+
+    /// The keyword's row in a conditioned model's keyword table: its rank in the sorted
+    /// vocabulary (the order of [`KeywordExtractor::save`]). Plurals map to the singular.
+    pub fn id(&self, tag: &str) -> Option<u32> {
+        let word = self.lookup(&normalize_tag(tag))?;
+        self.idf.range(..word).count().try_into().ok()
+    }
+
+    /// The ids of the known tags among `tags`, each once, in order.
+    pub fn ids<S: AsRef<str>>(&self, tags: &[S]) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for id in tags.iter().filter_map(|t| self.id(t.as_ref())) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
     }
 
     /// The story's keywords with their scores, best first, at most [`MAX_KEYWORDS`].
@@ -221,7 +253,7 @@ impl KeywordExtractor {
     }
 
     fn lookup(&self, word: &str) -> Option<String> {
-        if STOP.contains(&word) {
+        if is_stop(word) {
             return None;
         }
         if self.idf.contains_key(word) {
@@ -373,5 +405,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains(":1:"));
+    }
+
+    /// Ids are ranks in the saved (sorted) order, so a loaded table gives the ids the model was
+    /// trained with; plurals share the singular's id, unknown tags have none.
+    #[test]
+    fn keyword_ids_follow_the_saved_order() {
+        let ex = KeywordExtractor::fit(["dog", "ball", "beach"], &[]);
+        assert_eq!(ex.id("ball"), Some(0));
+        assert_eq!(ex.id("#Beaches"), Some(1));
+        assert_eq!(ex.id("dogs"), Some(2));
+        assert_eq!(ex.id("cat"), None);
+        assert_eq!(ex.ids(&["dog", "cat", "Dogs", "ball"]), [2, 0]);
+        assert_eq!(ex.ids::<&str>(&[]), Vec::<u32>::new());
     }
 }

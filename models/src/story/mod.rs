@@ -52,6 +52,18 @@ impl StoryModel {
                 Some(KeywordExtractor::load(&dir.join(keywords::KEYWORDS_FILE))?)
             }
         };
+        // Keyword ids are ranks in keywords.tsv: the file must be the one the table was made with.
+        if let Some(ex) = keywords.as_ref().filter(|_| lm.has_keywords()) {
+            if ex.len() != meta.model.keywords {
+                return Err(crate::Error::msg(format!(
+                    "{}: {} keywords in {}, but the model's keyword table has {} rows",
+                    dir.display(),
+                    ex.len(),
+                    keywords::KEYWORDS_FILE,
+                    meta.model.keywords
+                )));
+            }
+        }
         Ok(StoryModel {
             lm,
             alphabet: meta.alphabet(),
@@ -120,7 +132,15 @@ impl StoryModel {
             return Err(crate::Error::msg("one RNG stream per hashtag list"));
         }
         let prompts: Vec<String> = tag_lists.iter().map(|t| self.prompt_for(t)).collect();
-        generate::generate(&self.lm, &self.alphabet, &prompts, streams, opts)
+        let keywords = self.keyword_ids(tag_lists);
+        generate::generate(
+            &self.lm,
+            &self.alphabet,
+            &prompts,
+            keywords.as_deref(),
+            streams,
+            opts,
+        )
     }
 
     /// One story per seed (usually a hashtag such as `#friend`), all advanced together; seed i
@@ -142,17 +162,27 @@ impl StoryModel {
             return Err(crate::Error::msg("one RNG stream per seed"));
         }
         // A conditioned model reads the seed's hashtags as its prefix line.
-        let prompts: Vec<String> = seeds
-            .iter()
-            .map(|s| {
-                if self.is_conditioned() {
-                    self.prompt_for(&s.split_whitespace().collect::<Vec<_>>())
-                } else {
-                    generate::prompt(s)
-                }
-            })
-            .collect();
-        generate::generate(&self.lm, &self.alphabet, &prompts, streams, opts)
+        if self.is_conditioned() {
+            let tag_lists: Vec<Vec<String>> = seeds
+                .iter()
+                .map(|s| s.split_whitespace().map(str::to_string).collect())
+                .collect();
+            return self.generate_for_tags(&tag_lists, streams, opts);
+        }
+        let prompts: Vec<String> = seeds.iter().map(|s| generate::prompt(s)).collect();
+        generate::generate(&self.lm, &self.alphabet, &prompts, None, streams, opts)
+    }
+
+    /// The keyword ids each hashtag list gives a model with a keyword table: the tags of its
+    /// prompt that the keyword table knows. `None` for other models.
+    fn keyword_ids(&self, tag_lists: &[Vec<String>]) -> Option<Vec<Vec<u32>>> {
+        let ex = self.keywords.as_ref().filter(|_| self.lm.has_keywords())?;
+        Some(
+            tag_lists
+                .iter()
+                .map(|t| ex.ids(&keywords::prefix_tags(t)))
+                .collect(),
+        )
     }
 
     /// Bits per character on stories (see [`train::evaluate`]).
@@ -163,6 +193,8 @@ impl StoryModel {
     /// Bits per character on stories, each read after the prompt of its hashtags (the prompt is
     /// context, not scored): the same characters as [`StoryModel::evaluate`] scores.
     pub fn evaluate_with_tags(&self, docs: &[(Vec<String>, String)]) -> Result<EvalResult> {
+        let tag_lists: Vec<Vec<String>> = docs.iter().map(|(t, _)| t.clone()).collect();
+        let keywords = self.keyword_ids(&tag_lists);
         let docs: Vec<(String, String)> = docs
             .iter()
             .map(|(tags, story)| {
@@ -171,7 +203,7 @@ impl StoryModel {
                 (p[corpus::DOC_SEP.len()..].to_string(), story.clone())
             })
             .collect();
-        train::evaluate_docs(&self.lm, &self.alphabet, &docs)
+        train::evaluate_docs(&self.lm, &self.alphabet, &docs, keywords.as_deref())
     }
 
     /// Model name and a short hash of its weights file, e.g. `story-charlm-1a2b3c4d`.

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::charlm::{masked_nll_sum, CharLm, CharLmConfig};
+use super::charlm::{masked_nll_sum, CharLm, CharLmConfig, WindowKeywords};
 use super::checkpoint::{self, CheckpointMeta, FORMAT};
 use super::corpus::{self, Alphabet, Conditioning, CorpusSpec, Prefixer, FALLBACK};
 use super::keywords::{self, KeywordExtractor};
@@ -57,6 +57,10 @@ pub struct TrainConfig {
     /// Chance that a keyword-conditioned story is trained without its prefix.
     #[serde(default = "default_prefix_drop")]
     pub prefix_drop: f64,
+    /// Width of the keyword vectors every step reads ([`Conditioning::Keywords`]; 0: the model
+    /// reads the hashtags only as the prefix line).
+    #[serde(default)]
+    pub keyword_dim: usize,
     /// Fraction of each corpus's stories held out as dev.
     pub dev_frac: f64,
     /// Seed of the dev split; fixed apart from `seed` so every run holds out the same stories.
@@ -100,6 +104,7 @@ impl TrainConfig {
             conditioning: Conditioning::PseudoTag,
             keyword_vocab: Vec::new(),
             prefix_drop: default_prefix_drop(),
+            keyword_dim: 0,
             dev_frac: 0.1,
             split_seed: 20_160_523,
             min_char_count: 3,
@@ -134,13 +139,18 @@ impl TrainConfig {
         }
     }
 
-    fn model_config(&self, vocab: usize) -> CharLmConfig {
+    /// The model's sizes for an alphabet of `vocab` characters and a keyword table of `keywords`
+    /// words (used only with [`TrainConfig::keyword_dim`] > 0).
+    fn model_config(&self, vocab: usize, keywords: usize) -> CharLmConfig {
+        let table = self.keyword_dim > 0 && keywords > 0;
         CharLmConfig {
             vocab,
             emb: self.emb,
             hidden: self.hidden,
             layers: self.layers,
             dropout: self.dropout,
+            keywords: if table { keywords } else { 0 },
+            keyword_dim: if table { self.keyword_dim } else { 0 },
         }
     }
 
@@ -168,19 +178,29 @@ pub struct EvalResult {
 /// and its closing blank line, each story read after the ones before it in its lane.
 pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<EvalResult> {
     let docs: Vec<(String, String)> = stories.iter().map(|s| (String::new(), s.clone())).collect();
-    evaluate_docs(lm, alphabet, &docs)
+    evaluate_docs(lm, alphabet, &docs, None)
 }
 
 /// Like [`evaluate`] for `(context, story)` documents: the context (a hashtag prefix) is read
 /// before its story but not scored, so models with and without a prefix are scored on the same
-/// characters.
+/// characters. `keywords` gives each document's keyword ids, for a model with a keyword table
+/// (none: every document reads the empty set).
 pub fn evaluate_docs(
     lm: &CharLm,
     alphabet: &Alphabet,
     docs: &[(String, String)],
+    keywords: Option<&[Vec<u32>]>,
 ) -> Result<EvalResult> {
     const WINDOW: usize = 256;
+    if keywords.is_some_and(|k| k.len() != docs.len()) {
+        return Err(Error::msg("one keyword set per document"));
+    }
     let lanes = corpus::eval_lanes(docs, alphabet, 64, 1500);
+    // Every document's keyword vector, made once; none given reads as no keywords.
+    let sets: Vec<Vec<u32>> = match keywords {
+        Some(k) => k.to_vec(),
+        None => vec![Vec::new(); docs.len()],
+    };
     let n = lanes.len();
     let longest = lanes.iter().map(|l| l.ids.len()).max().unwrap_or(0);
     if longest < 3 {
@@ -212,7 +232,16 @@ pub fn evaluate_docs(
         let x = Tensor::from_vec(x, (n, t), dev)?;
         let y = Tensor::from_vec(y, n * t, dev)?;
         let m = Tensor::from_vec(m, n * t, dev)?;
-        let (logits, s) = lm.forward(&x, &state, None)?;
+        let per_step: Vec<Vec<u32>> = (start..start + t)
+            .map(|j| {
+                lanes
+                    .iter()
+                    .map(|l| l.doc.get(j).or(l.doc.last()).copied().unwrap_or(0))
+                    .collect()
+            })
+            .collect();
+        let kw = WindowKeywords::new(lm, &sets, &per_step)?;
+        let (logits, s) = lm.forward(&x, &state, kw.as_ref(), None)?;
         // Detached, or the graph of every earlier window stays alive through the state.
         state = s.detach();
         nats += masked_nll_sum(&logits.detach(), &y, &m)?;
@@ -253,9 +282,10 @@ fn init_weights(varmap: &VarMap, cfg: &CharLmConfig, seed: u64) -> Result<()> {
                     }
                 })
                 .collect()
-        } else if name.ends_with("bias") {
+        } else if name.ends_with("bias") || name.ends_with(".w_k") {
+            // Keyword inputs start at zero (see `LstmCell::new`).
             vec![0.0; n]
-        } else if name.starts_with("embed") {
+        } else if name.starts_with("embed") || name.starts_with("keywords") {
             let r = 3f32.sqrt();
             (0..n).map(|_| rng.gen_range(-r..r)).collect()
         } else {
@@ -264,6 +294,41 @@ fn init_weights(varmap: &VarMap, cfg: &CharLmConfig, seed: u64) -> Result<()> {
         var.set(&Tensor::from_vec(v, shape, var.device())?)?;
     }
     Ok(())
+}
+
+/// The keyword vectors of one training window: the documents its lanes touch, each lane's
+/// document per step. `None` for a model without a keyword table.
+fn window_keywords(
+    lm: &CharLm,
+    stream: &corpus::Stream,
+    lane_len: usize,
+    offset: usize,
+    batch: usize,
+    bptt: usize,
+) -> Result<Option<WindowKeywords>> {
+    if !lm.has_keywords() {
+        return Ok(None);
+    }
+    let mut docs: Vec<u32> = Vec::new();
+    let mut per_step = vec![vec![0u32; batch]; bptt];
+    for (t, row) in per_step.iter_mut().enumerate() {
+        for (b, slot) in row.iter_mut().enumerate() {
+            let d = stream.doc[b * lane_len + offset + t];
+            let local = match docs.iter().position(|&x| x == d) {
+                Some(i) => i,
+                None => {
+                    docs.push(d);
+                    docs.len() - 1
+                }
+            };
+            *slot = local as u32;
+        }
+    }
+    let sets: Vec<Vec<u32>> = docs
+        .iter()
+        .map(|&d| stream.keywords[d as usize].clone())
+        .collect();
+    WindowKeywords::new(lm, &sets, &per_step)
 }
 
 /// What a training run produced.
@@ -340,23 +405,6 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
             cfg.min_char_count,
         ),
     };
-    let mcfg = cfg.model_config(alphabet.len());
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let lm = CharLm::new(&mcfg, vb)?;
-    match init {
-        Some(dir) => {
-            let meta = checkpoint::load_into(dir, &varmap)?;
-            if meta.model.vocab != mcfg.vocab {
-                return Err(Error::msg("init checkpoint's alphabet does not match"));
-            }
-        }
-        None => init_weights(&varmap, &mcfg, cfg.seed)?,
-    }
-    let vars = varmap.all_vars();
-    let n_params: usize = vars.iter().map(|v| v.elem_count()).sum();
-    let mut opt = RmsProp::new(vars.clone(), cfg.optim)?;
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
     let extractor = match cfg.conditioning {
         Conditioning::PseudoTag => None,
         Conditioning::Keywords => {
@@ -386,6 +434,27 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
             Some(ex)
         }
     };
+    let mcfg = cfg.model_config(alphabet.len(), extractor.as_ref().map_or(0, |e| e.len()));
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let lm = CharLm::new(&mcfg, vb)?;
+    init_weights(&varmap, &mcfg, cfg.seed)?;
+    if let Some(dir) = init {
+        // A checkpoint without a keyword table leaves the new table and inputs as initialised.
+        let meta = checkpoint::load_into(dir, &varmap, |name| {
+            name.starts_with("keywords.") || name.ends_with(".w_k")
+        })?;
+        if meta.model.vocab != mcfg.vocab {
+            return Err(Error::msg("init checkpoint's alphabet does not match"));
+        }
+        if meta.model.keywords > 0 && meta.model.keywords != mcfg.keywords {
+            return Err(Error::msg("init checkpoint's keyword table does not match"));
+        }
+    }
+    let vars = varmap.all_vars();
+    let n_params: usize = vars.iter().map(|v| v.elem_count()).sum();
+    let mut opt = RmsProp::new(vars.clone(), cfg.optim)?;
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
     let prefixer = match &extractor {
         None => Prefixer::PseudoTag(cfg.tag_prob),
         Some(ex) => Prefixer::Keywords {
@@ -406,6 +475,20 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                         .map(|ex| keywords::format_prefix(&ex.extract(s)))
                         .unwrap_or_default();
                     (ctx, s.clone())
+                })
+                .collect()
+        })
+        .collect();
+    let dev_keywords: Vec<Vec<Vec<u32>>> = corpora
+        .iter()
+        .map(|c| {
+            c.dev
+                .iter()
+                .map(|s| {
+                    extractor
+                        .as_ref()
+                        .map(|ex| ex.ids(&ex.extract(s)))
+                        .unwrap_or_default()
                 })
                 .collect()
         })
@@ -479,15 +562,15 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
     let dev_eval = |lm: &CharLm, step: usize, full: bool| -> Result<Vec<(String, EvalResult)>> {
         corpora
             .iter()
-            .zip(&dev_docs)
+            .zip(dev_docs.iter().zip(&dev_keywords))
             .filter(|(c, _)| !c.dev.is_empty())
-            .map(|(c, docs)| {
+            .map(|(c, (docs, kw))| {
                 let n = if full {
                     docs.len()
                 } else {
                     head_len(&c.dev, cfg.eval_chars_during)
                 };
-                let r = evaluate_docs(lm, &alphabet, &docs[..n])?;
+                let r = evaluate_docs(lm, &alphabet, &docs[..n], Some(&kw[..n]))?;
                 tracing::info!(
                     "step {step}: dev {} {:.4} bits/char ({} chars{})",
                     c.name,
@@ -501,12 +584,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
     };
     'outer: loop {
         let stream = corpus::epoch_stream(&weighted, &alphabet, &prefixer, &mut rng);
-        let lane_len = (stream.len() - 1) / cfg.batch;
+        let lane_len = (stream.ids.len() - 1) / cfg.batch;
         let windows = lane_len / cfg.bptt;
         if windows == 0 {
             return Err(Error::msg(format!(
                 "training text too short: {} chars for batch {} × bptt {}",
-                stream.len(),
+                stream.ids.len(),
                 cfg.batch,
                 cfg.bptt
             )));
@@ -518,13 +601,14 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
             let mut y = Vec::with_capacity(cfg.batch * cfg.bptt);
             for b in 0..cfg.batch {
                 let s = b * lane_len + w * cfg.bptt;
-                x.extend_from_slice(&stream[s..s + cfg.bptt]);
-                y.extend_from_slice(&stream[s + 1..s + 1 + cfg.bptt]);
+                x.extend_from_slice(&stream.ids[s..s + cfg.bptt]);
+                y.extend_from_slice(&stream.ids[s + 1..s + 1 + cfg.bptt]);
             }
             let x = Tensor::from_vec(x, (cfg.batch, cfg.bptt), &device)?;
             let y = Tensor::from_vec(y, cfg.batch * cfg.bptt, &device)?;
+            let kw = window_keywords(&lm, &stream, lane_len, w * cfg.bptt, cfg.batch, cfg.bptt)?;
             opt.set_learning_rate(cfg.lr_at(step, total));
-            let (logits, s) = lm.forward(&x, &state, Some(&mut rng))?;
+            let (logits, s) = lm.forward(&x, &state, kw.as_ref(), Some(&mut rng))?;
             state = s.detach();
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let mut grads = loss.backward()?;
