@@ -312,11 +312,17 @@ impl WindowKeywords {
         let Some(vectors) = lm.keyword_vectors(sets)? else {
             return Ok(None);
         };
+        Ok(Some(Self::with_vectors(vectors, per_step, lm.device())?))
+    }
+
+    /// Like [`WindowKeywords::new`] from vectors already made (evaluation makes every
+    /// document's once, for all windows).
+    pub fn with_vectors(vectors: Tensor, per_step: &[Vec<u32>], device: &Device) -> Result<Self> {
         let rows = per_step
             .iter()
-            .map(|r| Ok(Tensor::new(r.as_slice(), lm.device())?))
+            .map(|r| Ok(Tensor::new(r.as_slice(), device)?))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(WindowKeywords { vectors, rows }))
+        Ok(WindowKeywords { vectors, rows })
     }
 }
 

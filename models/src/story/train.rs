@@ -197,9 +197,9 @@ pub fn evaluate_docs(
     }
     let lanes = corpus::eval_lanes(docs, alphabet, 64, 1500);
     // Every document's keyword vector, made once; none given reads as no keywords.
-    let sets: Vec<Vec<u32>> = match keywords {
-        Some(k) => k.to_vec(),
-        None => vec![Vec::new(); docs.len()],
+    let vectors = match keywords {
+        Some(k) => lm.keyword_vectors(k)?,
+        None => lm.keyword_vectors(&vec![Vec::new(); docs.len()])?,
     };
     let n = lanes.len();
     let longest = lanes.iter().map(|l| l.ids.len()).max().unwrap_or(0);
@@ -232,15 +232,20 @@ pub fn evaluate_docs(
         let x = Tensor::from_vec(x, (n, t), dev)?;
         let y = Tensor::from_vec(y, n * t, dev)?;
         let m = Tensor::from_vec(m, n * t, dev)?;
-        let per_step: Vec<Vec<u32>> = (start..start + t)
-            .map(|j| {
-                lanes
-                    .iter()
-                    .map(|l| l.doc.get(j).or(l.doc.last()).copied().unwrap_or(0))
-                    .collect()
-            })
-            .collect();
-        let kw = WindowKeywords::new(lm, &sets, &per_step)?;
+        let kw = match &vectors {
+            Some(v) => {
+                let per_step: Vec<Vec<u32>> = (start..start + t)
+                    .map(|j| {
+                        lanes
+                            .iter()
+                            .map(|l| l.doc.get(j).or(l.doc.last()).copied().unwrap_or(0))
+                            .collect()
+                    })
+                    .collect();
+                Some(WindowKeywords::with_vectors(v.clone(), &per_step, dev)?)
+            }
+            None => None,
+        };
         let (logits, s) = lm.forward(&x, &state, kw.as_ref(), None)?;
         // Detached, or the graph of every earlier window stays alive through the state.
         state = s.detach();
