@@ -30,6 +30,9 @@ enum Command {
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// Fit settings on dev sets.
+    #[command(subcommand)]
+    Tune(TuneCmd),
     /// Instagram hashtag statistics.
     #[command(subcommand)]
     Hashtags(cmd::hashtags::HashtagsCmd),
@@ -80,6 +83,13 @@ enum EvalCmd {
     Expand(cmd::hashtags::EvalExpandArgs),
 }
 
+#[derive(Subcommand)]
+enum TuneCmd {
+    /// Fit the calibration that fuses decoder and concept hashtags, on the dev split of each
+    /// `--data` folder (each folder weighs the same).
+    Fusion(cmd::eval_tags::TuneFusionArgs),
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -97,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(EvalCmd::Tags(a)) => cmd::eval_tags::run(a),
         Command::Eval(EvalCmd::Story(a)) => cmd::story::run_eval(a),
         Command::Eval(EvalCmd::Expand(a)) => cmd::hashtags::run_eval(a),
+        Command::Tune(TuneCmd::Fusion(a)) => cmd::eval_tags::run_tune(a),
         Command::Hashtags(c) => cmd::hashtags::run(c),
         Command::Run(a) => cmd::run::run(a),
         Command::Serve(a) => cmd::serve::run(a),

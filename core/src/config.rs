@@ -73,6 +73,12 @@ pub struct WorkerConfig {
     /// Story model directory; empty: the shipped hashtag-conditioned model (or
     /// `$HASHTALE_STORY_MODEL`). `assets/story-plain` is the plain model, for comparisons.
     pub story_model: String,
+    /// Hashtag model directory; empty: the shipped one (or `$HASHTALE_TAG_MODEL`). The model's
+    /// `encoder` field picks the encoder: `assets/tags-lite2` runs EfficientNet-Lite2.
+    pub tag_model: String,
+    /// Which taggers rank the content hashtags: `fused` (decoder + concept hashtags),
+    /// `decoder` or `concepts`.
+    pub tag_source: String,
 }
 
 /// Limits on fetching and decoding images from outsiders.
@@ -199,6 +205,8 @@ impl Default for WorkerConfig {
             webhook_url: String::new(),
             webhook_secret: String::new(),
             story_model: String::new(),
+            tag_model: String::new(),
+            tag_source: "fused".into(),
         }
     }
 }

@@ -1,27 +1,25 @@
 //! The whole model step for a batch of images: encoder → batched beam search (content
-//! hashtags) → Instagram hashtag suggestions → batched stories seeded with the top hashtag.
+//! hashtags) fused with the encoder's concept hashtags → Instagram hashtag suggestions →
+//! batched stories seeded with the top hashtags.
 //!
 //! This is the one entry point the worker and the CLI use.
-use std::path::Path;
 
 use candle_core::Device;
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{default_encoder_path, EfficientNetLite0, ImageEncoder};
+use crate::encoder::{load_encoder, EfficientNetLite, ImageEncoder, LiteVariant};
 use crate::expand::{default_stats_path, Expander, SuggestOptions, Suggestion};
 use crate::story::{GenerateOptions, StoryModel};
-use crate::tags::{default_model_dir, short_digest, BeamOptions, TagModel};
-use crate::Result;
+use crate::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
+use crate::tags::fuse::{fuse, FusionWeights};
+use crate::tags::{
+    default_concepts_path, default_fusion_path, default_model_dir, short_digest, BeamOptions,
+    TagModel,
+};
+use crate::{Error, Result};
 
-/// One hashtag with its probability and the 7×7 attention map (49 weights, row-major) that
-/// produced it (empty for models without attention).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScoredTag {
-    pub tag: String,
-    pub score: f32,
-    pub attention: Vec<f32>,
-}
+pub use crate::tags::ScoredTag;
 
 /// What the models say about one image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,20 +40,69 @@ pub struct ImageResult {
     pub story_tags: Vec<String>,
 }
 
+/// Which taggers make the content hashtags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagSource {
+    /// The decoder's and the concept hashtags in one calibrated list (the default).
+    #[default]
+    Fused,
+    /// The attention decoder alone.
+    Decoder,
+    /// The encoder's ImageNet head alone.
+    Concepts,
+}
+
+impl TagSource {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fused" => Some(TagSource::Fused),
+            "decoder" => Some(TagSource::Decoder),
+            "concepts" => Some(TagSource::Concepts),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Hashtale::load`] loads besides the encoder and the hashtag decoder.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// A hashtag model directory (default: the shipped one). Its `encoder` field picks the
+    /// encoder, since a decoder only reads the features it was trained on.
+    pub tag_model: Option<std::path::PathBuf>,
+    /// Load the story model.
+    pub story: bool,
+    /// Load the Instagram hashtag statistics.
+    pub expand: bool,
+    /// Load the concept table and fusion weights.
+    pub concepts: bool,
+}
+
 /// Knobs of one run.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineOptions {
     pub beam: BeamOptions,
+    /// Which taggers rank the content hashtags (concepts need `LoadOptions::concepts`).
+    pub source: TagSource,
+    pub concepts: ConceptOptions,
     /// Write stories (needs a story model).
     pub story: Option<GenerateOptions>,
     /// Suggest Instagram hashtags (needs the statistics file).
     pub expand: Option<SuggestOptions>,
 }
 
+/// The concept tagger with its fusion weights and a digest of both files.
+struct Concepts {
+    tagger: ConceptTagger,
+    fusion: FusionWeights,
+    digest: String,
+}
+
 /// Loaded models, ready to run batches.
 pub struct Hashtale {
-    encoder: EfficientNetLite0,
+    encoder: EfficientNetLite,
     tags: TagModel,
+    concepts: Option<Concepts>,
     story: Option<StoryModel>,
     expander: Option<(Expander, String)>,
     pub options: PipelineOptions,
@@ -65,8 +112,22 @@ impl Hashtale {
     /// Loads the shipped encoder, hashtag model, story model and hashtag statistics, with
     /// stories and suggestions switched on.
     pub fn load_default() -> Result<Self> {
+        Self::load_default_with(None)
+    }
+
+    /// As [`Hashtale::load_default`], with another hashtag model directory (and so, perhaps,
+    /// another encoder).
+    pub fn load_default_with(tag_model: Option<std::path::PathBuf>) -> Result<Self> {
         let device = crate::device::best_device();
-        let mut h = Self::load(&device, None, true, true)?;
+        let mut h = Self::load(
+            &device,
+            &LoadOptions {
+                tag_model,
+                story: true,
+                expand: true,
+                concepts: true,
+            },
+        )?;
         h.options.story = Some(GenerateOptions {
             stop_at_sentence_end: true,
             ..GenerateOptions::default()
@@ -75,32 +136,41 @@ impl Hashtale {
         Ok(h)
     }
 
-    /// Loads the encoder and a hashtag model (default: the shipped one), plus the story model
-    /// and statistics when asked. Options start empty: set `options` to switch stories and
-    /// suggestions on.
-    pub fn load(
-        device: &Device,
-        tag_model: Option<&Path>,
-        with_story: bool,
-        with_expand: bool,
-    ) -> Result<Self> {
-        let encoder = EfficientNetLite0::load(&default_encoder_path(), device)?;
-        let tags = TagModel::load(tag_model.unwrap_or(&default_model_dir()), device)?;
-        let story = if with_story {
+    /// Loads the encoder and a hashtag model, plus what `what` asks for. Options start empty:
+    /// set `options` to switch stories and suggestions on.
+    pub fn load(device: &Device, what: &LoadOptions) -> Result<Self> {
+        let tags = TagModel::load(
+            what.tag_model.as_deref().unwrap_or(&default_model_dir()),
+            device,
+        )?;
+        let variant = LiteVariant::parse(&tags.config.encoder).ok_or_else(|| {
+            Error::msg(format!(
+                "the hashtag model was trained on unknown encoder `{}`",
+                tags.config.encoder
+            ))
+        })?;
+        let encoder = load_encoder(variant, device)?;
+        let story = if what.story {
             Some(StoryModel::load_default(device)?)
         } else {
             None
         };
-        let expander = if with_expand {
+        let expander = if what.expand {
             let path = default_stats_path();
             let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
             Some((Expander::load_default()?, short_digest(&bytes)))
         } else {
             None
         };
+        let concepts = if what.concepts {
+            Some(load_concepts(&encoder)?)
+        } else {
+            None
+        };
         Ok(Self {
             encoder,
             tags,
+            concepts,
             story,
             expander,
             options: PipelineOptions::default(),
@@ -116,6 +186,9 @@ impl Hashtale {
     /// A string naming the exact weights in use, stored with every result.
     pub fn model_version(&self) -> String {
         let mut v = format!("tags:{}", self.tags.version());
+        if let (Some(c), true) = (&self.concepts, self.options.source != TagSource::Decoder) {
+            v.push_str(&format!("+concepts:{}", c.digest));
+        }
         if let Some(s) = &self.story {
             v.push_str(&format!("+story:{}", s.version()));
         }
@@ -131,11 +204,10 @@ impl Hashtale {
             return Ok(vec![]);
         }
         let enc = self.encoder.encode_images(images)?;
-        let predictions = self.tags.predict(&enc, self.options.beam)?;
-        let mut results: Vec<ImageResult> = predictions
+        let ranked = self.content_hashtags(&enc)?;
+        let mut results: Vec<ImageResult> = ranked
             .into_iter()
-            .map(|p| {
-                let mut hashtags = p.tags;
+            .map(|mut hashtags| {
                 if let Some(opts) = &self.options.expand {
                     hashtags.retain(|t| opts.allows_content(&t.tag));
                 }
@@ -189,4 +261,55 @@ impl Hashtale {
         }
         Ok(results)
     }
+
+    /// The content hashtags of an encoded batch, from the taggers `options.source` names.
+    pub fn content_hashtags(&self, enc: &crate::encoder::Encoded) -> Result<Vec<Vec<ScoredTag>>> {
+        let max_tags = self.options.beam.max_tags;
+        let cells = enc.grid.dim(1)?;
+        let decoder = || -> Result<Vec<Vec<ScoredTag>>> {
+            Ok(self
+                .tags
+                .predict(enc, self.options.beam)?
+                .into_iter()
+                .map(|p| p.tags)
+                .collect())
+        };
+        let Some(concepts) = &self.concepts else {
+            return match self.options.source {
+                TagSource::Decoder => decoder(),
+                _ => Err(Error::msg("concept hashtags were not loaded")),
+            };
+        };
+        let opts = ConceptOptions {
+            max_tags,
+            ..self.options.concepts
+        };
+        Ok(match self.options.source {
+            TagSource::Decoder => decoder()?,
+            TagSource::Concepts => concepts.tagger.tag(enc, opts)?,
+            TagSource::Fused => decoder()?
+                .iter()
+                .zip(concepts.tagger.tag(enc, opts)?)
+                .map(|(d, c)| fuse(d, &c, &concepts.fusion, max_tags, cells))
+                .collect(),
+        })
+    }
+}
+
+/// Loads the shipped concept table and fusion weights for `encoder`'s ImageNet head.
+fn load_concepts(encoder: &EfficientNetLite) -> Result<Concepts> {
+    let table_path = default_concepts_path();
+    let table = ConceptTable::load(&table_path)?;
+    let (weight, bias) = encoder.classifier_parts();
+    let tagger = ConceptTagger::new(table, weight, bias)?;
+    let fusion_path = default_fusion_path();
+    let mut digest_input = std::fs::read(&table_path).map_err(|e| Error::io(&table_path, e))?;
+    let bytes = std::fs::read(&fusion_path).map_err(|e| Error::io(&fusion_path, e))?;
+    let fusion: FusionWeights = serde_json::from_slice(&bytes)?;
+    digest_input.extend_from_slice(&bytes);
+    Ok(Concepts {
+        tagger,
+        fusion,
+        digest: short_digest(&digest_input),
+    })
 }

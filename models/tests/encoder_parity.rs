@@ -1,12 +1,12 @@
-//! The shipped EfficientNet-Lite0 weights, run by our candle port, must recognise the shipped
+//! The shipped EfficientNet-Lite weights, run by our candle port, must recognise the shipped
 //! sample photos: a wrong padding, stride, epsilon or weight layout breaks these.
 use candle_core::{Device, D};
 use hashtale_models::encoder::{
-    default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder,
+    imagenet_classes, load_encoder, EfficientNetLite, ImageEncoder, LiteVariant,
 };
 use hashtale_models::image_prep::load_image;
 
-fn top1(encoder: &EfficientNetLite0, classes: &[String], file: &str) -> (String, f32) {
+fn top1(encoder: &EfficientNetLite, classes: &[String], file: &str) -> (String, f32) {
     let path = hashtale_models::encoder::assets_dir()
         .join("samples")
         .join(file);
@@ -32,16 +32,28 @@ fn top1(encoder: &EfficientNetLite0, classes: &[String], file: &str) -> (String,
     (classes[i].clone(), *p)
 }
 
-#[test]
-fn imagenet_top1_on_the_sample_photos() {
-    let encoder = EfficientNetLite0::load(&default_encoder_path(), &Device::Cpu).unwrap();
+fn check(variant: LiteVariant) {
+    let encoder = load_encoder(variant, &Device::Cpu).unwrap();
+    assert_eq!(encoder.name(), variant.name());
     let classes = imagenet_classes().unwrap();
     assert_eq!(classes.len(), 1000);
     let (cat, p) = top1(&encoder, &classes, "chelsea.png");
     assert!(
         ["tabby", "tiger cat", "Egyptian cat"].contains(&cat.as_str()),
-        "chelsea → {cat} ({p})"
+        "{variant:?}: chelsea → {cat} ({p})"
     );
     let (cup, p) = top1(&encoder, &classes, "coffee.png");
-    assert_eq!(cup, "espresso", "coffee → {cup} ({p})");
+    assert_eq!(cup, "espresso", "{variant:?}: coffee → {cup} ({p})");
+}
+
+#[test]
+fn lite0_imagenet_top1_on_the_sample_photos() {
+    check(LiteVariant::Lite0);
+}
+
+/// Lite2 runs at 260×260 (a 9×9 grid, pooled to 7×7 for the decoders); its 21 blocks and stage
+/// strides are read from the checkpoint.
+#[test]
+fn lite2_imagenet_top1_on_the_sample_photos() {
+    check(LiteVariant::Lite2);
 }

@@ -46,6 +46,12 @@ pub struct ModelBenchArgs {
     /// Batches timed per size (after one warm-up batch).
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
+    /// Hashtag model directory (its encoder comes with it: `assets/tags-lite2` times Lite2).
+    #[arg(long)]
+    pub tag_model: Option<std::path::PathBuf>,
+    /// Time the hashtags only (no story).
+    #[arg(long)]
+    pub no_story: bool,
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -212,7 +218,10 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let model = hashtale_models::pipeline::Hashtale::load_default()?;
+    let mut model = hashtale_models::pipeline::Hashtale::load_default_with(a.tag_model.clone())?;
+    if a.no_story {
+        model.options.story = None;
+    }
     let dir = std::path::Path::new("assets/samples");
     let samples: Vec<image::DynamicImage> = hashtale_scheduler::dir::scan(dir)?
         .iter()

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::{Device, D};
 use clap::Args;
-use hashtale_models::encoder::{
-    default_encoder_path, imagenet_classes, EfficientNetLite0, ImageEncoder,
-};
+use hashtale_models::encoder::{imagenet_classes, load_encoder, ImageEncoder, LiteVariant};
 use hashtale_models::image_prep::load_image;
 
 #[derive(Args)]
@@ -14,6 +12,9 @@ pub struct ClassifyArgs {
     /// Image files.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+    /// Encoder: lite0 (the default) or lite2.
+    #[arg(long, default_value = "lite0")]
+    pub encoder: String,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
@@ -21,8 +22,8 @@ pub struct ClassifyArgs {
 
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
-    let encoder =
-        EfficientNetLite0::load(&default_encoder_path(), &device).context("loading the encoder")?;
+    let variant = LiteVariant::parse(&a.encoder).context("--encoder: lite0 or lite2")?;
+    let encoder = load_encoder(variant, &device).context("loading the encoder")?;
     let classes = imagenet_classes()?;
     for path in &a.images {
         let img = load_image(path)?;

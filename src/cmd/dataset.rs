@@ -1,5 +1,5 @@
 //! Dataset arguments shared by training and evaluation, and the cached-feature lookup.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use candle_core::Device;
@@ -7,15 +7,16 @@ use clap::Args;
 use hashtale_models::data::harrison::read_harrison;
 use hashtale_models::data::tagged_folder::TaggedFolder;
 use hashtale_models::data::Sample;
-use hashtale_models::encoder::{default_encoder_path, EfficientNetLite0};
+use hashtale_models::encoder::{load_encoder, EfficientNetLite, LiteVariant};
 use hashtale_models::tags::features::{load_or_extract, FeatureSet};
 
 #[derive(Args, Clone)]
 pub struct DataArgs {
     /// A tagged image folder (labels.tsv, images/, optional splits.tsv) or, with
-    /// `--harrison-images`, a HARRISON list directory.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// `--harrison-images`, a HARRISON list directory. Training takes several (`--data A --data
+    /// B`): the union of their splits, with one merged vocabulary.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
     /// Image root for the HARRISON layout (switches the reader to HARRISON).
     #[arg(long)]
     pub harrison_images: Option<PathBuf>,
@@ -25,14 +26,41 @@ pub struct DataArgs {
     /// Where encoder features are cached between runs.
     #[arg(long, default_value = "runs/cache")]
     pub cache: PathBuf,
+    /// Encoder whose features are used: lite0 or lite2 (a model's own encoder when evaluating
+    /// a saved model).
+    #[arg(long, default_value = "lite0")]
+    pub encoder: String,
+}
+
+impl DataArgs {
+    pub fn variant(&self) -> anyhow::Result<LiteVariant> {
+        LiteVariant::parse(&self.encoder)
+            .with_context(|| format!("--encoder `{}`: expected lite0 or lite2", self.encoder))
+    }
+
+    /// The one dataset folder of an evaluation.
+    pub fn single(&self) -> anyhow::Result<&PathBuf> {
+        match self.data.as_slice() {
+            [one] => Ok(one),
+            _ => bail!("give exactly one --data folder here"),
+        }
+    }
 }
 
 /// Row indices into the feature set and tag lists of one split.
 pub type SplitRows = (Vec<u32>, Vec<Vec<String>>);
 
-fn samples_by_split(a: &DataArgs, split: &str) -> anyhow::Result<Vec<Sample>> {
+/// The split names of a folder (HARRISON: `train` and `dev`).
+pub fn split_names(a: &DataArgs, data: &Path) -> anyhow::Result<Vec<String>> {
+    if a.harrison_images.is_some() {
+        return Ok(vec!["dev".into(), "train".into()]);
+    }
+    Ok(TaggedFolder::read(data)?.split_names())
+}
+
+fn samples_by_split(a: &DataArgs, data: &Path, split: &str) -> anyhow::Result<Vec<Sample>> {
     if let Some(root) = &a.harrison_images {
-        let all = read_harrison(&a.data, Some(root), a.skip_missing_images)?;
+        let all = read_harrison(data, Some(root), a.skip_missing_images)?;
         // HARRISON ships no split: every 10th post is dev, the rest train.
         return Ok(all
             .into_iter()
@@ -45,46 +73,55 @@ fn samples_by_split(a: &DataArgs, split: &str) -> anyhow::Result<Vec<Sample>> {
             .map(|(_, s)| s)
             .collect());
     }
-    let folder = TaggedFolder::read(&a.data)?;
+    let folder = TaggedFolder::read(data)?;
     let samples = folder.split(split);
     if samples.is_empty() {
         bail!(
-            "{}: split `{split}` is empty (splits here: {})",
-            a.data.display(),
+            "{}: split `{split}` is empty (splits here: {}; `all` is every image)",
+            data.display(),
             folder.split_names().join(", ")
         );
     }
     Ok(samples)
 }
 
-/// Encoder features for the images of `splits` (cached), and each split's rows.
+/// The encoder, the features of every `--data` folder's `splits` (cached per folder), and each
+/// split's rows over the union of the folders.
 pub fn load_split_features(
     a: &DataArgs,
     splits: &[&str],
     device: &Device,
-) -> anyhow::Result<(FeatureSet, SplitRows, SplitRows)> {
-    let lists: Vec<Vec<Sample>> = splits
-        .iter()
-        .map(|s| samples_by_split(a, s))
-        .collect::<anyhow::Result<_>>()?;
-    let mut images: Vec<PathBuf> = lists.iter().flatten().map(|s| s.image.clone()).collect();
-    images.sort();
-    images.dedup();
-    let encoder =
-        EfficientNetLite0::load(&default_encoder_path(), device).context("loading the encoder")?;
-    let features = load_or_extract(&encoder, &images, &a.cache, 32)?;
-    let index = features.index();
-    let rows = |samples: &Vec<Sample>| -> SplitRows {
-        samples
+) -> anyhow::Result<(EfficientNetLite, FeatureSet, Vec<SplitRows>)> {
+    let encoder = load_encoder(a.variant()?, device).context("loading the encoder")?;
+    let mut sets = Vec::new();
+    let mut per_split: Vec<Vec<Sample>> = vec![Vec::new(); splits.len()];
+    for data in &a.data {
+        let lists: Vec<Vec<Sample>> = splits
             .iter()
-            .filter_map(|s| {
-                index
-                    .get(s.image.as_path())
-                    .map(|&r| (r as u32, s.tags.clone()))
-            })
-            .unzip()
-    };
-    let first = rows(&lists[0]);
-    let second = lists.get(1).map(rows).unwrap_or_default();
-    Ok((features, first, second))
+            .map(|s| samples_by_split(a, data, s))
+            .collect::<anyhow::Result<_>>()?;
+        let mut images: Vec<PathBuf> = lists.iter().flatten().map(|s| s.image.clone()).collect();
+        images.sort();
+        images.dedup();
+        sets.push(load_or_extract(&encoder, &images, &a.cache, 32)?);
+        for (all, list) in per_split.iter_mut().zip(lists) {
+            all.extend(list);
+        }
+    }
+    let features = FeatureSet::concat(sets)?;
+    let index = features.index();
+    let rows = per_split
+        .iter()
+        .map(|samples| {
+            samples
+                .iter()
+                .filter_map(|s| {
+                    index
+                        .get(s.image.as_path())
+                        .map(|&r| (r as u32, s.tags.clone()))
+                })
+                .unzip()
+        })
+        .collect();
+    Ok((encoder, features, rows))
 }

@@ -1,25 +1,41 @@
-//! `hashtale eval tags`: hashtag metrics of a model (or the frequency prior) on a split.
+//! `hashtale eval tags`: hashtag metrics of the taggers (decoder, concepts, fused) or the
+//! frequency prior on a split, and `hashtale tune fusion`, which fits the fusion weights on dev
+//! sets.
 use std::path::PathBuf;
 
+use anyhow::{bail, Context};
+use candle_core::Device;
 use clap::Args;
+use hashtale_models::encoder::{EfficientNetLite, ImageEncoder, LiteVariant};
 use hashtale_models::metrics::{bleu1, bleu1_seed, evaluate, frequency_prior, TOP_K};
-use hashtale_models::tags::{default_model_dir, BeamOptions, TagModel};
+use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
+use hashtale_models::tags::features::FeatureSet;
+use hashtale_models::tags::fuse::{fit_platt, fuse, log_loss, FusionWeights};
+use hashtale_models::tags::{
+    default_concepts_path, default_fusion_path, default_model_dir, BeamOptions, ScoredTag, TagModel,
+};
 
-use super::dataset::{load_split_features, DataArgs};
+use super::dataset::{load_split_features, split_names, DataArgs};
 
 #[derive(Args)]
 pub struct EvalTagsArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Split to evaluate.
-    #[arg(long, default_value = "dev")]
-    pub split: String,
-    /// Model directory (default: the shipped model).
+    /// Split to evaluate (default: dev, or all when the folder has no splits).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Hashtag model directory (default: the shipped model). Its encoder is used.
     #[arg(long, conflicts_with = "prior")]
     pub model: Option<PathBuf>,
     /// Evaluate the most-frequent-tags prior of the train split instead of a model.
     #[arg(long)]
     pub prior: bool,
+    /// Which taggers: fused (decoder + concept hashtags), decoder or concepts.
+    #[arg(long, value_parser = ["fused", "decoder", "concepts"], default_value = "decoder")]
+    pub source: String,
+    /// Fusion weights (default: the shipped assets/concepts/fusion.json).
+    #[arg(long)]
+    pub fusion: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub beam: usize,
     /// At least this many tags per image from the decoders.
@@ -30,35 +46,224 @@ pub struct EvalTagsArgs {
     pub json: bool,
 }
 
+#[derive(Args)]
+pub struct TuneFusionArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Hashtag model directory (default: the shipped model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where to write the weights (e.g. assets/concepts/fusion.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub beam: usize,
+    #[arg(long, default_value_t = 3)]
+    pub min_tags: usize,
+}
+
+/// The split an evaluation reads when none is named: dev, or all without a splits file.
+fn default_split(a: &DataArgs) -> anyhow::Result<String> {
+    let names = split_names(a, a.single()?)?;
+    Ok(if names.iter().any(|n| n == "dev") {
+        "dev".into()
+    } else {
+        "all".into()
+    })
+}
+
+/// The taggers of one evaluation, over cached features.
+struct Taggers {
+    model: Option<TagModel>,
+    concepts: Option<ConceptTagger>,
+    beam: BeamOptions,
+}
+
+impl Taggers {
+    fn load(
+        model_dir: Option<&PathBuf>,
+        encoder: &EfficientNetLite,
+        with_model: bool,
+        with_concepts: bool,
+        beam: usize,
+        min_tags: usize,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let model = if with_model {
+            let dir = model_dir.cloned().unwrap_or_else(default_model_dir);
+            let m = TagModel::load(&dir, device)
+                .with_context(|| format!("loading the hashtag model {}", dir.display()))?;
+            if m.config.encoder != encoder.name() {
+                bail!(
+                    "{} was trained on {} features, not {}",
+                    dir.display(),
+                    m.config.encoder,
+                    encoder.name()
+                );
+            }
+            Some(m)
+        } else {
+            None
+        };
+        let concepts = if with_concepts {
+            let table = ConceptTable::load(&default_concepts_path())?;
+            let (w, b) = encoder.classifier_parts();
+            Some(ConceptTagger::new(table, w, b)?)
+        } else {
+            None
+        };
+        let max_tags = model.as_ref().map_or(10, |m| m.config.max_tags);
+        Ok(Self {
+            model,
+            concepts,
+            beam: BeamOptions {
+                beam_size: beam,
+                max_tags,
+                min_tags,
+            },
+        })
+    }
+
+    /// Per image: the decoder's tags with its next-tag fill, and the concept tags.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        features: &FeatureSet,
+        rows: &[u32],
+        device: &Device,
+    ) -> anyhow::Result<Vec<(Vec<ScoredTag>, Vec<String>, Vec<ScoredTag>)>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(64) {
+            let enc = features.batch(chunk, device)?;
+            let decoded = match &self.model {
+                Some(m) => m
+                    .predict(&enc, self.beam)?
+                    .into_iter()
+                    .map(|p| {
+                        let fill = p.filled(TOP_K);
+                        (p.tags, fill)
+                    })
+                    .collect(),
+                None => vec![(vec![], vec![]); chunk.len()],
+            };
+            let concepts = match &self.concepts {
+                Some(c) => c.tag(
+                    &enc,
+                    ConceptOptions {
+                        max_tags: self.beam.max_tags,
+                        ..ConceptOptions::default()
+                    },
+                )?,
+                None => vec![vec![]; chunk.len()],
+            };
+            out.extend(
+                decoded
+                    .into_iter()
+                    .zip(concepts)
+                    .map(|((d, fill), c)| (d, fill, c)),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn names(tags: &[ScoredTag]) -> Vec<String> {
+    tags.iter().map(|t| t.tag.clone()).collect()
+}
+
+/// The encoder an evaluation needs: the model's own when a model is read.
+fn encoder_for(
+    a: &DataArgs,
+    model: Option<&PathBuf>,
+    reads_model: bool,
+) -> anyhow::Result<DataArgs> {
+    let mut data = a.clone();
+    if reads_model {
+        let dir = model.cloned().unwrap_or_else(default_model_dir);
+        let text = std::fs::read_to_string(dir.join("config.json"))
+            .with_context(|| format!("reading {}/config.json", dir.display()))?;
+        let cfg: serde_json::Value = serde_json::from_str(&text)?;
+        let name = cfg["encoder"].as_str().unwrap_or_default();
+        let variant = LiteVariant::parse(name)
+            .with_context(|| format!("{}: unknown encoder `{name}`", dir.display()))?;
+        data.encoder = variant.name().to_string();
+    }
+    Ok(data)
+}
+
 pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
-    let (features, (rows, gt), (_, train_tags)) =
-        load_split_features(&a.data, &[a.split.as_str(), "train"], &device)?;
-    // Per image: (ground truth, the model's own list, the list filled to 5).
+    let split = match &a.split {
+        Some(s) => s.clone(),
+        None => default_split(&a.data)?,
+    };
+    let has_train = split_names(&a.data, a.data.single()?)?
+        .iter()
+        .any(|n| n == "train");
+    if a.prior && !has_train {
+        bail!("--prior needs a train split, and this folder has none");
+    }
+    let reads_model = !a.prior && a.source != "concepts";
+    let data = encoder_for(&a.data, a.model.as_ref(), reads_model)?;
+    // The train split's features come along when it exists, so one cache serves train and eval.
+    let splits: Vec<&str> = if has_train && split != "train" {
+        vec![split.as_str(), "train"]
+    } else {
+        vec![split.as_str()]
+    };
+    let (encoder, features, mut split_rows) = load_split_features(&data, &splits, &device)?;
+    let (rows, gt) = split_rows.remove(0);
     let mut own: Vec<Vec<String>> = Vec::with_capacity(rows.len());
     let mut filled: Vec<Vec<String>> = Vec::with_capacity(rows.len());
     let label;
     if a.prior {
-        let prior = frequency_prior(&train_tags, TOP_K);
+        let (_, train) = split_rows.pop().context("the train split")?;
+        let prior = frequency_prior(&train, TOP_K);
         own = vec![prior.clone(); rows.len()];
         filled = own.clone();
         label = "frequency prior".to_string();
     } else {
-        let dir = a.model.clone().unwrap_or_else(default_model_dir);
-        let model = TagModel::load(&dir, &device)?;
-        let opts = BeamOptions {
-            beam_size: a.beam,
-            max_tags: model.config.max_tags,
-            min_tags: a.min_tags,
+        let taggers = Taggers::load(
+            a.model.as_ref(),
+            &encoder,
+            a.source != "concepts",
+            a.source != "decoder",
+            a.beam,
+            a.min_tags,
+            &device,
+        )?;
+        let fusion: FusionWeights = if a.source == "fused" {
+            let path = a.fusion.clone().unwrap_or_else(default_fusion_path);
+            serde_json::from_slice(
+                &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            )?
+        } else {
+            FusionWeights::default()
         };
-        for chunk in rows.chunks(64) {
-            let enc = features.batch(chunk, &device)?;
-            for p in model.predict(&enc, opts)? {
-                own.push(p.tags.iter().map(|t| t.tag.clone()).collect());
-                filled.push(p.filled(TOP_K));
+        let cells = features.grid.dim(1)?;
+        for (d, fill, c) in taggers.run(&features, &rows, &device)? {
+            match a.source.as_str() {
+                "decoder" => {
+                    own.push(names(&d));
+                    filled.push(fill);
+                }
+                "concepts" => {
+                    own.push(names(&c));
+                    filled.push(names(&c).into_iter().take(TOP_K).collect());
+                }
+                _ => {
+                    let f = fuse(&d, &c, &fusion, taggers.beam.max_tags, cells);
+                    own.push(names(&f));
+                    filled.push(names(&f).into_iter().take(TOP_K).collect());
+                }
             }
         }
-        label = format!("{} ({})", dir.display(), model.version());
+        let model = taggers
+            .model
+            .as_ref()
+            .map(|m| format!(" with {}", m.version()))
+            .unwrap_or_default();
+        label = format!("{} on {}{model}", a.source, encoder.name());
     }
     let items: Vec<(Vec<String>, Vec<String>)> = gt.iter().cloned().zip(filled).collect();
     let mut m = evaluate(&items);
@@ -76,9 +281,8 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     } else {
         let mean_len = own.iter().map(Vec::len).sum::<usize>() as f64 / n;
         println!(
-            "{label} on {} [{}]: {} images",
-            a.data.data.display(),
-            a.split,
+            "{label} on {} [{split}]: {} images",
+            a.data.single()?.display(),
             m.images
         );
         println!(
@@ -93,7 +297,92 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
             "  BLEU-1 {:.4}  BLEU-1 (seed deck) {:.4}",
             m.bleu1, m.bleu1_seed
         );
-        println!("  mean tags emitted {mean_len:.2}; lists shorter than 5 filled from the model's next-tag distribution");
+        println!("  mean tags emitted {mean_len:.2}; decoder lists shorter than 5 filled from its next-tag distribution");
     }
+    Ok(())
+}
+
+/// Fits one Platt scaling per source on the dev split of every `--data` folder (each folder
+/// weighs the same), and writes the fusion weights.
+pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
+    let device = hashtale_models::device::best_device();
+    let mut decoder_samples: Vec<(f32, bool, f64)> = Vec::new();
+    let mut concept_samples: Vec<(f32, bool, f64)> = Vec::new();
+    let mut sets = Vec::new();
+    for folder in &a.data.data {
+        let mut one = a.data.clone();
+        one.data = vec![folder.clone()];
+        let one = encoder_for(&one, a.model.as_ref(), true)?;
+        let split = default_split(&one)?;
+        let has_train = split_names(&one, folder)?.iter().any(|n| n == "train");
+        let splits: Vec<&str> = if has_train {
+            vec![split.as_str(), "train"]
+        } else {
+            vec![split.as_str()]
+        };
+        let (encoder, features, mut rows) = load_split_features(&one, &splits, &device)?;
+        let (rows, gt) = rows.remove(0);
+        let taggers = Taggers::load(
+            a.model.as_ref(),
+            &encoder,
+            true,
+            true,
+            a.beam,
+            a.min_tags,
+            &device,
+        )?;
+        let outputs = taggers.run(&features, &rows, &device)?;
+        let (mut d_set, mut c_set) = (Vec::new(), Vec::new());
+        for ((d, _, c), truth) in outputs.iter().zip(&gt) {
+            for t in d {
+                d_set.push((t.score, truth.contains(&t.tag)));
+            }
+            for t in c {
+                c_set.push((t.score, truth.contains(&t.tag)));
+            }
+        }
+        let (dw, cw) = (
+            1.0 / d_set.len().max(1) as f64,
+            1.0 / c_set.len().max(1) as f64,
+        );
+        decoder_samples.extend(d_set.iter().map(|&(s, y)| (s, y, dw)));
+        concept_samples.extend(c_set.iter().map(|&(s, y)| (s, y, cw)));
+        sets.push(serde_json::json!({
+            "data": folder.display().to_string(),
+            "split": split,
+            "images": rows.len(),
+            "decoder_tags": d_set.len(),
+            "concept_tags": c_set.len(),
+        }));
+        eprintln!(
+            "{} [{split}]: {} images, {} decoder and {} concept hashtags",
+            folder.display(),
+            rows.len(),
+            d_set.len(),
+            c_set.len()
+        );
+    }
+    let decoder = fit_platt(&decoder_samples);
+    let concepts = fit_platt(&concept_samples);
+    let weights = FusionWeights {
+        decoder,
+        concepts,
+        fitted_on: serde_json::json!({
+            "command": "hashtale tune fusion",
+            "sets": sets,
+            "decoder_log_loss": log_loss(decoder, &decoder_samples),
+            "concept_log_loss": log_loss(concepts, &concept_samples),
+        }),
+    };
+    std::fs::write(&a.out, serde_json::to_string_pretty(&weights)? + "\n")
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "decoder a={:.3} b={:.3}; concepts a={:.3} b={:.3}; wrote {}",
+        decoder.a,
+        decoder.b,
+        concepts.a,
+        concepts.b,
+        a.out.display()
+    );
     Ok(())
 }

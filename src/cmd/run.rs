@@ -70,7 +70,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let queue = JobQueue::Local(hashtale_core::queue::LocalQueue::new(store.clone()));
         let ing = Ingestor::new(store.clone(), queue.clone());
         eprintln!("loading the models…");
-        let model = super::worker::load_model(&cfg.worker.story_model).await?;
+        let model = super::worker::load_model(&cfg.worker).await?;
         let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
         let worker = tokio::spawn(
             Worker {

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use hashtale_models::expand::{read_tag_set, SuggestOptions};
 use hashtale_models::image_prep::load_image;
-use hashtale_models::pipeline::{Hashtale, PipelineOptions};
+use hashtale_models::pipeline::{Hashtale, LoadOptions, PipelineOptions, TagSource};
 use hashtale_models::story::GenerateOptions;
 use hashtale_models::tags::BeamOptions;
 use serde::Serialize;
@@ -21,6 +21,10 @@ pub struct TagArgs {
     /// Hashtag model directory (default: the shipped model, or $HASHTALE_TAG_MODEL).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Which taggers rank the content hashtags: fused (the attention decoder and the encoder's
+    /// ImageNet concepts), decoder or concepts.
+    #[arg(long, value_parser = ["fused", "decoder", "concepts"], default_value = "fused")]
+    pub source: String,
     /// At most this many content hashtags per image.
     #[arg(long, default_value_t = 10)]
     pub max_tags: usize,
@@ -95,8 +99,17 @@ struct JsonLine<'a> {
 
 pub fn run(a: TagArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
-    let mut model = Hashtale::load(&device, a.model.as_deref(), a.story, !a.no_instagram)
-        .context("loading models")?;
+    let source = TagSource::parse(&a.source).context("--source")?;
+    let mut model = Hashtale::load(
+        &device,
+        &LoadOptions {
+            tag_model: a.model.clone(),
+            story: a.story,
+            expand: !a.no_instagram,
+            concepts: source != TagSource::Decoder,
+        },
+    )
+    .context("loading models")?;
     if let (true, Some(dir)) = (a.story, &a.story_model) {
         let story = hashtale_models::story::StoryModel::load(dir, &device)
             .with_context(|| format!("loading the story model from {}", dir.display()))?;
@@ -118,6 +131,8 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
             max_tags: a.max_tags,
             min_tags: a.min_tags,
         },
+        source,
+        concepts: Default::default(),
         story: a.story.then(|| GenerateOptions {
             temperature: a.temperature,
             stop_at_sentence_end: true,

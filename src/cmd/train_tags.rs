@@ -52,8 +52,8 @@ pub fn parse_kind(s: &str) -> anyhow::Result<ModelKind> {
 
 pub fn run(a: TrainTagsArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
-    let (features, train_rows, dev_rows) =
-        load_split_features(&a.data, &["train", "dev"], &device)?;
+    let (encoder, features, rows) = load_split_features(&a.data, &["train", "dev"], &device)?;
+    let [train_rows, dev_rows]: [_; 2] = rows.try_into().expect("two splits asked");
     let vocab = Vocab::build(train_rows.1.iter(), a.min_count);
     eprintln!(
         "train {} images, dev {} images, {} tags",
@@ -94,7 +94,14 @@ pub fn run(a: TrainTagsArgs) -> anyhow::Result<()> {
     )
     .context("training")?;
     let mut config = trained.config.clone();
-    config.training["data"] = serde_json::json!(a.data.data.display().to_string());
+    config.encoder = hashtale_models::encoder::ImageEncoder::name(&encoder).to_string();
+    let data: Vec<String> = a
+        .data
+        .data
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    config.training["data"] = serde_json::json!(data.join(" + "));
     TagModel::save(&a.out, &config, &trained.varmap, a.half)?;
     let _ = std::fs::remove_dir_all(&ckpt);
     let best = trained

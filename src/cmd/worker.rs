@@ -19,12 +19,22 @@ pub struct WorkerArgs {
     pub max_wait_ms: Option<u64>,
 }
 
-/// Loads the real models once, on a blocking thread (they are heavy).
-/// `story_model`: a story model directory (`worker.story_model`); empty keeps the default.
-pub async fn load_model(story_model: &str) -> Result<Arc<dyn ModelStep>> {
-    let story_dir = (!story_model.is_empty()).then(|| std::path::PathBuf::from(story_model));
+/// Loads the real models once, on a blocking thread (they are heavy), as `worker.story_model`,
+/// `worker.tag_model` and `worker.tag_source` say (empty: the shipped models, fused hashtags).
+pub async fn load_model(cfg: &hashtale_core::config::WorkerConfig) -> Result<Arc<dyn ModelStep>> {
+    let story_dir =
+        (!cfg.story_model.is_empty()).then(|| std::path::PathBuf::from(&cfg.story_model));
+    let tag_dir = (!cfg.tag_model.is_empty()).then(|| std::path::PathBuf::from(&cfg.tag_model));
+    let source =
+        hashtale_models::pipeline::TagSource::parse(&cfg.tag_source).with_context(|| {
+            format!(
+                "worker.tag_source `{}`: expected fused, decoder or concepts",
+                cfg.tag_source
+            )
+        })?;
     let m = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut m = hashtale_models::pipeline::Hashtale::load_default()?;
+        let mut m = hashtale_models::pipeline::Hashtale::load_default_with(tag_dir)?;
+        m.options.source = source;
         if let Some(dir) = story_dir {
             let story = hashtale_models::story::StoryModel::load(
                 &dir,
@@ -55,7 +65,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         if let hashtale_core::queue::JobQueue::Local(_) = queue {
             store.requeue_running().await?;
         }
-        let model = load_model(&cfg.worker.story_model).await?;
+        let model = load_model(&cfg.worker).await?;
         Worker {
             store: store.clone(),
             queue,

@@ -13,7 +13,7 @@ use image::DynamicImage;
 use crate::image_prep::images_to_tensor;
 use crate::Result;
 
-pub use efficientnet::EfficientNetLite0;
+pub use efficientnet::{EfficientNetLite, LiteVariant, GRID_SIDE};
 
 /// Encoder output for a batch.
 #[derive(Debug, Clone)]
@@ -52,9 +52,17 @@ pub fn assets_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets")))
 }
 
-/// The shipped EfficientNet-Lite0 weights.
-pub fn default_encoder_path() -> PathBuf {
-    assets_dir().join("encoder/efficientnet-lite0.safetensors")
+/// The shipped weights of an EfficientNet-Lite variant.
+pub fn encoder_path(variant: LiteVariant) -> PathBuf {
+    assets_dir().join(format!("encoder/{}.safetensors", variant.name()))
+}
+
+/// The default encoder: Lite0 (see docs/tags.md for the Lite0/Lite2 trade-off).
+pub const DEFAULT_ENCODER: LiteVariant = LiteVariant::Lite0;
+
+/// Loads the shipped weights of `variant`.
+pub fn load_encoder(variant: LiteVariant, device: &Device) -> Result<EfficientNetLite> {
+    EfficientNetLite::load(variant, &encoder_path(variant), device)
 }
 
 /// The ImageNet-1k class names, in index order, shipped beside the encoder.

@@ -36,6 +36,20 @@ impl FeatureSet {
         })
     }
 
+    /// The rows of several sets, one after another (e.g. two datasets' cached features).
+    pub fn concat(sets: Vec<FeatureSet>) -> Result<FeatureSet> {
+        if sets.len() == 1 {
+            return Ok(sets.into_iter().next().expect("one set"));
+        }
+        let grids: Vec<&Tensor> = sets.iter().map(|s| &s.grid).collect();
+        let pooled: Vec<&Tensor> = sets.iter().map(|s| &s.pooled).collect();
+        Ok(FeatureSet {
+            grid: Tensor::cat(&grids, 0)?,
+            pooled: Tensor::cat(&pooled, 0)?,
+            images: sets.iter().flat_map(|s| s.images.iter().cloned()).collect(),
+        })
+    }
+
     /// Row index of each image path.
     pub fn index(&self) -> HashMap<&Path, usize> {
         self.images

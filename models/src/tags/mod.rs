@@ -3,8 +3,10 @@
 pub mod attend_tell;
 pub mod attention;
 pub mod beam;
+pub mod concepts;
 pub mod decoder;
 pub mod features;
+pub mod fuse;
 pub mod lstm;
 pub mod multilabel;
 pub mod show_tell;
@@ -19,13 +21,34 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{assets_dir, Encoded};
-use crate::pipeline::ScoredTag;
 use crate::{Error, Result};
 pub use attend_tell::ShowAttendTell;
 pub use beam::{beam_search, BeamOptions, Decoded};
 pub use multilabel::MultiLabel;
 pub use show_tell::ShowTell;
 pub use vocab::Vocab;
+
+/// One hashtag with its probability and the 7×7 map (49 weights, row-major, summing to 1) of
+/// where it is: the decoder's attention, or a concept's class activation map (empty only for the
+/// baselines without attention, before fusion).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScoredTag {
+    pub tag: String,
+    pub score: f32,
+    pub attention: Vec<f32>,
+}
+
+/// The shipped class → hashtag table (`HASHTALE_CONCEPTS` overrides it).
+pub fn default_concepts_path() -> PathBuf {
+    std::env::var_os("HASHTALE_CONCEPTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| assets_dir().join("concepts/concepts.tsv"))
+}
+
+/// The fusion weights tuned on the dev sets, beside the concept table.
+pub fn default_fusion_path() -> PathBuf {
+    default_concepts_path().with_file_name("fusion.json")
+}
 
 /// Which hashtag model.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
