@@ -16,10 +16,15 @@ The rule, per class (the same rule for every class; nothing is hand-picked per c
      unique beginners (the lexicographer file noun.Tops: animal, food, artifact, …), covers more
      than MAX_COVER of the 1,000 classes (`dog` covers 118 and stays; `mammal`, `device` go), or its
      name is vague (VAGUE). A synset's name is its first everyday lemma.
-     - The basic-level hypernym: the candidate with the highest Zipf value (tabby -> cat,
-       espresso -> coffee, sports car -> car, golden retriever -> dog).
-     - At most one more: the nearest other candidate within SECOND_MAX_DEPTH levels whose name
-       is a common word (Zipf >= SECOND_MIN_ZIPF): missile -> rocket.
+     - The basic-level hypernym: the nearest candidate that is in a hashtag vocabulary, the
+       words people tag photos with (tabby -> cat, espresso -> coffee, sports car -> car,
+       golden retriever -> dog, mountain bike -> bicycle, jersey -> shirt); without one, the
+       candidate with the highest Zipf value.
+     - At most one more: the most frequent candidate in a hashtag vocabulary (Irish terrier ->
+       terrier, dog); else the nearest other candidate within SECOND_MAX_DEPTH levels whose
+       name is a common word (Zipf >= SECOND_MIN_ZIPF): missile -> rocket.
+     A hypernym is named by its first lemma only, if that is everyday (`toy dog, toy` gives no
+     `toy`; `clothing, wear` gives no `wear`).
   3. A class left with no hashtag keeps its first lemma anyway.
 Zipf values come from wordfreq; a hypernym phrase's value is lowered by PHRASE_PENALTY per extra word,
 because wordfreq estimates a phrase as if its words were independent, which overstates compounds.
@@ -54,6 +59,9 @@ VAGUE = {
     "protection", "produce", "formation", "transport", "instrument", "wind", "vessel", "wear",
     "arm", "cycle", "nutrition", "defense", "drug", "solid", "communication system",
     "white goods", "apparatus", "gear", "rig", "runner", "craft",
+    # superordinates that sum every vehicle or garment class, so they outrank the word that
+    # names the thing (a photo of a bike is #bicycle, not #vehicle)
+    "vehicle", "clothing", "garment",
 }
 
 
@@ -155,13 +163,20 @@ def main():
                 continue
             if nouns[h][2] == TOPS_LEXFILE:
                 continue
-            n = name(nouns[h][0], HYPERNYM_MIN_ZIPF, hypernym_zipf)
+            # A hypernym is named by its first lemma only (`toy dog, toy` is not `toy`).
+            n = name(nouns[h][0][:1], HYPERNYM_MIN_ZIPF, hypernym_zipf)
             if n and hashtag(n) not in {hashtag(t) for t in tags}:
                 cands.append((depth, n))
         if cands:
-            basic = max(cands, key=lambda c: (hypernym_zipf(c[1]), -c[0]))
+            tagged = [c for c in cands if hashtag(c[1]) in vocab]
+            if tagged:
+                basic = min(tagged, key=lambda c: (c[0], -hypernym_zipf(c[1])))
+            else:
+                basic = max(cands, key=lambda c: (hypernym_zipf(c[1]), -c[0]))
             tags.append(basic[1])
-            second = [c for c in cands if c[1] != basic[1] and c[0] <= SECOND_MAX_DEPTH
+            common = max(tagged, key=lambda c: (hypernym_zipf(c[1]), -c[0])) if tagged else None
+            second = [common] if common and common[1] != basic[1] else []
+            second += [c for c in cands if c[1] != basic[1] and c[0] <= SECOND_MAX_DEPTH
                       and hypernym_zipf(c[1]) >= SECOND_MIN_ZIPF
                       and hashtag(c[1]) not in {hashtag(t) for t in tags}]
             if second:

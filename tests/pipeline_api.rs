@@ -101,6 +101,28 @@ async fn api_suite(env: Env) {
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+    // `http:///x.png` names no host (the URL parser would read the path as one).
+    let (st, v, _) = call(
+        &app,
+        post_json(
+            serde_json::json!({ "image_url": "http:///x.png" }),
+            Some(TOKEN),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    // Captions are capped at Instagram's 2,200 characters.
+    let long = "é".repeat(hashtale_core::types::MAX_CAPTION_CHARS + 1);
+    let (st, v, _) = call(
+        &app,
+        post_json(
+            serde_json::json!({ "image_url": "https://example.com/x.png", "caption": long }),
+            Some(TOKEN),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("caption"), "{v}");
     // Too large for the body limit.
     let huge = "A".repeat(3 << 20);
     let (st, _, _) = call(

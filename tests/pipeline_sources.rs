@@ -107,3 +107,92 @@ async fn watched_folder_takes_existing_and_new_files_once() {
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }
+
+/// An idle watched folder leaves the database alone: the scheduler's own reads of the files
+/// (inotify open/read/close events) must not ingest them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watched_folder_makes_no_database_writes() {
+    let env = Env::postgres_rabbit("idle_watch").await;
+    let photos = env.dir.path().join("idle");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..50u32 {
+        std::fs::write(photos.join(format!("p{i:02}.png")), png(i)).unwrap();
+    }
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, rx));
+    wait_until(30, "the 50 files", || async {
+        env.store.count("posts").await.unwrap() == 50
+    })
+    .await;
+    // Let the events of the initial reads arrive and settle.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let before = env.store.post_ids_drawn().await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let after = env.store.post_ids_drawn().await.unwrap().unwrap();
+    assert_eq!(
+        after - before,
+        0,
+        "an idle folder drew {} post ids in 10 s",
+        after - before
+    );
+    assert_eq!(env.store.count("posts").await.unwrap(), 50);
+    // A changed file is still taken.
+    std::fs::write(photos.join("p00.png"), png(200)).unwrap();
+    wait_until(20, "the changed file", || async {
+        env.store.post_ids_drawn().await.unwrap().unwrap() > after
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+/// A feed that never ends, sent chunked with no Content-Length: the scheduler stops reading at
+/// the feed size cap instead of buffering it whole.
+#[tokio::test]
+async fn endless_chunked_feed_is_cut_at_the_cap() {
+    let env = Env::sqlite_local("endless_feed").await;
+    let app = axum::Router::new().route(
+        "/endless.xml",
+        axum::routing::get(|| async {
+            let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+            let stream =
+                futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+            (
+                [(header::CONTENT_TYPE, "application/rss+xml")],
+                axum::body::Body::from_stream(stream),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{addr}/endless.xml");
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let fetcher = Fetcher::new(&env.cfg.fetch).unwrap();
+    let rss_before = resident_kib();
+    let started = std::time::Instant::now();
+    let err = feed::poll_once(&ing, &fetcher, &url).await.unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped at the cap, not at a timeout"
+    );
+    let grown = resident_kib().saturating_sub(rss_before);
+    assert!(grown < 256 * 1024, "resident memory grew {grown} KiB");
+    env.cleanup().await;
+}
+
+/// This process's resident set size (Linux), in KiB.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -94,13 +94,29 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// Binds `api.listen`, so a caller can report a taken port before saying where it serves.
+pub async fn bind(cfg: &Config) -> hashtale_core::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(&cfg.api.listen)
+        .await
+        .map_err(|e| hashtale_core::Error::Other(format!("API on {}: {e}", cfg.api.listen)))
+}
+
 /// Serves until `shutdown` turns true.
 pub async fn serve(
     state: AppState,
     cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> hashtale_core::Result<SocketAddr> {
+    serve_on(bind(cfg).await?, state, cfg, shutdown).await
+}
+
+/// Serves on a bound listener until `shutdown` turns true.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    cfg: &Config,
     mut shutdown: watch::Receiver<bool>,
 ) -> hashtale_core::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(&cfg.api.listen).await?;
     let addr = listener.local_addr()?;
     let app = router(state, cfg.api.max_upload_bytes);
     tracing::info!("API listening on http://{addr}");
@@ -189,6 +205,18 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
         ));
     };
     let (source, external_id, image, caption) = body;
+    if caption
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > hashtale_core::types::MAX_CAPTION_CHARS)
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "caption must be at most {} characters",
+                hashtale_core::types::MAX_CAPTION_CHARS
+            ),
+        ));
+    }
     let source = source.unwrap_or_else(|| "default".into());
     if source.is_empty() || source.len() > 200 {
         return Err(ApiError(
@@ -295,7 +323,42 @@ async fn get_post(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResu
     };
     let job = state.store.job_for_post(id).await?;
     let results = state.store.results_for_post(id).await?;
+    let mut post = post;
+    post.source = public_source(&post.source);
     Ok(Json(json!({ "post": post, "job": job, "results": results })).into_response())
+}
+
+/// A source name as readers may see it: a watched folder by its last component only (not the
+/// server's path), a feed URL without credentials.
+fn public_source(source: &str) -> String {
+    if let Some(dir) = source.strip_prefix("dir:") {
+        let name = std::path::Path::new(dir)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return format!("dir:{name}");
+    }
+    if let Some(feed) = source.strip_prefix("feed:") {
+        if let Ok(mut url) = url::Url::parse(feed) {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            return format!("feed:{url}");
+        }
+    }
+    source.to_string()
+}
+
+#[cfg(test)]
+mod public_source_tests {
+    #[test]
+    fn hides_server_paths_and_credentials() {
+        assert_eq!(super::public_source("dir:/srv/photos/in"), "dir:in");
+        assert_eq!(
+            super::public_source("feed:https://bob:secret@example.com/f.xml"),
+            "feed:https://example.com/f.xml"
+        );
+        assert_eq!(super::public_source("api:default"), "api:default");
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -116,16 +116,33 @@ impl Resolve for SafeResolver {
         let allow = self.trust.allows(name.as_str());
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow || is_public(a.ip()))
-                .collect();
+            let found = match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(found) => found,
+                // EAI_NONAME / EAI_NODATA: the name does not exist, which retrying won't change
+                // (a "temporary failure" stays an ordinary, retried error).
+                Err(e) if is_no_such_host(&e.to_string()) => {
+                    return Err(format!("no such host: {host}").into())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let addrs: Vec<SocketAddr> = found.filter(|a| allow || is_public(a.ip())).collect();
             if addrs.is_empty() {
                 return Err(format!("refused: {host} has no public address").into());
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
+}
+
+/// Whether a resolver error says the name does not exist (glibc's EAI_NONAME and EAI_NODATA).
+fn is_no_such_host(message: &str) -> bool {
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Checks what can be checked before connecting: the scheme and literal addresses (names are
@@ -201,6 +218,14 @@ impl Fetcher {
 
     /// Checks a URL before any request (scheme, literal addresses).
     pub fn check(&self, raw: &str) -> Result<url::Url> {
+        // The URL parser forgives an empty authority (`http:///img.jpg` becomes host `img.jpg`);
+        // a URL must name its host itself.
+        let authority = raw
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if authority.is_some_and(|a| a.rsplit('@').next().unwrap_or("").is_empty()) {
+            return Err(Error::BadInput("refused: URL without host".into()));
+        }
         let url = url::Url::parse(raw).map_err(|e| Error::BadInput(format!("bad URL: {e}")))?;
         check_url(&url, &self.trust).map_err(Error::BadInput)?;
         Ok(url)
@@ -234,25 +259,39 @@ impl Fetcher {
     }
 
     async fn read_capped(&self, resp: &mut reqwest::Response) -> Result<Vec<u8>> {
-        let max = self.cfg.max_bytes;
-        if resp.content_length().is_some_and(|n| n > max) {
-            return Err(Error::BadInput(format!("image larger than {max} bytes")));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-            if (body.len() + chunk.len()) as u64 > max {
-                return Err(Error::BadInput(format!("image larger than {max} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        read_body_capped(resp, self.cfg.max_bytes, "image").await
     }
 }
 
+/// Reads a response body chunk by chunk and stops as soon as it passes `max` bytes, whether or
+/// not the server sent a Content-Length (a chunked body is never read whole first).
+pub async fn read_body_capped(
+    resp: &mut reqwest::Response,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(Error::BadInput(format!("{what} larger than {max} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(Error::BadInput(format!("{what} larger than {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn classify(e: reqwest::Error) -> Error {
-    // Refusals by our resolver or redirect policy are final; network trouble is retried.
+    // Refusals by our resolver or redirect policy are final, and so is a host that does not
+    // exist; network trouble is retried.
     let text = format!("{e}: {}", source_chain(&e));
-    if text.contains("refused:") || e.is_redirect() || e.is_builder() {
+    if text.contains("refused:")
+        || text.contains("no such host:")
+        || e.is_redirect()
+        || e.is_builder()
+    {
         Error::BadInput(format!("fetch failed: {text}"))
     } else {
         Error::Transient(format!("fetch failed: {text}"))
@@ -355,6 +394,33 @@ mod tests {
         assert!(f.check("http://169.254.169.254/latest").is_err());
         assert!(f.check("file:///etc/passwd").is_err());
         assert!(f.check("https://example.com/x.png").is_ok());
+        // An empty authority is not read as a host named by the path.
+        for raw in [
+            "http:///img.jpg",
+            "https:///example.com/x.png",
+            "http://user@/x.png",
+        ] {
+            let err = f.check(raw).unwrap_err().to_string();
+            assert!(err.contains("without host"), "{raw}: {err}");
+        }
+    }
+
+    /// A name that does not exist is a final error, not one to retry.
+    #[tokio::test]
+    async fn no_such_host_is_not_transient() {
+        let f = Fetcher::new(&FetchConfig::default()).unwrap();
+        let err = f
+            .fetch_image("http://no-such-host.invalid/x.png")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+        assert!(err.to_string().contains("no such host"), "{err}");
+        assert!(is_no_such_host(
+            "failed to lookup address information: Name or service not known"
+        ));
+        assert!(!is_no_such_host(
+            "failed to lookup address information: Temporary failure in name resolution"
+        ));
     }
 
     /// What the test server answers for one path.

@@ -917,6 +917,21 @@ impl Store {
         })
     }
 
+    /// How many post ids have ever been drawn (Postgres' `posts_id_seq`; every insert attempt,
+    /// even one that finds the post already there, draws one). `None` on SQLite. Lets tests
+    /// tell that an idle source leaves the database alone.
+    pub async fn post_ids_drawn(&self) -> Result<Option<i64>> {
+        match self {
+            Store::Postgres(p) => {
+                let row = sqlx::query("SELECT last_value FROM posts_id_seq")
+                    .fetch_one(p)
+                    .await?;
+                Ok(Some(row.try_get::<i64, _>(0)?))
+            }
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// A backfill's id and how many input lines it had already processed (resume point).
     pub async fn backfill_start(&self, key: &str, total: i64) -> Result<(i64, i64)> {
         let now = now_ms();

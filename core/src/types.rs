@@ -9,6 +9,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest caption accepted (Instagram's limit): the API refuses longer ones, feeds are cut.
+pub const MAX_CAPTION_CHARS: usize = 2_200;
+
+/// A caption cut to [`MAX_CAPTION_CHARS`] characters.
+pub fn capped_caption(caption: &str) -> String {
+    caption.chars().take(MAX_CAPTION_CHARS).collect()
+}
+
 /// Where a post's image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {

@@ -56,8 +56,11 @@ pub fn decode_image(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage> 
 /// Reads and decodes an image file with the default limits.
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_image(&bytes, DecodeLimits::default())
-        .map_err(|e| Error::Image(format!("{}: {e}", path.display())))
+    // Keep the message flat: "image: PATH: cannot decode image: …", not "image: PATH: image: …".
+    decode_image(&bytes, DecodeLimits::default()).map_err(|e| match e {
+        Error::Image(m) => Error::Image(format!("{}: {m}", path.display())),
+        other => other,
+    })
 }
 
 /// Squashes each image to `size`×`size` RGB (no crop, so nothing at the edges is lost; the

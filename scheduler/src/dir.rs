@@ -1,14 +1,26 @@
 //! Watched folders: every image file becomes a post (external id = its path relative to the
 //! folder). Files are read once their size has stopped changing, so a half-copied file is
 //! not taken; the bytes go to the store (by sha256), so the worker never reads local paths.
+//!
+//! Only events that change a file's content or name count (create, data modify, rename,
+//! close-after-write): inotify also reports opens and reads, and the scheduler's own read of a
+//! file must not trigger the next one. A file whose bytes hash as they did at its last ingest is
+//! not sent to the database again.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_core::{Error, Result};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
+
+/// Watcher events queued at most; past this the folder is rescanned instead (nothing is lost).
+const EVENT_QUEUE: usize = 4096;
 
 use crate::Ingestor;
 
@@ -27,6 +39,32 @@ fn is_candidate(p: &Path) -> bool {
     !hidden && ext_ok
 }
 
+/// Whether a watcher event can mean new or changed file content.
+pub fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Any => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Remove(_) | EventKind::Other => false,
+    }
+}
+
+/// Logs a file of a watched folder that is not taken, so a user can see why.
+fn log_skipped(p: &Path) {
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    if !hidden {
+        tracing::info!(
+            "skipping {}: not an image type hashtale reads ({})",
+            p.display(),
+            IMAGE_EXTENSIONS.join(", ")
+        );
+    }
+}
+
 /// Every candidate file under `dir`, sorted.
 pub fn scan(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -39,6 +77,8 @@ pub fn scan(dir: &Path) -> Result<Vec<PathBuf>> {
                 stack.push(e.path());
             } else if ft.is_file() && is_candidate(&e.path()) {
                 out.push(e.path());
+            } else if ft.is_file() {
+                log_skipped(&e.path());
             }
         }
     }
@@ -46,7 +86,7 @@ pub fn scan(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The post for a file of watched folder `root`.
+/// The post for a file of watched folder `root` (blocking file I/O: call off the runtime).
 pub fn post_for(root: &Path, path: &Path, max_bytes: u64) -> Result<NewPost> {
     let meta = std::fs::metadata(path)?;
     if meta.len() > max_bytes {
@@ -66,35 +106,44 @@ pub fn post_for(root: &Path, path: &Path, max_bytes: u64) -> Result<NewPost> {
     })
 }
 
-/// Ingests what is in `root` now, then every file that appears, until `shutdown`.
+/// Ingests what is in `root` now, then every file that appears or changes, until `shutdown`.
 pub async fn watch_dir(
     ing: Ingestor,
     root: PathBuf,
     max_bytes: u64,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let root = std::fs::canonicalize(&root)?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let root = tokio::fs::canonicalize(&root).await?;
+    let (tx, mut rx) = mpsc::channel::<PathBuf>(EVENT_QUEUE);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let overflowed = overflow.clone();
     // Start watching before the initial scan so nothing falls between the two.
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            for p in ev.paths {
-                let _ = tx.send(p);
+    let mut watcher =
+        notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
+            Ok(ev) if changes_content(&ev.kind) => {
+                for p in ev.paths {
+                    if tx.try_send(p).is_err() {
+                        overflowed.store(true, Ordering::Relaxed);
+                    }
+                }
             }
-        }
-    })
-    .map_err(|e| Error::Other(format!("watching {}: {e}", root.display())))?;
+            Ok(_) => {}
+            Err(_) => overflowed.store(true, Ordering::Relaxed),
+        })
+        .map_err(|e| Error::Other(format!("watching {}: {e}", root.display())))?;
     watcher
         .watch(&root, RecursiveMode::Recursive)
         .map_err(|e| Error::Other(format!("watching {}: {e}", root.display())))?;
-    let files = scan(&root)?;
+    let files = scan_blocking(&root).await?;
     tracing::info!(
         "watching {} ({} files already there)",
         root.display(),
         files.len()
     );
+    // The sha256 each path had when it was last ingested.
+    let mut ingested: HashMap<PathBuf, [u8; 32]> = HashMap::new();
     for f in files {
-        ingest_file(&ing, &root, &f, max_bytes).await;
+        ingest_file(&ing, &root, &f, max_bytes, &mut ingested).await;
     }
     // Paths seen changing, with their last size and when it was seen.
     let mut settling: HashMap<PathBuf, (u64, Instant)> = HashMap::new();
@@ -104,17 +153,27 @@ pub async fn watch_dir(
             _ = shutdown.changed() => break,
             p = rx.recv() => match p {
                 Some(p) if is_candidate(&p) => {
-                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(u64::MAX);
+                    let size = tokio::fs::metadata(&p).await.map(|m| m.len()).unwrap_or(u64::MAX);
                     settling.insert(p, (size, Instant::now()));
                 }
-                Some(_) => {}
+                Some(p) => {
+                    if tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file()) {
+                        log_skipped(&p);
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {
+                if overflow.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("{}: watcher events overflowed, rescanning", root.display());
+                    for f in scan_blocking(&root).await.unwrap_or_default() {
+                        settling.entry(f).or_insert((u64::MAX, Instant::now()));
+                    }
+                }
                 let now = Instant::now();
                 let mut stable = Vec::new();
                 for (p, (size, seen)) in settling.iter_mut() {
-                    match std::fs::metadata(p) {
+                    match tokio::fs::metadata(&p).await {
                         Ok(m) if m.is_file() => {
                             if m.len() != *size {
                                 *size = m.len();
@@ -128,8 +187,8 @@ pub async fn watch_dir(
                 }
                 for p in stable {
                     settling.remove(&p);
-                    if p.is_file() {
-                        ingest_file(&ing, &root, &p, max_bytes).await;
+                    if tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file()) {
+                        ingest_file(&ing, &root, &p, max_bytes, &mut ingested).await;
                     }
                 }
             }
@@ -139,19 +198,77 @@ pub async fn watch_dir(
     Ok(())
 }
 
-async fn ingest_file(ing: &Ingestor, root: &Path, path: &Path, max_bytes: u64) {
-    let post = match post_for(root, path, max_bytes) {
-        Ok(p) => p,
-        Err(e) => {
+async fn scan_blocking(root: &Path) -> Result<Vec<PathBuf>> {
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || scan(&root))
+        .await
+        .map_err(|e| Error::Other(format!("scan task: {e}")))?
+}
+
+async fn ingest_file(
+    ing: &Ingestor,
+    root: &Path,
+    path: &Path,
+    max_bytes: u64,
+    ingested: &mut HashMap<PathBuf, [u8; 32]>,
+) {
+    let (r, p) = (root.to_path_buf(), path.to_path_buf());
+    let post = match tokio::task::spawn_blocking(move || post_for(&r, &p, max_bytes)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
             tracing::warn!("skipping {}: {e}", path.display());
             return;
         }
-    };
-    match ing.ingest(&post).await {
-        Ok(r) if r.job_id.is_some() => {
-            tracing::debug!("new post {} from {}", r.post_id, path.display())
+        Err(e) => {
+            tracing::error!("reading {}: {e}", path.display());
+            return;
         }
-        Ok(_) => {}
+    };
+    let digest: [u8; 32] = match &post.image {
+        ImageSource::Bytes(b) => Sha256::digest(b).into(),
+        ImageSource::Url(u) => Sha256::digest(u.as_bytes()).into(),
+    };
+    if ingested.get(path) == Some(&digest) {
+        return; // same bytes as at its last ingest: nothing for the database
+    }
+    match ing.ingest(&post).await {
+        Ok(r) => {
+            ingested.insert(path.to_path_buf(), digest);
+            if r.job_id.is_some() {
+                tracing::debug!("new post {} from {}", r.post_id, path.display())
+            }
+        }
         Err(e) => tracing::error!("ingesting {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, ModifyKind, RenameMode};
+
+    #[test]
+    fn only_content_changes_count() {
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Content
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        // What the scheduler's own read of a file produces.
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Read)));
+        assert!(!changes_content(&EventKind::Modify(ModifyKind::Metadata(
+            notify::event::MetadataKind::AccessTime
+        ))));
     }
 }

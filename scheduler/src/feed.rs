@@ -3,7 +3,7 @@
 //! the same safe HTTP client as image fetches.
 use std::time::Duration;
 
-use hashtale_core::fetch::Fetcher;
+use hashtale_core::fetch::{read_body_capped, Fetcher};
 use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_core::{Error, Result};
 use tokio::sync::watch;
@@ -84,7 +84,8 @@ pub fn posts_from_feed(source: &str, body: &[u8]) -> Result<Vec<NewPost>> {
             .title
             .as_ref()
             .map(|t| t.content.clone())
-            .or_else(|| entry.summary.as_ref().map(|s| s.content.clone()));
+            .or_else(|| entry.summary.as_ref().map(|s| s.content.clone()))
+            .map(|c| hashtale_core::types::capped_caption(&c));
         for (i, u) in urls.into_iter().enumerate() {
             let external_id = if i == 0 {
                 entry.id.clone()
@@ -116,7 +117,7 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     if let Some(l) = &last_modified {
         req = req.header(reqwest::header::IF_MODIFIED_SINCE, l);
     }
-    let resp = req
+    let mut resp = req
         .send()
         .await
         .map_err(|e| Error::Transient(format!("feed {url}: {e}")))?;
@@ -137,19 +138,12 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     };
     let new_etag = header(reqwest::header::ETAG);
     let new_lm = header(reqwest::header::LAST_MODIFIED);
-    if resp
-        .content_length()
-        .is_some_and(|n| n as usize > MAX_FEED_BYTES)
-    {
-        return Err(Error::BadInput(format!("feed {url} is too large")));
-    }
-    let body = resp
-        .bytes()
+    let body = read_body_capped(&mut resp, MAX_FEED_BYTES as u64, "feed")
         .await
-        .map_err(|e| Error::Transient(format!("feed {url}: {e}")))?;
-    if body.len() > MAX_FEED_BYTES {
-        return Err(Error::BadInput(format!("feed {url} is too large")));
-    }
+        .map_err(|e| match e {
+            Error::BadInput(m) => Error::BadInput(format!("feed {url}: {m}")),
+            other => other,
+        })?;
     let posts = posts_from_feed(url, &body)?;
     let mut ingested = Vec::with_capacity(posts.len());
     for p in &posts {

@@ -10,7 +10,7 @@ use hashtale_models::encoder::{EfficientNetLite, ImageEncoder, LiteVariant};
 use hashtale_models::metrics::{bleu1, bleu1_seed, evaluate, frequency_prior, TOP_K};
 use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
 use hashtale_models::tags::features::FeatureSet;
-use hashtale_models::tags::fuse::{fit_platt, fuse, log_loss, FusionWeights};
+use hashtale_models::tags::fuse::{fit_calibration, fuse, log_loss, Features, FusionWeights};
 use hashtale_models::tags::{
     default_concepts_path, default_fusion_path, default_model_dir, BeamOptions, ScoredTag, TagModel,
 };
@@ -44,6 +44,9 @@ pub struct EvalTagsArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also write each image's ground truth and both taggers' scored hashtags as JSON lines.
+    #[arg(long)]
+    pub per_image: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -241,7 +244,20 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
             FusionWeights::default()
         };
         let cells = features.grid.dim(1)?;
-        for (d, fill, c) in taggers.run(&features, &rows, &device)? {
+        let outputs = taggers.run(&features, &rows, &device)?;
+        if let Some(path) = &a.per_image {
+            let score = |l: &[ScoredTag]| -> Vec<(String, f32)> {
+                l.iter().map(|t| (t.tag.clone(), t.score)).collect()
+            };
+            let mut text = String::new();
+            for ((d, _, c), truth) in outputs.iter().zip(&gt) {
+                let line =
+                    serde_json::json!({"truth": truth, "decoder": score(d), "concepts": score(c)});
+                text.push_str(&format!("{line}\n"));
+            }
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        for (d, fill, c) in outputs {
             match a.source.as_str() {
                 "decoder" => {
                     own.push(names(&d));
@@ -302,13 +318,16 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fits one Platt scaling per source on the dev split of every `--data` folder (each folder
+/// Fits one calibration per source on the dev split of every `--data` folder (each folder
 /// weighs the same), and writes the fusion weights.
 pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
-    let mut decoder_samples: Vec<(f32, bool, f64)> = Vec::new();
-    let mut concept_samples: Vec<(f32, bool, f64)> = Vec::new();
+    let mut decoder_samples: Vec<(Features, bool, f64)> = Vec::new();
+    let mut concept_samples: Vec<(Features, bool, f64)> = Vec::new();
     let mut sets = Vec::new();
+    // Per dev set: each image's ground truth and both lists, for choosing the decoder shift.
+    #[allow(clippy::type_complexity)]
+    let mut kept: Vec<Vec<(Vec<String>, Vec<ScoredTag>, Vec<ScoredTag>)>> = Vec::new();
     for folder in &a.data.data {
         let mut one = a.data.clone();
         one.data = vec![folder.clone()];
@@ -334,11 +353,17 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         let outputs = taggers.run(&features, &rows, &device)?;
         let (mut d_set, mut c_set) = (Vec::new(), Vec::new());
         for ((d, _, c), truth) in outputs.iter().zip(&gt) {
+            let (concept_top, decoder_top) = Features::context(d, c);
+            let features = |t: &ScoredTag| Features {
+                score: t.score,
+                concept_top,
+                decoder_top,
+            };
             for t in d {
-                d_set.push((t.score, truth.contains(&t.tag)));
+                d_set.push((features(t), truth.contains(&t.tag)));
             }
             for t in c {
-                c_set.push((t.score, truth.contains(&t.tag)));
+                c_set.push((features(t), truth.contains(&t.tag)));
             }
         }
         let (dw, cw) = (
@@ -347,6 +372,13 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         );
         decoder_samples.extend(d_set.iter().map(|&(s, y)| (s, y, dw)));
         concept_samples.extend(c_set.iter().map(|&(s, y)| (s, y, cw)));
+        kept.push(
+            outputs
+                .into_iter()
+                .zip(gt)
+                .map(|((d, _, c), truth)| (truth, d, c))
+                .collect(),
+        );
         sets.push(serde_json::json!({
             "data": folder.display().to_string(),
             "split": split,
@@ -362,26 +394,67 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
             c_set.len()
         );
     }
-    let decoder = fit_platt(&decoder_samples);
-    let concepts = fit_platt(&concept_samples);
+    let mut decoder = fit_calibration(&decoder_samples);
+    let concepts = fit_calibration(&concept_samples);
+    let (decoder_log_loss, concept_log_loss) = (
+        log_loss(decoder, &decoder_samples),
+        log_loss(concepts, &concept_samples),
+    );
+    // The calibrations fit each tag's relevance; which source leads the list is then set by one
+    // shift of the decoder's bias, chosen for the best mean P@1 over the dev sets (each set
+    // weighs the same; ties go to the smallest shift).
+    let p_at_1 = |w: &FusionWeights, set: &[(Vec<String>, Vec<ScoredTag>, Vec<ScoredTag>)]| {
+        let hits = set
+            .iter()
+            .filter(|(truth, d, c)| {
+                fuse(d, c, w, 1, 49)
+                    .first()
+                    .is_some_and(|t| truth.contains(&t.tag))
+            })
+            .count();
+        hits as f64 / set.len().max(1) as f64
+    };
+    let mut best: Option<(f64, f64, Vec<f64>)> = None;
+    for step in -8..=12 {
+        let shift = step as f64 * 0.25;
+        let mut shifted = decoder;
+        shifted.bias += shift;
+        let w = FusionWeights {
+            decoder: shifted,
+            concepts,
+            fitted_on: serde_json::Value::Null,
+        };
+        let per_set: Vec<f64> = kept.iter().map(|set| p_at_1(&w, set)).collect();
+        let mean = per_set.iter().sum::<f64>() / per_set.len().max(1) as f64;
+        let better = match &best {
+            None => true,
+            Some((m, s, _)) => mean > m + 1e-12 || (mean > m - 1e-12 && shift.abs() < s.abs()),
+        };
+        if better {
+            best = Some((mean, shift, per_set));
+        }
+    }
+    let (mean_p1, shift, per_set) = best.expect("at least one shift tried");
+    decoder.bias += shift;
+    for (set, p1) in sets.iter_mut().zip(&per_set) {
+        set["fused_p_at_1"] = serde_json::json!(p1);
+    }
     let weights = FusionWeights {
         decoder,
         concepts,
         fitted_on: serde_json::json!({
             "command": "hashtale tune fusion",
             "sets": sets,
-            "decoder_log_loss": log_loss(decoder, &decoder_samples),
-            "concept_log_loss": log_loss(concepts, &concept_samples),
+            "decoder_log_loss": decoder_log_loss,
+            "concept_log_loss": concept_log_loss,
+            "decoder_bias_shift": shift,
+            "mean_fused_p_at_1": mean_p1,
         }),
     };
     std::fs::write(&a.out, serde_json::to_string_pretty(&weights)? + "\n")
         .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
-        "decoder a={:.3} b={:.3}; concepts a={:.3} b={:.3}; wrote {}",
-        decoder.a,
-        decoder.b,
-        concepts.a,
-        concepts.b,
+        "decoder {decoder:?}\nconcepts {concepts:?}\nwrote {}",
         a.out.display()
     );
     Ok(())

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use hashtale_core::config::QueueKind;
 use hashtale_core::fetch::Fetcher;
@@ -62,6 +62,16 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     runtime()?.block_on(async move {
         let shutdown = shutdown_signal();
+        // Bind before anything else: a taken port is an error, not a log line after a banner.
+        let listener = if a.once {
+            None
+        } else {
+            Some(
+                hashtale_api::bind(&cfg)
+                    .await
+                    .context("starting the API (choose another port with --listen)")?,
+            )
+        };
         let store = open_store(&cfg).await?;
         let requeued = store.requeue_running().await?;
         if requeued > 0 {
@@ -109,16 +119,19 @@ pub fn run(a: RunArgs) -> Result<()> {
         } else {
             super::scheduler::spawn_sources(&ing, &cfg, &shutdown)?;
             let state = hashtale_api::AppState::new(store.clone(), queue.clone(), &cfg)?;
+            let listener = listener.expect("bound above unless --once");
+            let api_addr = listener.local_addr()?;
             let api_cfg = cfg.clone();
             let api_shutdown = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = hashtale_api::serve(state, &api_cfg, api_shutdown).await {
+                if let Err(e) =
+                    hashtale_api::serve_on(listener, state, &api_cfg, api_shutdown).await
+                {
                     tracing::error!("API: {e}");
                 }
             });
             eprintln!(
-                "API: http://{}/v1/results  (OpenAPI: /openapi.json; write token: {}{})",
-                cfg.api.listen,
+                "API: http://{api_addr}/v1/results  (OpenAPI: /openapi.json; write token: {}{})",
                 cfg.api.token,
                 if generated_token {
                     ", generated for this run"
@@ -127,8 +140,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 }
             );
             eprintln!(
-                "ratings: invite raters with `hashtale raters add NAME`; admin at http://{}/admin/login ({})",
-                cfg.api.listen,
+                "ratings: invite raters with `hashtale raters add NAME`; admin at http://{api_addr}/admin/login ({})",
                 if cfg.ratings.admin_token.is_empty() {
                     "sign in with the write token"
                 } else {

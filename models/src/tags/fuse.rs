@@ -1,33 +1,87 @@
 //! One ranked list from two taggers: the attention decoder and the concept hashtags.
 //!
-//! Each source's raw score is calibrated with Platt scaling, P(relevant) = σ(a·logit(s) + b),
-//! fitted on dev sets only (`hashtale tune fusion`). A hashtag named by both sources gets the
-//! noisy-or of its two calibrated scores, and the score-weighted mean of its two maps.
+//! Each source's raw score is calibrated by a logistic model fitted on dev sets only
+//! (`hashtale tune fusion`): P(relevant) = σ(w₀ + w₁·logit(s) + w₂·logit(c) + w₃·logit(d)), where
+//! `s` is the hashtag's own score, `c` the image's top concept score and `d` its top decoder
+//! score. The two image-level terms let the fusion learn when the ImageNet head knows the photo
+//! (a cup, a cat) and when the decoder does (people at the beach), which a per-source Platt
+//! scaling cannot. A hashtag named by both sources gets the noisy-or of its two calibrated
+//! scores, and the score-weighted mean of its two maps.
 use serde::{Deserialize, Serialize};
 
 use super::ScoredTag;
 
-/// Platt scaling of one source's scores.
+/// A logistic calibration of one source's scores.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Platt {
-    pub a: f64,
-    pub b: f64,
+pub struct Calibration {
+    pub bias: f64,
+    /// Weight of logit(the hashtag's own score).
+    pub score: f64,
+    /// Weight of logit(the image's top concept score).
+    pub concept_top: f64,
+    /// Weight of logit(the image's top decoder score).
+    pub decoder_top: f64,
 }
 
-impl Platt {
+impl Calibration {
     /// The identity map: calibrated = raw.
-    pub const IDENTITY: Platt = Platt { a: 1.0, b: 0.0 };
+    pub const IDENTITY: Calibration = Calibration {
+        bias: 0.0,
+        score: 1.0,
+        concept_top: 0.0,
+        decoder_top: 0.0,
+    };
 
-    pub fn apply(&self, score: f32) -> f32 {
-        sigmoid(self.a * logit(score as f64) + self.b) as f32
+    fn weights(&self) -> [f64; 4] {
+        [self.bias, self.score, self.concept_top, self.decoder_top]
+    }
+
+    fn from_weights(w: [f64; 4]) -> Self {
+        Self {
+            bias: w[0],
+            score: w[1],
+            concept_top: w[2],
+            decoder_top: w[3],
+        }
+    }
+
+    pub fn apply(&self, x: &Features) -> f32 {
+        let w = self.weights();
+        let f = x.row();
+        sigmoid((0..4).map(|i| w[i] * f[i]).sum()) as f32
+    }
+}
+
+/// What a calibration reads about one hashtag: its score and the image's two top scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Features {
+    pub score: f32,
+    pub concept_top: f32,
+    pub decoder_top: f32,
+}
+
+impl Features {
+    fn row(&self) -> [f64; 4] {
+        [
+            1.0,
+            logit(self.score as f64),
+            logit(self.concept_top as f64),
+            logit(self.decoder_top as f64),
+        ]
+    }
+
+    /// The image-level part of the features, from the two lists.
+    pub fn context(decoder: &[ScoredTag], concepts: &[ScoredTag]) -> (f32, f32) {
+        let top = |l: &[ScoredTag]| l.iter().map(|t| t.score).fold(0.0f32, f32::max);
+        (top(concepts), top(decoder))
     }
 }
 
 /// The fusion weights: one calibration per source, and where they were fitted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FusionWeights {
-    pub decoder: Platt,
-    pub concepts: Platt,
+    pub decoder: Calibration,
+    pub concepts: Calibration,
     /// Free-form provenance (dev sets, sample counts, fit log-loss).
     #[serde(default)]
     pub fitted_on: serde_json::Value,
@@ -36,8 +90,8 @@ pub struct FusionWeights {
 impl Default for FusionWeights {
     fn default() -> Self {
         Self {
-            decoder: Platt::IDENTITY,
-            concepts: Platt::IDENTITY,
+            decoder: Calibration::IDENTITY,
+            concepts: Calibration::IDENTITY,
             fitted_on: serde_json::Value::Null,
         }
     }
@@ -62,11 +116,16 @@ pub fn fuse(
     max_tags: usize,
     grid_cells: usize,
 ) -> Vec<ScoredTag> {
+    let (concept_top, decoder_top) = Features::context(decoder, concepts);
     let mut out: Vec<ScoredTag> = Vec::new();
     let sources = [(decoder, weights.decoder), (concepts, weights.concepts)];
-    for (list, platt) in sources {
+    for (list, calibration) in sources {
         for t in list {
-            let s = platt.apply(t.score);
+            let s = calibration.apply(&Features {
+                score: t.score,
+                concept_top,
+                decoder_top,
+            });
             let map = if t.attention.is_empty() {
                 vec![1.0 / grid_cells as f32; grid_cells]
             } else {
@@ -95,50 +154,78 @@ pub fn fuse(
     out
 }
 
-/// Fits a Platt scaling to (raw score, relevant, sample weight) triples by Newton's method on the
-/// weighted log-loss, with a small ridge on `a` and `b` so separable data stays finite.
-pub fn fit_platt(samples: &[(f32, bool, f64)]) -> Platt {
-    let xs: Vec<(f64, f64, f64)> = samples
+/// Fits a calibration to (features, relevant, sample weight) triples by Newton's method on the
+/// weighted log-loss, with a small ridge towards the identity so separable data stays finite.
+pub fn fit_calibration(samples: &[(Features, bool, f64)]) -> Calibration {
+    let rows: Vec<([f64; 4], f64, f64)> = samples
         .iter()
-        .map(|&(s, y, w)| (logit(s as f64), if y { 1.0 } else { 0.0 }, w))
+        .map(|(x, y, w)| (x.row(), if *y { 1.0 } else { 0.0 }, *w))
         .collect();
-    let (mut a, mut b) = (1.0f64, 0.0f64);
+    let prior = Calibration::IDENTITY.weights();
+    let mut w = prior;
     let ridge = 1e-3;
     for _ in 0..100 {
-        // Gradient and Hessian of Σ w·logloss + ridge/2·((a−1)² + b²).
-        let (mut ga, mut gb) = (ridge * (a - 1.0), ridge * b);
-        let (mut haa, mut hab, mut hbb) = (ridge, 0.0, ridge);
-        for &(x, y, w) in &xs {
-            let p = sigmoid(a * x + b);
-            let r = w * (p - y);
-            ga += r * x;
-            gb += r;
-            let v = w * p * (1.0 - p);
-            haa += v * x * x;
-            hab += v * x;
-            hbb += v;
+        let mut grad = [0.0f64; 4];
+        let mut hess = [[0.0f64; 4]; 4];
+        for i in 0..4 {
+            grad[i] = ridge * (w[i] - prior[i]);
+            hess[i][i] = ridge;
         }
-        let det = haa * hbb - hab * hab;
-        if det.abs() < 1e-12 {
+        for (x, y, sw) in &rows {
+            let p = sigmoid((0..4).map(|i| w[i] * x[i]).sum());
+            let v = sw * p * (1.0 - p);
+            for i in 0..4 {
+                grad[i] += sw * (p - y) * x[i];
+                for j in 0..4 {
+                    hess[i][j] += v * x[i] * x[j];
+                }
+            }
+        }
+        let Some(step) = solve4(hess, grad) else {
             break;
+        };
+        for i in 0..4 {
+            w[i] -= step[i];
         }
-        let da = (hbb * ga - hab * gb) / det;
-        let db = (haa * gb - hab * ga) / det;
-        a -= da;
-        b -= db;
-        if da.abs() + db.abs() < 1e-9 {
+        if step.iter().map(|s| s.abs()).sum::<f64>() < 1e-9 {
             break;
         }
     }
-    Platt { a, b }
+    Calibration::from_weights(w)
+}
+
+/// Solves the 4×4 system `a·x = b` by Gaussian elimination with partial pivoting.
+fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
+    for col in 0..4 {
+        let pivot = (col..4).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col];
+        for row in col + 1..4 {
+            let f = a[row][col] / pivot_row[col];
+            for (x, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
+                *x -= f * p;
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0.0; 4];
+    for row in (0..4).rev() {
+        let rest: f64 = (row + 1..4).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - rest) / a[row][row];
+    }
+    Some(x)
 }
 
 /// Weighted mean log-loss of a calibration (for the fit's provenance).
-pub fn log_loss(platt: Platt, samples: &[(f32, bool, f64)]) -> f64 {
+pub fn log_loss(calibration: Calibration, samples: &[(Features, bool, f64)]) -> f64 {
     let (mut sum, mut total) = (0.0, 0.0);
-    for &(s, y, w) in samples {
-        let p = (platt.apply(s) as f64).clamp(1e-9, 1.0 - 1e-9);
-        sum -= w * if y { p.ln() } else { (1.0 - p).ln() };
+    for (x, y, w) in samples {
+        let p = (calibration.apply(x) as f64).clamp(1e-9, 1.0 - 1e-9);
+        sum -= w * if *y { p.ln() } else { (1.0 - p).ln() };
         total += w;
     }
     sum / total.max(f64::MIN_POSITIVE)
@@ -174,8 +261,18 @@ mod tests {
             tag("goldenretriever", 0.5, peak(10)),
         ];
         let w = FusionWeights {
-            decoder: Platt { a: 0.8, b: -0.2 },
-            concepts: Platt { a: 1.2, b: 0.1 },
+            decoder: Calibration {
+                bias: -0.2,
+                score: 0.8,
+                concept_top: -0.3,
+                decoder_top: 0.1,
+            },
+            concepts: Calibration {
+                bias: 0.1,
+                score: 1.2,
+                concept_top: 0.2,
+                decoder_top: -0.4,
+            },
             fitted_on: serde_json::Value::Null,
         };
         let fused = fuse(&decoder, &concepts, &w, 10, 49);
@@ -190,8 +287,13 @@ mod tests {
             names[0], "dog",
             "named by both sources: noisy-or ranks it first"
         );
-        let d = w.decoder.apply(0.6);
-        let c = w.concepts.apply(0.8);
+        let at = |score| Features {
+            score,
+            concept_top: 0.8,
+            decoder_top: 0.6,
+        };
+        let d = w.decoder.apply(&at(0.6));
+        let c = w.concepts.apply(&at(0.8));
         assert!((fused[0].score - (1.0 - (1.0 - d) * (1.0 - c))).abs() < 1e-6);
         // The dog's map mixes both peaks in proportion to the calibrated scores.
         assert!((fused[0].attention[3] - d / (d + c)).abs() < 1e-5);
@@ -208,21 +310,33 @@ mod tests {
     }
 
     #[test]
-    fn platt_fit_recovers_a_known_calibration() {
-        // Labels drawn as Bernoulli(σ(2·logit(s) − 1)) on a fixed grid of scores, in expectation.
-        let truth = Platt { a: 2.0, b: -1.0 };
+    fn fit_recovers_a_known_calibration() {
+        // Labels Bernoulli(truth(x)) over a grid of features, given in expectation as weights.
+        let truth = Calibration {
+            bias: -1.0,
+            score: 2.0,
+            concept_top: 0.5,
+            decoder_top: -0.7,
+        };
         let mut samples = Vec::new();
-        for i in 1..100 {
-            let s = i as f32 / 100.0;
-            let p = truth.apply(s) as f64;
-            samples.push((s, true, p));
-            samples.push((s, false, 1.0 - p));
+        for i in 1..20 {
+            for j in 1..10 {
+                for k in 1..10 {
+                    let x = Features {
+                        score: i as f32 / 20.0,
+                        concept_top: j as f32 / 10.0,
+                        decoder_top: k as f32 / 10.0,
+                    };
+                    let p = truth.apply(&x) as f64;
+                    samples.push((x, true, p));
+                    samples.push((x, false, 1.0 - p));
+                }
+            }
         }
-        let fit = fit_platt(&samples);
-        assert!(
-            (fit.a - 2.0).abs() < 0.02 && (fit.b + 1.0).abs() < 0.02,
-            "{fit:?}"
-        );
-        assert!(log_loss(fit, &samples) <= log_loss(Platt::IDENTITY, &samples));
+        let fit = fit_calibration(&samples);
+        for (got, want) in fit.weights().iter().zip(truth.weights()) {
+            assert!((got - want).abs() < 0.02, "{fit:?}");
+        }
+        assert!(log_loss(fit, &samples) < log_loss(Calibration::IDENTITY, &samples));
     }
 }

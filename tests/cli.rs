@@ -1,4 +1,5 @@
-//! `hashtale eval tags` on a labelled folder with no `splits.tsv` (the whole folder is `all`).
+//! The binary on its own: `hashtale eval tags` on a labelled folder with no `splits.tsv` (the
+//! whole folder is `all`), and `hashtale run` on a taken port.
 use std::path::Path;
 use std::process::Command;
 
@@ -56,4 +57,26 @@ fn evaluates_a_folder_without_splits() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("train split"), "{err}");
+}
+
+/// `hashtale run` on a port that is taken fails at once with the address, instead of logging
+/// the failure and printing a banner for an API that is not there.
+#[test]
+fn run_refuses_a_taken_api_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_hashtale"))
+        .args(["run", "--listen", &addr, "--db", db.to_str().unwrap()])
+        .arg("--watch")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run hashtale");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("API"), "{err}");
+    assert!(!err.contains("/v1/results"), "no banner: {err}");
+    drop(taken);
 }
