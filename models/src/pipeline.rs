@@ -14,8 +14,7 @@ use crate::story::{GenerateOptions, StoryModel};
 use crate::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
 use crate::tags::fuse::{fuse, FusionWeights};
 use crate::tags::{
-    default_concepts_path, default_fusion_path, default_model_dir, short_digest, BeamOptions,
-    TagModel,
+    default_concepts_path, default_model_dir, fusion_path, short_digest, BeamOptions, TagModel,
 };
 use crate::{Error, Result};
 
@@ -139,10 +138,8 @@ impl Hashtale {
     /// Loads the encoder and a hashtag model, plus what `what` asks for. Options start empty:
     /// set `options` to switch stories and suggestions on.
     pub fn load(device: &Device, what: &LoadOptions) -> Result<Self> {
-        let tags = TagModel::load(
-            what.tag_model.as_deref().unwrap_or(&default_model_dir()),
-            device,
-        )?;
+        let tag_dir = what.tag_model.clone().unwrap_or_else(default_model_dir);
+        let tags = TagModel::load(&tag_dir, device)?;
         let variant = LiteVariant::parse(&tags.config.encoder).ok_or_else(|| {
             Error::msg(format!(
                 "the hashtag model was trained on unknown encoder `{}`",
@@ -163,7 +160,7 @@ impl Hashtale {
             None
         };
         let concepts = if what.concepts {
-            Some(load_concepts(&encoder)?)
+            Some(load_concepts(&encoder, &fusion_path(&tag_dir))?)
         } else {
             None
         };
@@ -296,15 +293,14 @@ impl Hashtale {
     }
 }
 
-/// Loads the shipped concept table and fusion weights for `encoder`'s ImageNet head.
-fn load_concepts(encoder: &EfficientNetLite) -> Result<Concepts> {
+/// Loads the shipped concept table for `encoder`'s ImageNet head, and the fusion weights.
+fn load_concepts(encoder: &EfficientNetLite, fusion_path: &std::path::Path) -> Result<Concepts> {
     let table_path = default_concepts_path();
     let table = ConceptTable::load(&table_path)?;
     let (weight, bias) = encoder.classifier_parts();
     let tagger = ConceptTagger::new(table, weight, bias)?;
-    let fusion_path = default_fusion_path();
     let mut digest_input = std::fs::read(&table_path).map_err(|e| Error::io(&table_path, e))?;
-    let bytes = std::fs::read(&fusion_path).map_err(|e| Error::io(&fusion_path, e))?;
+    let bytes = std::fs::read(fusion_path).map_err(|e| Error::io(fusion_path, e))?;
     let fusion: FusionWeights = serde_json::from_slice(&bytes)?;
     digest_input.extend_from_slice(&bytes);
     Ok(Concepts {

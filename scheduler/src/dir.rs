@@ -50,13 +50,18 @@ pub fn changes_content(kind: &EventKind) -> bool {
     }
 }
 
-/// Logs a file of a watched folder that is not taken, so a user can see why.
+/// Image types people drop into folders that hashtale does not decode.
+const UNREAD_IMAGE_EXTENSIONS: [&str; 8] =
+    ["tif", "tiff", "svg", "heic", "heif", "avif", "jxl", "ico"];
+
+/// Logs an image file of a watched folder that is not taken, so a user can see why (other
+/// files, notes and sidecars, are passed over quietly).
 fn log_skipped(p: &Path) {
-    let hidden = p
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.'));
-    if !hidden {
+    let unread = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| UNREAD_IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    if unread {
         tracing::info!(
             "skipping {}: not an image type hashtale reads ({})",
             p.display(),

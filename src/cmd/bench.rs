@@ -23,6 +23,19 @@ pub enum BenchCmd {
     Pipeline(PipelineBenchArgs),
     /// Images/s of the real models at several batch sizes.
     Model(ModelBenchArgs),
+    /// Images/s of each encoder with its concept hashtags (resize + encoder + ImageNet head),
+    /// measured in the same run, and their ratio.
+    Encoders(EncoderBenchArgs),
+}
+
+#[derive(Args)]
+pub struct EncoderBenchArgs {
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Batches timed per encoder (after one warm-up batch).
+    #[arg(long, default_value_t = 4)]
+    pub iters: usize,
 }
 
 #[derive(Args)]
@@ -58,6 +71,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Pipeline(a) => runtime()?.block_on(bench_pipeline(a)),
         BenchCmd::Model(a) => bench_model(a),
+        BenchCmd::Encoders(a) => bench_encoders(a),
     }
 }
 
@@ -222,14 +236,7 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     if a.no_story {
         model.options.story = None;
     }
-    let dir = std::path::Path::new("assets/samples");
-    let samples: Vec<image::DynamicImage> = hashtale_scheduler::dir::scan(dir)?
-        .iter()
-        .map(image::open)
-        .collect::<Result<_, _>>()?;
-    if samples.is_empty() {
-        bail!("no sample images in {}", dir.display());
-    }
+    let samples = sample_images()?;
     println!(
         "model bench: {} ({} sample images, cycled)",
         model.model_version(),
@@ -251,5 +258,56 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
             s * 1e3 / a.iters as f64
         );
     }
+    Ok(())
+}
+
+/// The shipped sample photos, decoded at full size: the benchmarks' inputs.
+fn sample_images() -> Result<Vec<image::DynamicImage>> {
+    let dir = std::path::Path::new("assets/samples");
+    let samples: Vec<image::DynamicImage> = hashtale_scheduler::dir::scan(dir)?
+        .iter()
+        .map(image::open)
+        .collect::<Result<_, _>>()?;
+    if samples.is_empty() {
+        bail!("no sample images in {}", dir.display());
+    }
+    Ok(samples)
+}
+
+fn bench_encoders(a: EncoderBenchArgs) -> Result<()> {
+    use hashtale_models::encoder::{load_encoder, ImageEncoder, LiteVariant};
+    use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
+    let device = hashtale_models::device::best_device();
+    let samples = sample_images()?;
+    let batch: Vec<image::DynamicImage> = (0..a.batch_size.max(1))
+        .map(|i| samples[i % samples.len()].clone())
+        .collect();
+    let table = ConceptTable::load(&hashtale_models::tags::default_concepts_path())?;
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    println!(
+        "encoder bench: batch {}, {} batches each, threads {threads} (full-size sample photos, resized in the step)",
+        batch.len(),
+        a.iters
+    );
+    let mut rates = Vec::new();
+    for variant in [LiteVariant::Lite0, LiteVariant::Lite2] {
+        let encoder = load_encoder(variant, &device)?;
+        let (w, b) = encoder.classifier_parts();
+        let tagger = ConceptTagger::new(table.clone(), w, b)?;
+        let step = || -> Result<()> {
+            let enc = encoder.encode_images(&batch)?;
+            tagger.tag(&enc, ConceptOptions::default())?;
+            Ok(())
+        };
+        step()?; // warm-up
+        let t = Instant::now();
+        for _ in 0..a.iters {
+            step()?;
+        }
+        let rate = (batch.len() * a.iters) as f64 / t.elapsed().as_secs_f64();
+        println!("{:>20}: {rate:.2} images/s", encoder.name());
+        rates.push(rate);
+    }
+    println!("lite2 / lite0: {:.2}×", rates[1] / rates[0]);
     Ok(())
 }

@@ -12,7 +12,7 @@ use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagge
 use hashtale_models::tags::features::FeatureSet;
 use hashtale_models::tags::fuse::{fit_calibration, fuse, log_loss, Features, FusionWeights};
 use hashtale_models::tags::{
-    default_concepts_path, default_fusion_path, default_model_dir, BeamOptions, ScoredTag, TagModel,
+    default_concepts_path, default_model_dir, fusion_path, BeamOptions, ScoredTag, TagModel,
 };
 
 use super::dataset::{load_split_features, split_names, DataArgs};
@@ -33,7 +33,7 @@ pub struct EvalTagsArgs {
     /// Which taggers: fused (decoder + concept hashtags), decoder or concepts.
     #[arg(long, value_parser = ["fused", "decoder", "concepts"], default_value = "decoder")]
     pub source: String,
-    /// Fusion weights (default: the shipped assets/concepts/fusion.json).
+    /// Fusion weights (default: `fusion.json` in the model's directory).
     #[arg(long)]
     pub fusion: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
@@ -56,7 +56,7 @@ pub struct TuneFusionArgs {
     /// Hashtag model directory (default: the shipped model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Where to write the weights (e.g. assets/concepts/fusion.json).
+    /// Where to write the weights (the pipeline reads `fusion.json` in the model's directory).
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 3)]
@@ -208,8 +208,8 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     }
     let reads_model = !a.prior && a.source != "concepts";
     let data = encoder_for(&a.data, a.model.as_ref(), reads_model)?;
-    // The train split's features come along when it exists, so one cache serves train and eval.
-    let splits: Vec<&str> = if has_train && split != "train" {
+    // Only the prior reads the train split.
+    let splits: Vec<&str> = if a.prior && split != "train" {
         vec![split.as_str(), "train"]
     } else {
         vec![split.as_str()]
@@ -236,7 +236,10 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
             &device,
         )?;
         let fusion: FusionWeights = if a.source == "fused" {
-            let path = a.fusion.clone().unwrap_or_else(default_fusion_path);
+            let path = a
+                .fusion
+                .clone()
+                .unwrap_or_else(|| fusion_path(&a.model.clone().unwrap_or_else(default_model_dir)));
             serde_json::from_slice(
                 &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
             )?
@@ -333,13 +336,7 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         one.data = vec![folder.clone()];
         let one = encoder_for(&one, a.model.as_ref(), true)?;
         let split = default_split(&one)?;
-        let has_train = split_names(&one, folder)?.iter().any(|n| n == "train");
-        let splits: Vec<&str> = if has_train {
-            vec![split.as_str(), "train"]
-        } else {
-            vec![split.as_str()]
-        };
-        let (encoder, features, mut rows) = load_split_features(&one, &splits, &device)?;
+        let (encoder, features, mut rows) = load_split_features(&one, &[split.as_str()], &device)?;
         let (rows, gt) = rows.remove(0);
         let taggers = Taggers::load(
             a.model.as_ref(),

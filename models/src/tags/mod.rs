@@ -45,9 +45,10 @@ pub fn default_concepts_path() -> PathBuf {
         .unwrap_or_else(|| assets_dir().join("concepts/concepts.tsv"))
 }
 
-/// The fusion weights tuned on the dev sets, beside the concept table.
-pub fn default_fusion_path() -> PathBuf {
-    default_concepts_path().with_file_name("fusion.json")
+/// The fusion weights of a hashtag model: they are tuned for that decoder and its encoder's
+/// head, so they live in the model's directory.
+pub fn fusion_path(model_dir: &Path) -> PathBuf {
+    model_dir.join("fusion.json")
 }
 
 /// Which hashtag model.
