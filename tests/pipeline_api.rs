@@ -228,6 +228,25 @@ async fn api_suite(env: Env) {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["openapi"], "3.1.0");
     assert!(v["paths"]["/v1/posts"]["post"]["security"].is_array());
+
+    // Not ready: the database is gone. Readers learn that, not the driver's error text.
+    let gone = hashtale_core::Store::connect(
+        &format!("sqlite://{}", env.dir.path().join("gone.db").display()),
+        &hashtale_core::store::StoreOptions {
+            max_connections: 1,
+            pg_schema: None,
+        },
+    )
+    .await
+    .unwrap();
+    gone.close().await;
+    let down = hashtale_api::router(
+        hashtale_api::AppState::new(gone, env.queue.clone(), &env.cfg).unwrap(),
+        1 << 20,
+    );
+    let (st, v, text) = call(&down, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["database"], "unreachable", "{text}");
     env.cleanup().await;
 }
 

@@ -292,3 +292,30 @@ async fn local_queue_retries_then_fails_and_survives_restart() {
     assert_eq!(next(&mut c).await.msg.job_id, r2.job_id.unwrap());
     env.cleanup().await;
 }
+
+/// On the in-process queue, republishing what is pending must not hand a running job out again
+/// (it would run twice): only `pending` rows move, to `queued`.
+#[tokio::test]
+async fn local_republish_leaves_running_jobs_alone() {
+    let env = Env::sqlite_local("local_republish").await;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let running = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
+    let claimed = env.store.claim(10).await.unwrap();
+    assert_eq!(claimed[0].job_id, running);
+    env.store.start_jobs(&[running]).await.unwrap();
+    // A job whose publisher died after its commit.
+    let pending = env
+        .store
+        .ingest(&post(2), state::PENDING)
+        .await
+        .unwrap()
+        .job_id
+        .unwrap();
+    assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 1);
+    let row = env.store.job(running).await.unwrap().unwrap();
+    assert_eq!(row.state.as_str(), state::RUNNING, "the live worker's job");
+    let row = env.store.job(pending).await.unwrap().unwrap();
+    assert_eq!(row.state.as_str(), state::QUEUED);
+    assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 0);
+    env.cleanup().await;
+}

@@ -300,6 +300,13 @@ impl Config {
         if self.ratings.k == 0 {
             return Err(Error::Config("ratings.k must be at least 1".into()));
         }
+        // An empty key would sign every webhook body with a key anyone can reproduce.
+        if !self.worker.webhook_url.is_empty() && self.worker.webhook_secret.is_empty() {
+            return Err(Error::Config(
+                "worker.webhook_url needs worker.webhook_secret (the key that signs each body)"
+                    .into(),
+            ));
+        }
         self.ratings
             .questions
             .check()
@@ -362,6 +369,16 @@ mod tests {
         assert!(!shown.contains("guest:guest"), "{shown}");
         c.ratings.admin_token = "adm1n".into();
         assert!(!c.to_masked_toml().unwrap().contains("adm1n"));
+    }
+
+    #[test]
+    fn a_webhook_needs_a_secret() {
+        let mut c = Config::default();
+        c.worker.webhook_url = "https://hooks.example.com/h".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("webhook_secret"), "{err}");
+        c.worker.webhook_secret = "s3cret".into();
+        c.validate().unwrap();
     }
 
     #[test]

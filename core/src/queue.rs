@@ -451,7 +451,8 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Publishes jobs whose rows are still `pending` (a publisher died after its commit).
+    /// Publishes jobs whose rows are still `pending` (a publisher died after its commit); on the
+    /// in-process queue, marks them `queued`. Never touches running jobs.
     pub async fn republish_pending(&self, store: &Store) -> Result<usize> {
         let mut total = 0;
         loop {
@@ -465,9 +466,11 @@ impl JobQueue {
                 .collect();
             match self {
                 JobQueue::Rabbit(_) => self.enqueue(store, &msgs).await?,
+                // The in-process queue reads `queued` rows: a pending job only needs its state
+                // moved. Jobs a live worker is running are left alone.
                 JobQueue::Local(_) => {
-                    store.requeue_running().await?;
-                    return Ok(msgs.len());
+                    let ids: Vec<i64> = msgs.iter().map(|m| m.job_id).collect();
+                    store.mark_queued(&ids).await?;
                 }
             }
             total += msgs.len();
