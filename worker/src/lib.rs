@@ -184,39 +184,54 @@ impl Worker {
         a.and(b)
     }
 
-    /// The model step on a blocking thread. If the model fails, every job of the batch gets a
-    /// retry and `None` is returned.
+    /// The model step on a blocking thread. When the batch fails (an error, a panic, a wrong
+    /// result count), it is run again one image at a time, so only the image that fails alone
+    /// fails: that one is parked with its reason (it failed twice, in the batch and alone); the
+    /// others go on. A failing batch of one image gets a retry (the cause may be passing).
     async fn infer(&self, mut batch: Vec<Ready>, images: Vec<DynamicImage>) -> Option<Inferred> {
         if batch.is_empty() {
             return None;
         }
         let m = metrics::global();
         m.batch_size.observe(batch.len() as f64);
-        let model = self.model.clone();
+        let images = Arc::new(images);
         let t0 = Instant::now();
-        let outputs = tokio::task::spawn_blocking(move || model.run_batch(&images))
-            .await
-            .map_err(|e| Err::<Vec<serde_json::Value>, String>(format!("model task: {e}")))
-            .unwrap_or_else(|e| e);
+        let outputs = self.run_model(images.clone(), None).await;
         let model_s = t0.elapsed().as_secs_f64();
         m.model_seconds.observe(model_s);
         let outputs = match outputs {
-            Ok(o) if o.len() == batch.len() => o,
-            other => {
-                // The whole batch failed in the model: every job gets a retry.
-                let e = match other {
-                    Ok(o) => format!(
-                        "model returned {} results for {} images",
-                        o.len(),
-                        batch.len()
-                    ),
-                    Err(e) => e,
-                };
-                for r in batch {
-                    let attempts = r.item.attempts;
-                    self.fail(r.delivery, attempts, &e, true).await;
-                }
+            Ok(o) => o,
+            Err(e) if batch.len() == 1 => {
+                let r = batch.pop().expect("one job");
+                let attempts = r.item.attempts;
+                self.fail(r.delivery, attempts, &e, true).await;
                 return None;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "model failed on a batch of {}: {e}; running its images one at a time",
+                    batch.len()
+                );
+                let mut kept = Vec::with_capacity(batch.len());
+                let mut outputs = Vec::with_capacity(batch.len());
+                for (i, r) in batch.into_iter().enumerate() {
+                    match self.run_model(images.clone(), Some(i)).await {
+                        Ok(mut one) => {
+                            outputs.push(one.remove(0));
+                            kept.push(r);
+                        }
+                        Err(e) => {
+                            let attempts = r.item.attempts;
+                            let reason = format!("the model fails on this image: {e}");
+                            self.fail(r.delivery, attempts, &reason, false).await;
+                        }
+                    }
+                }
+                if kept.is_empty() {
+                    return None;
+                }
+                batch = kept;
+                outputs
             }
         };
         let n = batch.len();
@@ -225,6 +240,30 @@ impl Worker {
             r.timings.batch_size = n;
         }
         Some(Inferred { batch, outputs })
+    }
+
+    /// Runs the model on every image (or only image `only`) on a blocking thread; a panic or a
+    /// result count that does not match is an error.
+    async fn run_model(
+        &self,
+        images: Arc<Vec<DynamicImage>>,
+        only: Option<usize>,
+    ) -> std::result::Result<Vec<serde_json::Value>, String> {
+        let model = self.model.clone();
+        let expected = if only.is_some() { 1 } else { images.len() };
+        let out = tokio::task::spawn_blocking(move || match only {
+            Some(i) => model.run_batch(&images[i..i + 1]),
+            None => model.run_batch(&images),
+        })
+        .await
+        .map_err(|e| format!("model task: {e}"))??;
+        if out.len() != expected {
+            return Err(format!(
+                "model returned {} results for {expected} images",
+                out.len()
+            ));
+        }
+        Ok(out)
     }
 
     /// Commits the batch's results (recording what they owe in the outbox), then acknowledges
