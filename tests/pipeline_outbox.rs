@@ -236,3 +236,55 @@ async fn committing_twice_creates_and_announces_one_result() {
         env.cleanup().await;
     }
 }
+
+/// A webhook that never answers must not hold up inference: committed results are durable in
+/// the outbox, so the worker hands them to delivery without waiting and keeps running batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_does_not_stall_the_worker() {
+    let mut env = Env::postgres_rabbit("outbox_slow_hook").await;
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async {
+            std::future::pending::<()>().await;
+            axum::http::StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    env.cfg.worker.webhook_url = format!("http://{addr}/hook");
+    env.cfg.worker.webhook_secret = "s3cret".into();
+    // One image per batch: as many commits (and deliveries) as jobs.
+    env.cfg.worker.batch_size = 1;
+    env.cfg.worker.max_wait_ms = 0;
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    for i in 0..30 {
+        ing.ingest(&NewPost {
+            source: "slow-hook".into(),
+            source_kind: "test".into(),
+            external_id: format!("slow{i}"),
+            image: ImageSource::Bytes(png(i)),
+            caption: None,
+        })
+        .await
+        .unwrap();
+    }
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = hashtale_worker::Worker {
+        store: env.store.clone(),
+        queue: env.queue.clone(),
+        cfg: env.cfg.clone(),
+        model: Arc::new(hashtale_worker::NoopModelForOverheadBench),
+    };
+    let task = tokio::spawn(worker.run(rx));
+    let started = std::time::Instant::now();
+    // The webhook client waits 10 s per call; a worker that waited on it would take minutes.
+    pipeline_support::wait_until(8, "all 30 results", || async {
+        env.store.count("results").await.unwrap() == 30
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    env.cleanup().await;
+}

@@ -124,7 +124,14 @@ impl Worker {
                 }
                 match self.commit(inferred, &version).await {
                     Ok(messages) if !messages.is_empty() => {
-                        let _ = out_tx.send(messages).await;
+                        // Never wait on delivery: the results are durable in the outbox, so when
+                        // a slow webhook or broker has delivery behind, the sweep sends these.
+                        if let Err(mpsc::error::TrySendError::Full(m)) = out_tx.try_send(messages) {
+                            tracing::debug!(
+                                "delivery is behind; the outbox sweep will send {} results",
+                                m.len()
+                            );
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!("batch failed: {e}"),
