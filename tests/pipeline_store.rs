@@ -201,6 +201,19 @@ async fn store_suite(store: &Store) {
         .await
         .unwrap()
         .is_empty());
+    // A chunk whose images add up to more than one statement may bind goes in several.
+    let big = hashtale_core::store::MAX_INGEST_STATEMENT_BYTES / 3 + 1;
+    let photos: Vec<_> = (0..4u8)
+        .map(|i| {
+            let mut bytes = png(40 + i as u32);
+            bytes.resize(big, i);
+            post("s4", &format!("big{i}"), ImageSource::Bytes(bytes))
+        })
+        .collect();
+    let r = store.ingest_many(&photos, state::QUEUED).await.unwrap();
+    assert_eq!(r.len(), 4);
+    assert!(r.iter().all(|x| x.job_id.is_some()));
+    assert_eq!(store.count("posts").await.unwrap(), 9);
     store.ping().await.unwrap();
     // Migrations are idempotent.
     store.migrate().await.unwrap();

@@ -38,6 +38,33 @@ macro_rules! on_pool {
     };
 }
 
+/// Image bytes one ingest statement binds at most.
+pub const MAX_INGEST_STATEMENT_BYTES: usize = 32 << 20;
+
+/// Consecutive groups of `posts` whose image bytes add up to at most `cap` (a single larger
+/// post gets a group of its own).
+fn byte_capped_groups(posts: &[NewPost], cap: usize) -> Vec<&[NewPost]> {
+    let size = |p: &NewPost| match &p.image {
+        ImageSource::Bytes(b) => b.len(),
+        ImageSource::Url(u) => u.len(),
+    };
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, p) in posts.iter().enumerate() {
+        let n = size(p);
+        if i > start && bytes + n > cap {
+            groups.push(&posts[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < posts.len() {
+        groups.push(&posts[start..]);
+    }
+    groups
+}
+
 /// Builds a `ResultRow` from a row of `SELECT id, post_id, job_id, model_version, output,
 /// story, timings, created_at` (a macro because the row type differs per backend).
 macro_rules! result_row {
@@ -387,9 +414,20 @@ impl Store {
         })
     }
 
-    /// [`Store::ingest`] for many posts in one transaction (backfills, bursts): one result per
-    /// input, in order; a post repeated within `posts` is new only the first time.
+    /// [`Store::ingest`] for many posts (backfills, bursts): one result per input, in order; a
+    /// post repeated within `posts` is new only the first time. Posts go in transactions of at
+    /// most [`MAX_INGEST_STATEMENT_BYTES`] of image bytes (one statement binds every image, and a
+    /// statement must stay well under Postgres' message limit with phone photos).
     pub async fn ingest_many(&self, posts: &[NewPost], job_state: &str) -> Result<Vec<Ingested>> {
+        let mut out = Vec::with_capacity(posts.len());
+        for group in byte_capped_groups(posts, MAX_INGEST_STATEMENT_BYTES) {
+            out.extend(self.ingest_group(group, job_state).await?);
+        }
+        Ok(out)
+    }
+
+    /// One transaction of [`Store::ingest_many`].
+    async fn ingest_group(&self, posts: &[NewPost], job_state: &str) -> Result<Vec<Ingested>> {
         if posts.is_empty() {
             return Ok(Vec::new());
         }
@@ -951,5 +989,40 @@ impl Store {
                 .bind(done).bind(st).bind(now_ms()).bind(id).execute(p).await?;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(bytes: usize) -> NewPost {
+        NewPost {
+            source: "t".into(),
+            source_kind: "test".into(),
+            external_id: format!("{bytes}"),
+            image: ImageSource::Bytes(vec![0; bytes]),
+            caption: None,
+        }
+    }
+
+    #[test]
+    fn ingest_groups_stay_under_the_byte_cap() {
+        let posts: Vec<NewPost> = [4, 4, 4, 9, 1, 1, 3].iter().map(|&n| post(n)).collect();
+        let groups = byte_capped_groups(&posts, 8);
+        let sizes: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|p| match &p.image {
+                        ImageSource::Bytes(b) => b.len(),
+                        ImageSource::Url(_) => 0,
+                    })
+                    .collect()
+            })
+            .collect();
+        // A post over the cap goes alone; order is kept; nothing is lost.
+        assert_eq!(sizes, vec![vec![4, 4], vec![4], vec![9], vec![1, 1, 3]]);
+        assert!(byte_capped_groups(&[], 8).is_empty());
     }
 }
