@@ -163,30 +163,43 @@ impl ConceptTagger {
     /// Ranked concept hashtags for each image of the batch.
     pub fn tag(&self, enc: &Encoded, opts: ConceptOptions) -> Result<Vec<Vec<ScoredTag>>> {
         let probs = self.class_probs(enc)?.to_vec2::<f32>()?;
-        // (B, L, C): every class's per-cell logit share.
-        let cams = enc
-            .grid
-            .broadcast_matmul(&self.weight_t)?
-            .to_vec3::<f32>()?;
-        Ok(probs
-            .iter()
-            .zip(&cams)
-            .map(|(p, cam)| self.tag_one(p, cam, opts))
-            .collect())
+        let mut out = Vec::with_capacity(probs.len());
+        for (i, p) in probs.iter().enumerate() {
+            let mut order: Vec<usize> = (0..p.len()).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            let chosen: Vec<usize> = order
+                .into_iter()
+                .take(opts.top_classes)
+                .take_while(|&c| p[c] >= opts.min_class_prob)
+                .collect();
+            if chosen.is_empty() {
+                out.push(vec![]);
+                continue;
+            }
+            // (L, k): the per-cell logit share of the chosen classes only.
+            let ids: Vec<u32> = chosen.iter().map(|&c| c as u32).collect();
+            let ids = Tensor::new(ids.as_slice(), self.weight_t.device())?;
+            let weights = self.weight_t.index_select(&ids, 1)?;
+            let cam = enc.grid.get(i)?.matmul(&weights)?.to_vec2::<f32>()?;
+            out.push(self.tag_one(p, &chosen, &cam, opts));
+        }
+        Ok(out)
     }
 
-    /// `probs`: C class probabilities; `cam`: L rows of C per-cell class scores.
-    fn tag_one(&self, probs: &[f32], cam: &[Vec<f32>], opts: ConceptOptions) -> Vec<ScoredTag> {
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    /// `probs`: C class probabilities; `chosen`: the classes read, best first; `cam`: L rows of
+    /// their per-cell class scores, one column per chosen class.
+    fn tag_one(
+        &self,
+        probs: &[f32],
+        chosen: &[usize],
+        cam: &[Vec<f32>],
+        opts: ConceptOptions,
+    ) -> Vec<ScoredTag> {
         // Per hashtag: (score, zipf, map accumulated as Σ p_c · cam_c).
         let mut acc: Vec<(String, f32, f32, Vec<f32>)> = Vec::new();
-        for &c in order.iter().take(opts.top_classes) {
+        for (column, &c) in chosen.iter().enumerate() {
             let p = probs[c];
-            if p < opts.min_class_prob {
-                break;
-            }
-            let map = class_map(cam, c);
+            let map = class_map(cam, column);
             for (tag, zipf) in &self.table.classes[c].tags {
                 let slot = match acc.iter().position(|a| &a.0 == tag) {
                     Some(i) => i,
@@ -221,7 +234,8 @@ impl ConceptTagger {
     }
 }
 
-/// Class `c`'s activation map over the L cells, normalised to sum to 1: the positive part of
+/// The activation map in column `c` of `cam` (L rows of per-cell class scores), normalised to
+/// sum to 1: the positive part of
 /// each cell's logit share (negative evidence is not "where the object is"); uniform when no
 /// cell speaks for the class.
 pub fn class_map(cam: &[Vec<f32>], c: usize) -> Vec<f32> {
