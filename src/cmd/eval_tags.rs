@@ -13,6 +13,7 @@ use hashtale_models::tags::features::FeatureSet;
 use hashtale_models::tags::fuse::{fit_calibration, fuse, log_loss, Features, FusionWeights};
 use hashtale_models::tags::{
     default_concepts_path, default_model_dir, fusion_path, BeamOptions, ScoredTag, TagModel,
+    TagModelConfig,
 };
 
 use super::dataset::{load_split_features, split_names, DataArgs};
@@ -185,10 +186,10 @@ fn encoder_for(
         let dir = model.cloned().unwrap_or_else(default_model_dir);
         let text = std::fs::read_to_string(dir.join("config.json"))
             .with_context(|| format!("reading {}/config.json", dir.display()))?;
-        let cfg: serde_json::Value = serde_json::from_str(&text)?;
-        let name = cfg["encoder"].as_str().unwrap_or_default();
-        let variant = LiteVariant::parse(name)
-            .with_context(|| format!("{}: unknown encoder `{name}`", dir.display()))?;
+        let cfg: TagModelConfig = serde_json::from_str(&text)
+            .with_context(|| format!("reading {}/config.json", dir.display()))?;
+        let variant = LiteVariant::parse(&cfg.encoder)
+            .with_context(|| format!("{}: unknown encoder `{}`", dir.display(), cfg.encoder))?;
         data.encoder = variant.name().to_string();
     }
     Ok(data)
