@@ -22,6 +22,8 @@ enum Command {
     Tag(cmd::tag::TagArgs),
     /// Write stories seeded with a hashtag.
     Story(cmd::story::StoryArgs),
+    /// Write a story training corpus with a llama2.c model, prompted with hashtag words.
+    StoryCorpus(cmd::story::StoryCorpusArgs),
     /// ImageNet top-5 of the encoder, to check the pretrained weights.
     Classify(cmd::classify::ClassifyArgs),
     /// Train a model.
@@ -101,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Tag(a) => cmd::tag::run(a),
         Command::Story(a) => cmd::story::run(a),
+        Command::StoryCorpus(a) => cmd::story::run_corpus(a),
         Command::Classify(a) => cmd::classify::run(a),
         Command::Train(TrainCmd::Tags(a)) => cmd::train_tags::run(a),
         Command::Train(TrainCmd::Story(a)) => cmd::story::run_train(a),

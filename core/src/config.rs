@@ -70,9 +70,13 @@ pub struct WorkerConfig {
     /// Optional URL POSTed with every result (body signed with `webhook_secret`).
     pub webhook_url: String,
     pub webhook_secret: String,
-    /// Story model directory; empty: the shipped hashtag-conditioned model (or
-    /// `$HASHTALE_STORY_MODEL`). `assets/story-plain` is the plain model, for comparisons.
+    /// Story model: a char-LSTM checkpoint directory or a llama2.c `.bin` checkpoint; empty:
+    /// the shipped hashtag-conditioned model (or `$HASHTALE_STORY_MODEL`). `assets/story-plain`
+    /// is the plain model, for comparisons.
     pub story_model: String,
+    /// Tokenizer of a llama2.c `story_model` (a `.bin` file); empty: the `tokenizer.bin` or
+    /// single `tok*.bin` beside the checkpoint.
+    pub story_tokenizer: String,
     /// Hashtag model directory; empty: the shipped one (or `$HASHTALE_TAG_MODEL`). The model's
     /// `encoder` field picks the encoder: `assets/tags-lite2` runs EfficientNet-Lite2.
     pub tag_model: String,
@@ -205,6 +209,7 @@ impl Default for WorkerConfig {
             webhook_url: String::new(),
             webhook_secret: String::new(),
             story_model: String::new(),
+            story_tokenizer: String::new(),
             tag_model: String::new(),
             tag_source: "fused".into(),
         }

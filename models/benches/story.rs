@@ -86,7 +86,7 @@ fn main() -> hashtale_models::Result<()> {
     let streams: Vec<u64> = (0..64).collect();
     let opts = GenerateOptions::default();
     let t0 = Instant::now();
-    let out = generate(&lm, &alphabet, &seeds, None, &streams, &opts)?;
+    let out = generate(&lm, &alphabet.into(), &seeds, None, &streams, &opts)?;
     let secs = t0.elapsed().as_secs_f64();
     let chars: usize = out.iter().map(|s| s.chars().count()).sum();
     println!(

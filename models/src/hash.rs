@@ -6,6 +6,12 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The short digest that names a weights file in model versions: the first 8 hex digits of its
+/// FNV-1a hash.
+pub fn short_digest(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(bytes))[..8].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{load_encoder, EfficientNetLite, ImageEncoder, LiteVariant};
 use crate::expand::{default_stats_path, Expander, SuggestOptions, Suggestion};
-use crate::story::{GenerateOptions, StoryModel};
+use crate::story::{GenerateOptions, StoryModel, StoryWriter};
 use crate::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
 use crate::tags::fuse::{fuse, FusionWeights};
 use crate::tags::{
@@ -102,7 +102,7 @@ pub struct Hashtale {
     encoder: EfficientNetLite,
     tags: TagModel,
     concepts: Option<Concepts>,
-    story: Option<StoryModel>,
+    story: Option<StoryWriter>,
     expander: Option<(Expander, String)>,
     pub options: PipelineOptions,
 }
@@ -148,7 +148,7 @@ impl Hashtale {
         })?;
         let encoder = load_encoder(variant, device)?;
         let story = if what.story {
-            Some(StoryModel::load_default(device)?)
+            Some(StoryWriter::CharLm(StoryModel::load_default(device)?))
         } else {
             None
         };
@@ -176,7 +176,7 @@ impl Hashtale {
 
     /// Replaces the story model (e.g. the plain one, `assets/story-plain`, to compare it with the
     /// default hashtag-conditioned model). The model version changes with it.
-    pub fn set_story_model(&mut self, model: StoryModel) {
+    pub fn set_story_model(&mut self, model: StoryWriter) {
         self.story = Some(model);
     }
 

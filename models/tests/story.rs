@@ -160,10 +160,18 @@ fn batched_generation_equals_sequential() {
     ] {
         let streams: Vec<u64> = (0..seeds.len() as u64).collect();
         let prompts: Vec<String> = seeds.iter().map(|s| prompt(s)).collect();
-        let batch = generate(&lm, &a, &prompts, None, &streams, &opts).unwrap();
+        let batch = generate(&lm, &a.clone().into(), &prompts, None, &streams, &opts).unwrap();
         assert_eq!(batch.len(), seeds.len());
         for (i, s) in seeds.iter().enumerate() {
-            let one = generate(&lm, &a, &[prompt(s)], None, &[i as u64], &opts).unwrap();
+            let one = generate(
+                &lm,
+                &a.clone().into(),
+                &[prompt(s)],
+                None,
+                &[i as u64],
+                &opts,
+            )
+            .unwrap();
             assert_eq!(one[0], batch[i], "seed {i} ({s})");
         }
         // Different streams give different stories, even for the same seed.
@@ -182,6 +190,7 @@ fn meta(cfg: &CharLmConfig, a: &Alphabet) -> CheckpointMeta {
         name: "story-test".into(),
         model: cfg.clone(),
         alphabet: a.to_string_repr(),
+        subword: false,
         fallback: FALLBACK,
         dtype: String::new(),
         conditioning: Default::default(),
@@ -206,7 +215,7 @@ fn save_load_round_trip_gives_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
     checkpoint::save(dir.path(), &vm, &meta(lm.config(), &a), false).unwrap();
     let m = StoryModel::load(dir.path(), &Device::Cpu).unwrap();
-    assert_eq!(m.alphabet(), &a);
+    assert!(matches!(m.codec(), hashtale_models::story::Codec::Chars(x) if x == &a));
     let text = "hello, world. what a day!";
     assert_eq!(logits_of(&lm, &a, text), logits_of(m.lm(), &a, text));
     assert!(m.version().starts_with("story-test-"));
@@ -217,7 +226,7 @@ fn save_load_round_trip_gives_identical_logits() {
         m.generate_batch(&seeds, &opts).unwrap(),
         generate(
             &lm,
-            &a,
+            &a.clone().into(),
             &[prompt(&seeds[0]), prompt(&seeds[1])],
             None,
             &[0, 1],
@@ -438,4 +447,51 @@ fn conditioned_model_end_to_end(keyword_dim: usize) {
             .to_string();
         assert!(e.contains("keyword table"), "{e}");
     }
+}
+
+/// The subword model: a BPE vocabulary learnt from the training stories, saved beside the
+/// weights; bits/char counts the story's characters; a hashtag in the prefix makes the model
+/// write about it more often than no hashtag does.
+#[test]
+fn conditioned_subword_model_mentions_its_hashtag() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = dir.path().join("vocab.txt");
+    std::fs::write(&vocab, "cat\ndog\npark\ncake\nsun\n").unwrap();
+    let mut cfg = tiny_config(dir.path());
+    cfg.subword_vocab = 300;
+    cfg.conditioning = Conditioning::Keywords;
+    cfg.keyword_vocab = vec![vocab];
+    cfg.prefix_drop = 0.3;
+    cfg.keyword_dim = 8;
+    cfg.bptt = 16;
+    cfg.max_steps = Some(250);
+    let out = dir.path().join("model");
+    train(&cfg, &out, None).unwrap();
+    assert!(out.join(checkpoint::TOKENIZER_FILE).exists());
+    let m = StoryModel::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(m.codec().kind(), "subword");
+    let stories: Vec<String> = TINY_STORIES.iter().map(|s| s.to_string()).collect();
+    let r = m.evaluate(&stories).unwrap();
+    assert_eq!(r.chars, stories.iter().map(|s| s.len() + 2).sum::<usize>());
+    assert!(r.bits_per_char < 1.5, "bits/char {}", r.bits_per_char);
+    let opts = GenerateOptions {
+        max_chars: 40,
+        temperature: 1.0,
+        ..Default::default()
+    };
+    let n = 24;
+    let streams: Vec<u64> = (0..n as u64).collect();
+    let with = m
+        .generate_for_tags(&vec![vec!["dog".to_string()]; n], &streams, &opts)
+        .unwrap();
+    let without = m
+        .generate_for_tags(&vec![vec![]; n], &streams, &opts)
+        .unwrap();
+    let count = |v: &[String]| v.iter().filter(|t| keywords::mentions(t, "dog")).count();
+    assert!(
+        count(&with) > count(&without) + n / 4,
+        "with #dog: {} of {n}, without: {}",
+        count(&with),
+        count(&without)
+    );
 }

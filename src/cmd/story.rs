@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use hashtale_models::story::corpus::{read_stories, split_dev, CorpusSpec};
 use hashtale_models::story::keywords::mentions;
 use hashtale_models::story::train::{train, TrainConfig};
-use hashtale_models::story::{Conditioning, GenerateOptions, StoryModel};
+use hashtale_models::story::{Conditioning, GenerateOptions, StoryModel, StoryWriter};
 
 #[derive(Args)]
 pub struct StoryArgs {
@@ -30,12 +30,51 @@ pub struct StoryArgs {
     /// RNG seed (same seed, same stories).
     #[arg(long, default_value_t = GenerateOptions::default().seed)]
     pub rng_seed: u64,
-    /// Model directory (default: $HASHTALE_STORY_MODEL or the shipped assets/story).
+    /// Model: a char-LSTM checkpoint directory (default: $HASHTALE_STORY_MODEL or the shipped
+    /// assets/story) or a llama2.c checkpoint file (`stories15M.bin`).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Tokenizer of a llama2.c model (default: tokenizer.bin or the one tok*.bin beside it).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hashtale story-corpus`: a training corpus written by a llama2.c story model, prompted with
+/// hashtag words.
+#[derive(Args)]
+pub struct StoryCorpusArgs {
+    /// The llama2.c checkpoint that writes the stories.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Its tokenizer (default: tokenizer.bin or the one tok*.bin beside it).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Word lists the prompts draw from (repeatable): a word per line, HARRISON's
+    /// vocab_index.txt, a tag model's config.json, or the concept table concepts.tsv.
+    #[arg(long = "words", required = true)]
+    pub words: Vec<PathBuf>,
+    /// Output text file (stories separated by blank lines); an existing file is continued from
+    /// the batch count in OUT.batches.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Stop once the file holds this many megabytes.
+    #[arg(long, default_value_t = 20.0)]
+    pub megabytes: f64,
+    /// Stories written per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.9)]
+    pub temperature: f64,
+    /// Longest story in characters (each ends at a sentence end or the model's end token).
+    #[arg(long, default_value_t = 900)]
+    pub max_chars: usize,
+    /// Base RNG seed (of the word draws and the stories).
+    #[arg(long, default_value_t = 20_261_201)]
+    pub seed: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +132,10 @@ pub struct TrainStoryArgs {
 pub struct TrainOverrides {
     #[arg(long)]
     pub name: Option<String>,
+    /// Train a subword model: a byte-level BPE vocabulary of this many pieces, learnt from the
+    /// training stories (default: characters).
+    #[arg(long)]
+    pub subword_vocab: Option<usize>,
     #[arg(long)]
     pub emb: Option<usize>,
     #[arg(long)]
@@ -165,6 +208,18 @@ pub struct EvalStoryArgs {
     /// Temperature of the echo generations.
     #[arg(long, default_value_t = GenerateOptions::default().temperature)]
     pub temperature: f64,
+    /// Compare these story models side by side (repeatable; a char/subword checkpoint
+    /// directory or a llama2.c `.bin`): bits/char on the same characters and, with
+    /// `--generate`, the quality of their stories.
+    #[arg(long = "compare")]
+    pub compare: Vec<PathBuf>,
+    /// With `--compare`: stories generated per model (batch 64, 500 characters, stop at a
+    /// sentence end), seeded with the keyword sets of the held-out stories.
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+    /// Word list for the non-word rate (default: Debian's wamerican).
+    #[arg(long, default_value = "/usr/share/dict/american-english")]
+    pub words: PathBuf,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -177,6 +232,13 @@ pub enum Split {
     Train,
 }
 
+fn load_writer(path: Option<&PathBuf>, tokenizer: Option<&PathBuf>) -> anyhow::Result<StoryWriter> {
+    let device = hashtale_models::device::best_device();
+    let path = path.cloned().unwrap_or_else(StoryModel::default_dir);
+    StoryWriter::load(&path, tokenizer.map(PathBuf::as_path), &device)
+        .with_context(|| format!("loading the story model from {}", path.display()))
+}
+
 fn load_model(dir: Option<&PathBuf>) -> anyhow::Result<StoryModel> {
     let device = hashtale_models::device::best_device();
     let dir = dir.cloned().unwrap_or_else(StoryModel::default_dir);
@@ -186,7 +248,7 @@ fn load_model(dir: Option<&PathBuf>) -> anyhow::Result<StoryModel> {
 
 pub fn run(a: StoryArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.n >= 1, "--n must be at least 1");
-    let model = load_model(a.model.as_ref())?;
+    let model = load_writer(a.model.as_ref(), a.tokenizer.as_ref())?;
     let opts = GenerateOptions {
         max_chars: a.max_chars,
         temperature: a.temperature,
@@ -195,7 +257,15 @@ pub fn run(a: StoryArgs) -> anyhow::Result<()> {
         seed: a.rng_seed,
     };
     let seeds = vec![a.seed.clone(); a.n];
-    let stories = model.generate_batch(&seeds, &opts)?;
+    let stories = match &model {
+        StoryWriter::CharLm(m) => m.generate_batch(&seeds, &opts)?,
+        StoryWriter::Llama2c(m) => {
+            let tags: Vec<String> = a.seed.split_whitespace().map(str::to_string).collect();
+            let streams: Vec<u64> = (0..a.n as u64).collect();
+            m.generate_for_tags(&vec![tags; a.n], &streams, &opts)?
+        }
+    };
+    let print_seed = matches!(model, StoryWriter::CharLm(_));
     if a.json {
         let v = serde_json::json!({
             "seed": a.seed,
@@ -208,7 +278,11 @@ pub fn run(a: StoryArgs) -> anyhow::Result<()> {
             if i > 0 {
                 println!();
             }
-            println!("{} {s}", a.seed);
+            if print_seed {
+                println!("{} {s}", a.seed);
+            } else {
+                println!("{s}");
+            }
         }
     }
     Ok(())
@@ -243,7 +317,7 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
         min_lr_frac,
         clip
     );
-    set!(tag_prob, dev_frac, seed, eval_every);
+    set!(tag_prob, dev_frac, seed, eval_every, subword_vocab);
     if let Some(v) = o.lr {
         c.optim.lr = v;
     }
@@ -283,6 +357,9 @@ pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
             .context("the model records no training settings, so it has no split")?;
         let (train, dev) = split_dev(&stories, tc.dev_frac, tc.split_seed);
         stories = if a.split == Split::Dev { dev } else { train };
+    }
+    if !a.compare.is_empty() {
+        return run_compare(&a, &model, &stories);
     }
     if a.conditioned {
         return run_eval_conditioned(&a, &model, &stories);
@@ -433,6 +510,269 @@ fn run_eval_conditioned(
                 );
             }
         }
+    }
+    Ok(())
+}
+
+pub fn run_corpus(a: StoryCorpusArgs) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+    anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
+    let StoryWriter::Llama2c(model) = load_writer(Some(&a.model), a.tokenizer.as_ref())? else {
+        anyhow::bail!("--model must be a llama2.c checkpoint file");
+    };
+    let mut words: Vec<String> = Vec::new();
+    for p in &a.words {
+        words.extend(
+            hashtale_models::story::keywords::read_vocab(p)
+                .with_context(|| format!("reading {}", p.display()))?,
+        );
+    }
+    // Hashtags the prompt can say as a word: letters only, 3+ long, each once.
+    let mut seen = std::collections::HashSet::new();
+    words.retain(|w| {
+        let w = hashtale_models::story::keywords::normalize_tag(w);
+        w.len() >= 3 && w.chars().all(|c| c.is_ascii_lowercase()) && seen.insert(w)
+    });
+    words.sort();
+    anyhow::ensure!(!words.is_empty(), "the word lists hold no usable words");
+    // The batches already written: a continued run starts at the next one.
+    let progress = a.out.with_extension("batches");
+    let existing: u64 = match std::fs::read_to_string(&progress) {
+        Ok(t) => t
+            .trim()
+            .parse()
+            .with_context(|| format!("reading {}", progress.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", progress.display())),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.out)
+        .with_context(|| format!("opening {}", a.out.display()))?;
+    let target = (a.megabytes * 1e6) as u64;
+    let opts = GenerateOptions {
+        max_chars: a.max_chars,
+        temperature: a.temperature,
+        top_k: None,
+        stop_at_sentence_end: true,
+        seed: a.seed,
+    };
+    tracing::info!(
+        words = words.len(),
+        batches_done = existing,
+        model = %model.version(),
+        "writing a story corpus to {}",
+        a.out.display()
+    );
+    let mut batch_no = existing;
+    let started = std::time::Instant::now();
+    let mut written_now = 0usize;
+    loop {
+        let size = file.metadata()?.len();
+        if size >= target {
+            break;
+        }
+        // Batch b's word draws and stories depend on b alone, so a continued run goes on where
+        // the last one stopped.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(hashtale_models::story::stream_seed(
+            a.seed ^ 0x5eed,
+            batch_no,
+        ));
+        let prompts: Vec<String> = (0..a.batch)
+            .map(|_| {
+                let k = rng.gen_range(1..=3);
+                let picked: Vec<&String> = (0..k)
+                    .map(|_| &words[rng.gen_range(0..words.len())])
+                    .collect();
+                hashtale_models::story::llama2c::corpus_prompt(&picked, &mut rng)
+            })
+            .collect();
+        let streams: Vec<u64> = (0..a.batch as u64)
+            .map(|i| batch_no * a.batch as u64 + i)
+            .collect();
+        let stories = model.generate(&prompts, &streams, &opts)?;
+        let mut text = String::new();
+        for (p, s) in prompts.iter().zip(&stories) {
+            let story = format!("{p} {s}");
+            let story = story.trim();
+            // A story of one sentence taught nothing; skip it.
+            if story.len() < 100 {
+                continue;
+            }
+            text.push_str(story);
+            text.push_str("\n\n");
+            written_now += 1;
+        }
+        file.write_all(text.as_bytes())?;
+        batch_no += 1;
+        std::fs::write(&progress, batch_no.to_string())?;
+        if batch_no % 10 == 0 {
+            let mb = file.metadata()?.len() as f64 / 1e6;
+            tracing::info!(
+                "{mb:.1} MB, {written_now} stories this run, {:.0} stories/s",
+                written_now as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "{}: {:.1} MB, {written_now} stories written in {:.0} s",
+        a.out.display(),
+        file.metadata()?.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `eval story --compare`: every model on the same stories and the same keyword sets.
+fn run_compare(
+    a: &EvalStoryArgs,
+    split_model: &StoryModel,
+    stories: &[String],
+) -> anyhow::Result<()> {
+    use hashtale_models::story::quality;
+    // Keyword sets come from the conditioned model that chose the split (the shipped one by
+    // default), so every model is asked about the same hashtags.
+    let kw = split_model
+        .keywords()
+        .context("--compare needs --model to be a hashtag-conditioned model: its keyword table picks the seeds")?;
+    let docs: Vec<(Vec<String>, String)> =
+        stories.iter().map(|s| (kw.extract(s), s.clone())).collect();
+    let seeds: Vec<Vec<String>> = docs
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, _)| k.clone())
+        .cycle()
+        .take(a.generate)
+        .collect();
+    anyhow::ensure!(
+        a.generate == 0 || !seeds.is_empty(),
+        "no held-out story has keywords to seed with"
+    );
+    let word_list = if a.generate > 0 {
+        let text = std::fs::read_to_string(&a.words).with_context(|| {
+            format!(
+                "reading the word list {} (apt-get install wamerican, or --words FILE)",
+                a.words.display()
+            )
+        })?;
+        quality::WordList::parse(&text)
+    } else {
+        quality::WordList::default()
+    };
+    let opts = GenerateOptions {
+        max_chars: 500,
+        temperature: a.temperature,
+        top_k: None,
+        stop_at_sentence_end: true,
+        seed: GenerateOptions::default().seed,
+    };
+    let mut rows = Vec::new();
+    for path in &a.compare {
+        let writer = load_writer(Some(path), None)?;
+        // Bits/char: a conditioned model reads each story after its own keyword prefix, the
+        // others read the bare story; the same characters are scored either way.
+        let (bpc, how) = match &writer {
+            StoryWriter::CharLm(m) if m.is_conditioned() => {
+                let own: Vec<(Vec<String>, String)> = docs
+                    .iter()
+                    .map(|(k, s)| (m.story_tags(k), s.clone()))
+                    .collect();
+                (m.evaluate_with_tags(&own)?, "own keyword prefix")
+            }
+            StoryWriter::CharLm(m) => (m.evaluate(stories)?, "no prefix"),
+            StoryWriter::Llama2c(m) => (m.evaluate(stories)?, "from BOS"),
+        };
+        let mut row = serde_json::json!({
+            "model": writer.version(),
+            "path": path.display().to_string(),
+            "bits_per_char": bpc.bits_per_char,
+            "chars": bpc.chars,
+            "read": how,
+        });
+        if a.generate > 0 {
+            let started = std::time::Instant::now();
+            let mut texts = Vec::with_capacity(seeds.len());
+            let mut tag_lists = Vec::with_capacity(seeds.len());
+            for (chunk_i, chunk) in seeds.chunks(64).enumerate() {
+                let streams: Vec<u64> = (0..chunk.len() as u64)
+                    .map(|i| chunk_i as u64 * 64 + i)
+                    .collect();
+                let tags: Vec<Vec<String>> = chunk.iter().map(|k| writer.story_tags(k)).collect();
+                // A llama2.c model's prompt already names the hashtags: only what it wrote after
+                // the prompt is measured, so echo means the same for every model.
+                let out = match &writer {
+                    StoryWriter::Llama2c(m) => {
+                        let prompts: Vec<String> = tags
+                            .iter()
+                            .map(|t| hashtale_models::story::llama2c::prompt_for_tags(t))
+                            .collect();
+                        m.generate(&prompts, &streams, &opts)?
+                    }
+                    w => w.generate_for_tags(&tags, &streams, &opts)?,
+                };
+                texts.extend(out);
+                tag_lists.extend(tags);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
+            let (non_word, n_words) = word_list.non_word_rate(&texts);
+            let samples: Vec<serde_json::Value> = tag_lists
+                .iter()
+                .zip(&texts)
+                .take(5)
+                .map(|(k, t)| serde_json::json!({"hashtags": k, "story": t}))
+                .collect();
+            row["generation"] = serde_json::json!({
+                "stories": texts.len(),
+                "chars": chars,
+                "seconds": secs,
+                "chars_per_sec": chars as f64 / secs.max(1e-9),
+                "non_word_rate": non_word,
+                "words": n_words,
+                "echo_rate": quality::echo_rate(&tag_lists, &texts),
+                "repeated_4grams": quality::repeated_4gram_rate(&texts),
+                "distinct_2": quality::distinct_2(&texts),
+                "samples": samples,
+            });
+        }
+        rows.push(row);
+    }
+    let out = serde_json::json!({
+        "stories": stories.len(),
+        "temperature": a.temperature,
+        "word_list": a.words.display().to_string(),
+        "models": rows,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{} stories; bits/char on the same characters, then {} generated stories per model:",
+        stories.len(),
+        a.generate
+    );
+    for r in &rows {
+        print!(
+            "  {:<44} {:.4} bits/char ({})",
+            r["model"].as_str().unwrap_or(""),
+            r["bits_per_char"].as_f64().unwrap_or(f64::NAN),
+            r["read"].as_str().unwrap_or("")
+        );
+        if let Some(g) = r.get("generation") {
+            let f = |k: &str| g[k].as_f64().unwrap_or(f64::NAN);
+            print!(
+                "; non-words {:.2}%, echo {:.1}%, repeated 4-grams {:.1}%, distinct-2 {:.3}, {:.0} chars/s",
+                100.0 * f("non_word_rate"),
+                100.0 * f("echo_rate"),
+                100.0 * f("repeated_4grams"),
+                f("distinct_2"),
+                f("chars_per_sec")
+            );
+        }
+        println!();
     }
     Ok(())
 }

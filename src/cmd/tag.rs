@@ -40,6 +40,9 @@ pub struct TagArgs {
     /// assets/story; assets/story-plain is the plain model, seeded the seed's way).
     #[arg(long)]
     pub story_model: Option<std::path::PathBuf>,
+    /// Tokenizer of a llama2.c `--story-model` (default: the tokenizer.bin or tok*.bin beside it).
+    #[arg(long)]
+    pub story_tokenizer: Option<std::path::PathBuf>,
     /// Story sampling temperature.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f64,
@@ -111,8 +114,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
     )
     .context("loading models")?;
     if let (true, Some(dir)) = (a.story, &a.story_model) {
-        let story = hashtale_models::story::StoryModel::load(dir, &device)
-            .with_context(|| format!("loading the story model from {}", dir.display()))?;
+        let story =
+            hashtale_models::story::StoryWriter::load(dir, a.story_tokenizer.as_deref(), &device)
+                .with_context(|| format!("loading the story model from {}", dir.display()))?;
         model.set_story_model(story);
     }
     let mut expand = SuggestOptions {

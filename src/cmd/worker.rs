@@ -24,6 +24,8 @@ pub struct WorkerArgs {
 pub async fn load_model(cfg: &hashtale_core::config::WorkerConfig) -> Result<Arc<dyn ModelStep>> {
     let story_dir =
         (!cfg.story_model.is_empty()).then(|| std::path::PathBuf::from(&cfg.story_model));
+    let story_tokenizer =
+        (!cfg.story_tokenizer.is_empty()).then(|| std::path::PathBuf::from(&cfg.story_tokenizer));
     let tag_dir = (!cfg.tag_model.is_empty()).then(|| std::path::PathBuf::from(&cfg.tag_model));
     let source =
         hashtale_models::pipeline::TagSource::parse(&cfg.tag_source).with_context(|| {
@@ -36,8 +38,9 @@ pub async fn load_model(cfg: &hashtale_core::config::WorkerConfig) -> Result<Arc
         let mut m = hashtale_models::pipeline::Hashtale::load_default_with(tag_dir)?;
         m.options.source = source;
         if let Some(dir) = story_dir {
-            let story = hashtale_models::story::StoryModel::load(
+            let story = hashtale_models::story::StoryWriter::load(
                 &dir,
+                story_tokenizer.as_deref(),
                 &hashtale_models::device::best_device(),
             )
             .with_context(|| format!("loading the story model from {}", dir.display()))?;

@@ -8,12 +8,15 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::charlm::{CharLm, CharLmConfig};
-use super::corpus::{Alphabet, Conditioning, FALLBACK};
+use super::corpus::{Alphabet, Codec, Conditioning, FALLBACK};
+use super::subword::SubwordVocab;
 use crate::{Error, Result};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const FORMAT: &str = "hashtale-story-charlm/1";
+/// The subword vocabulary of a subword checkpoint (`tokenizers` JSON).
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// What `config.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,8 +25,11 @@ pub struct CheckpointMeta {
     /// Short model name, used in [`super::StoryModel::version`].
     pub name: String,
     pub model: CharLmConfig,
-    /// Every character of the alphabet, in index order.
+    /// Every character of the alphabet, in index order (empty for a subword model).
     pub alphabet: String,
+    /// The model reads subword pieces of [`TOKENIZER_FILE`] instead of characters.
+    #[serde(default)]
+    pub subword: bool,
     /// What an unknown character becomes when its lower-case form is unknown too.
     pub fallback: char,
     /// The weights' dtype on disk ("f32" or "f16").
@@ -86,7 +92,9 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
             meta.format
         )));
     }
-    if meta.model.vocab != meta.alphabet().len() || !meta.alphabet().contains(FALLBACK) {
+    if !meta.subword
+        && (meta.model.vocab != meta.alphabet().len() || !meta.alphabet().contains(FALLBACK))
+    {
         return Err(Error::msg(format!(
             "{}: alphabet of {} characters does not match vocab {}",
             p.display(),
@@ -97,13 +105,33 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     Ok(meta)
 }
 
+/// The codec of a checkpoint: its alphabet, or the subword vocabulary saved beside it.
+pub fn read_codec(dir: &Path, meta: &CheckpointMeta) -> Result<Codec> {
+    if !meta.subword {
+        return Ok(Codec::Chars(meta.alphabet()));
+    }
+    let p = dir.join(TOKENIZER_FILE);
+    let json = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let v =
+        SubwordVocab::from_json(&json).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+    if v.len() != meta.model.vocab {
+        return Err(Error::msg(format!(
+            "{}: {} pieces, but the model has {} outputs",
+            p.display(),
+            v.len(),
+            meta.model.vocab
+        )));
+    }
+    Ok(Codec::Subword(v))
+}
+
 /// Loads a checkpoint for inference (weights as f32 on `device`); also returns a short hash of
 /// the weights file.
 pub fn load(dir: &Path, device: &Device) -> Result<(CharLm, CheckpointMeta, String)> {
     let meta = read_meta(dir)?;
     let w = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w).map_err(|e| Error::io(&w, e))?;
-    let hash = crate::hash::fnv1a(&bytes);
+    let hash = crate::hash::short_digest(&bytes);
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     let tensors = tensors
         .into_iter()
@@ -111,7 +139,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CharLm, CheckpointMeta, Stri
         .collect::<Result<HashMap<_, _>>>()?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
     let lm = CharLm::new(&meta.model, vb)?;
-    Ok((lm, meta, format!("{:016x}", hash)[..8].to_string()))
+    Ok((lm, meta, hash))
 }
 
 /// Loads a checkpoint's weights into an existing `varmap`, to continue training or fine-tune.

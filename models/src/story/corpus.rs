@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::keywords::{format_prefix, KeywordExtractor};
+use super::subword::SubwordVocab;
 use crate::{Error, Result};
 
 /// The paragraph separator between documents in every stream (and what ends a story).
@@ -196,6 +197,77 @@ impl Alphabet {
     /// The alphabet as one string, how checkpoints store it.
     pub fn to_string_repr(&self) -> String {
         self.chars.iter().collect()
+    }
+}
+
+/// How a story LM spells text: one id per character ([`Alphabet`]) or per subword piece
+/// ([`SubwordVocab`]).
+#[derive(Debug, Clone)]
+pub enum Codec {
+    Chars(Alphabet),
+    Subword(SubwordVocab),
+}
+
+impl Codec {
+    /// Number of ids (the model's input and output size).
+    pub fn len(&self) -> usize {
+        match self {
+            Codec::Chars(a) => a.len(),
+            Codec::Subword(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match self {
+            Codec::Chars(a) => a.encode(text),
+            Codec::Subword(v) => v.encode(text),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self {
+            Codec::Chars(a) => a.decode(ids),
+            Codec::Subword(v) => v.decode(ids),
+        }
+    }
+
+    /// The text of one id on its own.
+    pub fn piece(&self, id: u32) -> std::borrow::Cow<'_, str> {
+        match self {
+            Codec::Chars(a) => a.decode_one(id).to_string().into(),
+            Codec::Subword(v) => v.piece(id).into(),
+        }
+    }
+
+    /// Ids a story may not contain: any with a newline or a `#` (a story is one paragraph and
+    /// carries no further hashtags).
+    pub fn story_banned(&self) -> Vec<u32> {
+        match self {
+            Codec::Chars(a) => ['\n', '#']
+                .iter()
+                .filter(|&&c| a.contains(c))
+                .map(|&c| a.encode_char(c))
+                .collect(),
+            Codec::Subword(v) => v.ids_containing(&['\n', '#']),
+        }
+    }
+
+    /// `chars` or `subword`, as reports name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Codec::Chars(_) => "chars",
+            Codec::Subword(_) => "subword",
+        }
+    }
+}
+
+impl From<Alphabet> for Codec {
+    fn from(a: Alphabet) -> Self {
+        Codec::Chars(a)
     }
 }
 
@@ -423,7 +495,7 @@ pub struct Stream {
 /// chance), as documents in shuffled order, after a leading separator.
 pub fn epoch_stream(
     corpora: &[(Vec<String>, f64)],
-    alphabet: &Alphabet,
+    alphabet: &Codec,
     prefixer: &Prefixer,
     rng: &mut StdRng,
 ) -> Stream {
@@ -470,6 +542,9 @@ pub struct EvalLane {
     pub ids: Vec<u32>,
     pub scored: Vec<bool>,
     pub doc: Vec<u32>,
+    /// Characters of the scored text (its stories and their closing separators): what bits per
+    /// character divide by, whatever the ids spell.
+    pub chars: usize,
 }
 
 /// Deals documents `(context, story)` into at most `max_lanes` evaluation lanes of similar length
@@ -479,7 +554,7 @@ pub struct EvalLane {
 /// state a document start gives.
 pub fn eval_lanes(
     docs: &[(String, String)],
-    alphabet: &Alphabet,
+    alphabet: &Codec,
     max_lanes: usize,
     min_lane_chars: usize,
 ) -> Vec<EvalLane> {
@@ -508,11 +583,14 @@ pub fn eval_lanes(
                 ids: sep.clone(),
                 scored: vec![false; sep.len()],
                 doc: vec![ids.first().copied().unwrap_or(0) as u32; sep.len()],
+                chars: 0,
             };
             for (k, &i) in ids.iter().enumerate() {
                 let (ctx, story) = &docs[i];
                 let c = alphabet.encode(ctx);
-                let s = alphabet.encode(&format!("{story}{DOC_SEP}"));
+                let scored_text = format!("{story}{DOC_SEP}");
+                let s = alphabet.encode(&scored_text);
+                lane.chars += scored_text.chars().count();
                 lane.scored.extend(std::iter::repeat_n(false, c.len()));
                 lane.scored.extend(std::iter::repeat_n(true, s.len()));
                 // The closing separator already belongs to the next document of the lane.
@@ -564,7 +642,7 @@ mod tests {
 
     #[test]
     fn lanes_hold_every_story_once() {
-        let a = Alphabet::from_texts(["x#"], 1);
+        let a = Codec::from(Alphabet::from_texts(["x#"], 1));
         let docs: Vec<(String, String)> = (0..9)
             .map(|i| {
                 (
@@ -632,7 +710,7 @@ mod tests {
 
     #[test]
     fn epoch_stream_repeats_stories_by_weight() {
-        let a = Alphabet::from_texts(["ab xy"], 1);
+        let a = Codec::from(Alphabet::from_texts(["ab xy"], 1));
         let corpora = vec![(vec!["ab".to_string()], 3.0), (vec!["xy".to_string()], 1.0)];
         let s = a.decode(
             &epoch_stream(
@@ -658,7 +736,10 @@ mod tests {
             "Rain all day.".to_string(),
         ];
         let ex = KeywordExtractor::fit(["dog", "beach", "cake", "party"], &stories);
-        let a = Alphabet::from_texts(stories.iter().map(|s| s.as_str()).chain(["#\n"]), 1);
+        let a = Codec::from(Alphabet::from_texts(
+            stories.iter().map(|s| s.as_str()).chain(["#\n"]),
+            1,
+        ));
         let p = Prefixer::Keywords {
             extractor: &ex,
             drop_prob: 0.0,
@@ -694,7 +775,7 @@ mod tests {
 
     #[test]
     fn lane_characters_belong_to_their_documents() {
-        let a = Alphabet::from_texts(["xy#\n"], 1);
+        let a = Codec::from(Alphabet::from_texts(["xy#\n"], 1));
         let docs: Vec<(String, String)> = (0..6)
             .map(|i| ("#x\n".to_string(), "y".repeat(5 + i)))
             .collect();

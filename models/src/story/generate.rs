@@ -3,8 +3,10 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
+use rand::Rng;
+
 use super::charlm::CharLm;
-use super::corpus::{Alphabet, DOC_SEP};
+use super::corpus::{Codec, DOC_SEP};
 use super::keywords::format_prefix;
 use crate::Result;
 
@@ -67,13 +69,13 @@ pub fn conditioned_prompt<S: AsRef<str>>(tags: &[S]) -> String {
     format!("{DOC_SEP}{}", format_prefix(tags))
 }
 
-fn is_sentence_end(c: char) -> bool {
+pub(crate) fn is_sentence_end(c: char) -> bool {
     matches!(c, '.' | '!' | '?')
 }
 
 /// Finished text of one stream: cut back to the last sentence end past half the length when
 /// asked, then trimmed.
-fn finish(text: &str, opts: &GenerateOptions) -> String {
+pub(crate) fn finish(text: &str, opts: &GenerateOptions) -> String {
     let mut t = text;
     if opts.stop_at_sentence_end && !t.ends_with(is_sentence_end) {
         let half = t.len() / 2;
@@ -86,12 +88,69 @@ fn finish(text: &str, opts: &GenerateOptions) -> String {
     t.trim().to_string()
 }
 
+fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0 as u32
+}
+
+/// Samples one id from a row of logits on the host: the most likely id at temperature 0 or
+/// less, else softmax(logits / temperature) restricted to the `top_k` most likely ids (ties at
+/// the cut stay in). Masked entries are `-inf`. The row is overwritten.
+pub(crate) fn sample_row(
+    row: &mut [f32],
+    temperature: f64,
+    top_k: Option<usize>,
+    rng: &mut impl Rng,
+) -> u32 {
+    if temperature <= 0.0 {
+        return argmax(row);
+    }
+    if let Some(k) = top_k.filter(|&k| k > 0 && k < row.len()) {
+        let mut sorted = row.to_vec();
+        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let cut = *kth;
+        for v in row.iter_mut() {
+            if *v < cut {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return argmax(row);
+    }
+    let inv_t = 1.0 / temperature;
+    let mut total = 0f64;
+    for v in row.iter_mut() {
+        let p = (((*v - max) as f64) * inv_t).exp();
+        *v = p as f32;
+        total += p;
+    }
+    let mut u = rng.gen::<f64>() * total;
+    for (i, &p) in row.iter().enumerate() {
+        u -= p as f64;
+        if u <= 0.0 && p > 0.0 {
+            return i as u32;
+        }
+    }
+    // Rounding left a sliver: the last id with any mass.
+    row.iter().rposition(|&p| p > 0.0).unwrap_or(0) as u32
+}
+
 /// Writes one story per prompt (see [`prompt`] and [`conditioned_prompt`]); prompt i samples from
 /// RNG stream `streams[i]` and, for a model with a keyword table, reads keyword set
 /// `keywords[i]` at every step (none given: no keywords).
 pub fn generate(
     lm: &CharLm,
-    alphabet: &Alphabet,
+    alphabet: &Codec,
     prompts: &[String],
     keywords: Option<&[Vec<u32>]>,
     streams: &[u64],
@@ -116,17 +175,13 @@ pub fn generate(
         .map(|&s| LogitsProcessor::from_sampling(stream_seed(opts.seed, s), sampling.clone()))
         .collect();
     // A story is one paragraph and carries no further hashtags.
-    let banned: Vec<usize> = ['\n', '#']
-        .iter()
-        .filter(|&&c| alphabet.contains(c))
-        .map(|&c| alphabet.encode_char(c) as usize)
-        .collect();
+    let banned = alphabet.story_banned();
     let prompts: Vec<Vec<u32>> = prompts.iter().map(|p| alphabet.encode(p)).collect();
     if prompts.iter().any(|p| p.is_empty()) {
         return Err(crate::Error::msg("a story prompt is empty"));
     }
     let mut pos = vec![0usize; n]; // next prompt character to feed
-    let mut out: Vec<String> = vec![String::new(); n];
+    let mut ids_out: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut written = vec![0usize; n];
     let mut done = vec![opts.max_chars == 0; n];
     let mut next: Vec<u32> = prompts.iter().map(|p| p[0]).collect();
@@ -153,21 +208,26 @@ pub fn generate(
             }
             let mut row = rows[i].clone();
             for &b in &banned {
-                row[b] = f32::NEG_INFINITY;
+                row[b as usize] = f32::NEG_INFINITY;
             }
             let id = procs[i].sample(&Tensor::from_vec(row, alphabet.len(), &Device::Cpu)?)?;
-            let c = alphabet.decode_one(id);
-            out[i].push(c);
-            written[i] += 1;
+            let piece = alphabet.piece(id);
+            written[i] += piece.chars().count();
+            let ends_sentence = piece.trim_end().ends_with(is_sentence_end);
+            ids_out[i].push(id);
             next[i] = id;
             if written[i] >= opts.max_chars
-                || (opts.stop_at_sentence_end && written[i] >= min_len && is_sentence_end(c))
+                || (opts.stop_at_sentence_end && written[i] >= min_len && ends_sentence)
             {
                 done[i] = true;
             }
         }
     }
-    Ok(out.iter().map(|t| finish(t, opts)).collect())
+    // Decoded whole: a subword piece may hold half of a character's bytes.
+    Ok(ids_out
+        .iter()
+        .map(|ids| finish(&alphabet.decode(ids), opts))
+        .collect())
 }
 
 #[cfg(test)]
@@ -196,6 +256,26 @@ mod tests {
         assert_eq!(finish("No end here at all", &o), "No end here at all");
         let o = GenerateOptions::default();
         assert_eq!(finish(" One. Tw", &o), "One. Tw");
+    }
+
+    #[test]
+    fn host_sampling_honours_top_k_and_temperature() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let logits = [0.0f32, 3.0, 2.9, f32::NEG_INFINITY, -1.0];
+        assert_eq!(sample_row(&mut logits.clone(), 0.0, None, &mut rng), 1);
+        let mut counts = [0usize; 5];
+        for _ in 0..2000 {
+            counts[sample_row(&mut logits.clone(), 1.0, Some(2), &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[0] + counts[3] + counts[4], 0, "{counts:?}");
+        assert!(counts[1] > 800 && counts[2] > 800, "{counts:?}");
+        let mut counts = [0usize; 5];
+        for _ in 0..2000 {
+            counts[sample_row(&mut logits.clone(), 1.0, None, &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[3], 0);
+        assert!(counts[0] > 0 && counts[4] > 0, "{counts:?}");
     }
 
     #[test]

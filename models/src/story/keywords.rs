@@ -298,7 +298,8 @@ impl KeywordExtractor {
 }
 
 /// Reads a hashtag vocabulary file: one word per line, or `word<whitespace>anything` (HARRISON's
-/// `vocab_index.txt`), or a tag model's `config.json` (its `vocab` list). `#` comments and blank
+/// `vocab_index.txt`), the concept table (`assets/concepts/concepts.tsv`: its hashtags), or a tag
+/// model's `config.json` (its `vocab` list). `#` comments and blank
 /// lines are skipped.
 pub fn read_vocab(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -322,16 +323,51 @@ pub fn read_vocab(path: &Path) -> Result<Vec<String>> {
             .map(str::to_string)
             .collect());
     }
+    // The concept table (`index<TAB>wnid<TAB>class<TAB>tag:zipf …`) gives its hashtags.
+    let concept_tags = |l: &str| -> Option<Vec<String>> {
+        let f: Vec<&str> = l.split('\t').collect();
+        (f.len() == 4 && f[3].contains(':')).then(|| {
+            f[3].split_whitespace()
+                .filter_map(|t| t.split(':').next().map(str::to_string))
+                .collect()
+        })
+    };
     Ok(text
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .flat_map(|l| {
+            concept_tags(l).unwrap_or_else(|| {
+                l.split_whitespace()
+                    .next()
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect()
+            })
+        })
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_vocab_takes_the_concept_tables_hashtags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("concepts.tsv");
+        std::fs::write(
+            &p,
+            "# index\twnid\tclass\thashtag:zipf\n0\tn1\ttabby\ttabby:3.1 cat:5.2\n1\tn2\tespresso\tespresso:3.9 coffee:5.1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_vocab(&p).unwrap(),
+            ["tabby", "cat", "espresso", "coffee"]
+        );
+        let p = dir.path().join("vocab_index.txt");
+        std::fs::write(&p, "dog 1\nbeach 2\n").unwrap();
+        assert_eq!(read_vocab(&p).unwrap(), ["dog", "beach"]);
+    }
 
     #[test]
     fn prefix_round_trips() {

@@ -7,6 +7,8 @@
 //! - [`train`]: training and bits-per-character evaluation.
 //! - [`generate`]: batched sampling.
 //! - [`checkpoint`]: safetensors + JSON checkpoints.
+//! - [`llama2c`], [`llama_tokenizer`]: llama2.c-format transformer story models and their
+//!   tokenizer (`stories15M.bin` and kin), prompted from the hashtags.
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -16,13 +18,20 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod generate;
 pub mod keywords;
+pub mod llama2c;
+pub mod llama_host;
+pub mod llama_tokenizer;
+pub mod quality;
 pub mod rmsprop;
+pub mod subword;
 pub mod train;
 
 pub use charlm::{CharLm, CharLmConfig};
-pub use corpus::{Alphabet, Conditioning};
+pub use corpus::{Alphabet, Codec, Conditioning};
 pub use generate::{stream_seed, GenerateOptions};
 pub use keywords::KeywordExtractor;
+pub use llama2c::Llama2cStoryModel;
+pub use llama_tokenizer::LlamaTokenizer;
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use train::{EvalResult, TrainConfig};
 
@@ -31,11 +40,121 @@ use crate::Result;
 /// Environment variable that points [`StoryModel::load_default`] at another checkpoint dir.
 pub const MODEL_ENV: &str = "HASHTALE_STORY_MODEL";
 
+/// Any story model hashtale runs: the character LSTM of a checkpoint directory, or a
+/// llama2.c-format transformer (a `.bin` checkpoint and its tokenizer).
+#[derive(Debug, Clone)]
+pub enum StoryWriter {
+    CharLm(StoryModel),
+    Llama2c(Llama2cStoryModel),
+}
+
+impl StoryWriter {
+    /// Loads `path`: a directory is a char-LSTM checkpoint, a file a llama2.c checkpoint, read
+    /// with `tokenizer` or else the `tokenizer.bin` or single `tok*.bin` beside it.
+    pub fn load(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Self> {
+        if path.is_dir() {
+            return Ok(StoryWriter::CharLm(StoryModel::load(path, device)?));
+        }
+        let tok = match tokenizer {
+            Some(t) => t.to_path_buf(),
+            None => llama_tokenizer_beside(path)?,
+        };
+        Ok(StoryWriter::Llama2c(Llama2cStoryModel::load(
+            path, &tok, device,
+        )?))
+    }
+
+    /// `story-charlm-…` or `story-llama2c-<name>-…`: what results record as their writer.
+    pub fn version(&self) -> String {
+        match self {
+            StoryWriter::CharLm(m) => m.version(),
+            StoryWriter::Llama2c(m) => m.version(),
+        }
+    }
+
+    /// The keyword table of a hashtag-conditioned char model.
+    pub fn keywords(&self) -> Option<&KeywordExtractor> {
+        match self {
+            StoryWriter::CharLm(m) => m.keywords(),
+            StoryWriter::Llama2c(_) => None,
+        }
+    }
+
+    /// The hashtags a story is written about, from an image's ranked hashtags (a llama2.c
+    /// prompt names up to three).
+    pub fn story_tags<S: AsRef<str>>(&self, ranked: &[S]) -> Vec<String> {
+        match self {
+            StoryWriter::CharLm(m) => m.story_tags(ranked),
+            StoryWriter::Llama2c(_) => keywords::prefix_tags(ranked).into_iter().take(3).collect(),
+        }
+    }
+
+    /// The text the model reads before the story (recorded as the story's seed).
+    pub fn prompt_for<S: AsRef<str>>(&self, tags: &[S]) -> String {
+        match self {
+            StoryWriter::CharLm(m) => m.prompt_for(tags),
+            StoryWriter::Llama2c(_) => llama2c::prompt_for_tags(tags),
+        }
+    }
+
+    /// One story per hashtag list, all advanced together; list i samples from RNG stream
+    /// `streams[i]`.
+    pub fn generate_for_tags(
+        &self,
+        tag_lists: &[Vec<String>],
+        streams: &[u64],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<String>> {
+        match self {
+            StoryWriter::CharLm(m) => m.generate_for_tags(tag_lists, streams, opts),
+            StoryWriter::Llama2c(m) => m.generate_for_tags(tag_lists, streams, opts),
+        }
+    }
+
+    /// Bits per character of stories read without hashtags.
+    pub fn evaluate(&self, stories: &[String]) -> Result<EvalResult> {
+        match self {
+            StoryWriter::CharLm(m) => m.evaluate(stories),
+            StoryWriter::Llama2c(m) => m.evaluate(stories),
+        }
+    }
+}
+
+/// The tokenizer that ships beside a llama2.c checkpoint: `tokenizer.bin`, else the one
+/// `tok*.bin` in its folder (llama2.c's custom vocabularies are `tok512.bin`, `tok4096.bin`).
+fn llama_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
+    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    let named = dir.join("tokenizer.bin");
+    if named.is_file() {
+        return Ok(named);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| crate::Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("tok") && n.ends_with(".bin"))
+        })
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(crate::Error::msg(format!(
+            "{}: no tokenizer.bin or tok*.bin beside the llama2.c checkpoint; name one",
+            checkpoint.display()
+        ))),
+        _ => Err(crate::Error::msg(format!(
+            "{}: several tok*.bin beside the checkpoint; name the tokenizer",
+            checkpoint.display()
+        ))),
+    }
+}
+
 /// A loaded story model, ready to write stories.
 #[derive(Debug, Clone)]
 pub struct StoryModel {
     lm: CharLm,
-    alphabet: Alphabet,
+    alphabet: Codec,
     meta: checkpoint::CheckpointMeta,
     hash: String,
     /// The keyword table of a hashtag-conditioned model.
@@ -66,7 +185,7 @@ impl StoryModel {
         }
         Ok(StoryModel {
             lm,
-            alphabet: meta.alphabet(),
+            alphabet: checkpoint::read_codec(dir, &meta)?,
             meta,
             hash,
             keywords,
@@ -211,7 +330,8 @@ impl StoryModel {
         format!("{}-{}", self.meta.name, self.hash)
     }
 
-    pub fn alphabet(&self) -> &Alphabet {
+    /// How the model spells text (characters or subword pieces).
+    pub fn codec(&self) -> &Codec {
         &self.alphabet
     }
 

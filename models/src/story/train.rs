@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::charlm::{masked_nll_sum, CharLm, CharLmConfig, WindowKeywords};
 use super::checkpoint::{self, CheckpointMeta, FORMAT};
-use super::corpus::{self, Alphabet, Conditioning, CorpusSpec, Prefixer, FALLBACK};
+use super::corpus::{self, Alphabet, Codec, Conditioning, CorpusSpec, Prefixer, FALLBACK};
 use super::keywords::{self, KeywordExtractor};
 use super::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
+use super::subword::SubwordVocab;
 use crate::{Error, Result};
 
 /// Everything a training run needs; stored in the checkpoint for provenance.
@@ -67,6 +68,10 @@ pub struct TrainConfig {
     pub split_seed: u64,
     /// Characters seen fewer times than this in training map to the fallback.
     pub min_char_count: usize,
+    /// Pieces of a byte-level BPE vocabulary trained on the training stories (0: one id per
+    /// character, the char-LSTM).
+    #[serde(default)]
+    pub subword_vocab: usize,
     pub seed: u64,
     /// Steps between dev evaluations (and checkpoints).
     pub eval_every: usize,
@@ -108,6 +113,7 @@ impl TrainConfig {
             dev_frac: 0.1,
             split_seed: 20_160_523,
             min_char_count: 3,
+            subword_vocab: 0,
             seed: 42,
             eval_every: 200,
             eval_chars_during: 30_000,
@@ -176,7 +182,7 @@ pub struct EvalResult {
 
 /// Scores stories in batched lanes (see [`corpus::eval_lanes`]): every character of every story
 /// and its closing blank line, each story read after the ones before it in its lane.
-pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<EvalResult> {
+pub fn evaluate(lm: &CharLm, alphabet: &Codec, stories: &[String]) -> Result<EvalResult> {
     let docs: Vec<(String, String)> = stories.iter().map(|s| (String::new(), s.clone())).collect();
     evaluate_docs(lm, alphabet, &docs, None)
 }
@@ -187,7 +193,7 @@ pub fn evaluate(lm: &CharLm, alphabet: &Alphabet, stories: &[String]) -> Result<
 /// (none: every document reads the empty set).
 pub fn evaluate_docs(
     lm: &CharLm,
-    alphabet: &Alphabet,
+    alphabet: &Codec,
     docs: &[(String, String)],
     keywords: Option<&[Vec<u32>]>,
 ) -> Result<EvalResult> {
@@ -212,7 +218,7 @@ pub fn evaluate_docs(
     let dev = lm.device();
     let mut state = lm.zero_state(n)?;
     let mut nats = 0f64;
-    let mut chars = 0usize;
+    let chars: usize = lanes.iter().map(|l| l.chars).sum();
     let mut start = 0usize;
     // Input j predicts j+1; a lane's mask says which predictions count.
     while start < longest - 1 {
@@ -226,7 +232,6 @@ pub fn evaluate_docs(
                 x.push(lane.ids.get(j).copied().unwrap_or(0));
                 y.push(lane.ids.get(j + 1).copied().unwrap_or(0));
                 m.push(if ok { 1f32 } else { 0.0 });
-                chars += ok as usize;
             }
         }
         let x = Tensor::from_vec(x, (n, t), dev)?;
@@ -402,13 +407,20 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
     let device = Device::Cpu;
     let corpora = load_corpora(cfg)?;
     let alphabet = match init {
-        Some(dir) => checkpoint::read_meta(dir)?.alphabet(),
-        None => Alphabet::from_texts(
+        Some(dir) => checkpoint::read_codec(dir, &checkpoint::read_meta(dir)?)?,
+        None if cfg.subword_vocab > 0 => {
+            let texts: Vec<&str> = corpora
+                .iter()
+                .flat_map(|c| c.train.iter().map(|s| s.as_str()))
+                .collect();
+            Codec::Subword(SubwordVocab::train(&texts, cfg.subword_vocab)?)
+        }
+        None => Codec::Chars(Alphabet::from_texts(
             corpora
                 .iter()
                 .flat_map(|c| c.train.iter().map(|s| s.as_str())),
             cfg.min_char_count,
-        ),
+        )),
     };
     let extractor = match cfg.conditioning {
         Conditioning::PseudoTag => None,
@@ -500,6 +512,10 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
         .collect();
     let save_checkpoint = |dir: &Path, meta: &CheckpointMeta| -> Result<()> {
         checkpoint::save(dir, &varmap, meta, cfg.f16)?;
+        if let Codec::Subword(v) = &alphabet {
+            let p = dir.join(checkpoint::TOKENIZER_FILE);
+            std::fs::write(&p, v.to_json()?).map_err(|e| Error::io(&p, e))?;
+        }
         if let Some(ex) = &extractor {
             ex.save(&dir.join(keywords::KEYWORDS_FILE))?;
         }
@@ -519,14 +535,30 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                     .sum::<usize>() as f64
         })
         .sum();
+    // Steps are planned in ids: characters for the char model, fewer for subwords.
+    let ids_per_char = {
+        let sample: Vec<&String> = corpora
+            .iter()
+            .flat_map(|c| c.train.iter().take(300))
+            .collect();
+        let chars: usize = sample.iter().map(|s| s.chars().count()).sum();
+        let ids: usize = sample.iter().map(|s| alphabet.encode(s).len()).sum();
+        if chars == 0 {
+            1.0
+        } else {
+            ids as f64 / chars as f64
+        }
+    };
+    let expected_chars = expected_chars * ids_per_char;
     let per_step = (cfg.batch * cfg.bptt) as f64;
     let mut total = ((cfg.epochs * expected_chars / per_step).ceil() as usize).max(1);
     if let Some(m) = cfg.max_steps {
         total = total.min(m);
     }
     tracing::info!(
-        "story LM: {} chars alphabet, {n_params} parameters, ~{:.0} chars/epoch, planned {total} steps",
+        "story LM: {} {} ids, {n_params} parameters, ~{:.0} ids/epoch, planned {total} steps",
         alphabet.len(),
+        alphabet.kind(),
         expected_chars
     );
     for c in &corpora {
@@ -548,7 +580,11 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
         format: FORMAT.into(),
         name: cfg.name.clone(),
         model: mcfg.clone(),
-        alphabet: alphabet.to_string_repr(),
+        alphabet: match &alphabet {
+            Codec::Chars(a) => a.to_string_repr(),
+            Codec::Subword(_) => String::new(),
+        },
+        subword: matches!(alphabet, Codec::Subword(_)),
         fallback: FALLBACK,
         dtype: String::new(),
         conditioning: cfg.conditioning,
