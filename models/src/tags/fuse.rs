@@ -258,10 +258,31 @@ pub fn fit_calibration(samples: &[(Features, bool, f64)]) -> Calibration {
         let Some(step) = solve(hess, grad) else {
             break;
         };
-        for i in 0..N {
-            w[i] -= step[i];
+        // Damped Newton: halve the step until the penalised loss does not rise (a full step
+        // diverges on near-saturated scores, e.g. a sigmoid probe's tail at logit −12).
+        let objective = |w: &[f64; N]| -> f64 {
+            let mut loss = 0.0;
+            for (x, y, sw) in &rows {
+                let z: f64 = (0..N).map(|i| w[i] * x[i]).sum();
+                // log(1 + e^z) − y·z, stable.
+                loss += sw * (z.max(0.0) + (-z.abs()).exp().ln_1p() - y * z);
+            }
+            loss + 0.5 * ridge * (0..N).map(|i| (w[i] - prior[i]).powi(2)).sum::<f64>()
+        };
+        let before = objective(&w);
+        let mut t = 1.0;
+        let mut next = w;
+        for _ in 0..30 {
+            for i in 0..N {
+                next[i] = w[i] - t * step[i];
+            }
+            if objective(&next) <= before + 1e-12 {
+                break;
+            }
+            t *= 0.5;
         }
-        if step.iter().map(|s| s.abs()).sum::<f64>() < 1e-9 {
+        w = next;
+        if step.iter().map(|s| (t * s).abs()).sum::<f64>() < 1e-9 {
             break;
         }
     }
