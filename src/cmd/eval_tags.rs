@@ -511,7 +511,8 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     };
     let decoder_shifts: Vec<f64> = if a.no_decoder { vec![0.0] } else { shifts };
     // (mean P@1, mean R@5, decoder shift, probe shift, per-set figures)
-    let mut best: Option<(f64, f64, f64, f64, Vec<(f64, f64)>)> = None;
+    type Choice = (f64, f64, f64, f64, Vec<(f64, f64)>);
+    let mut best: Option<Choice> = None;
     for &ds in &decoder_shifts {
         for &ps in &probe_shifts {
             let mut d = decoder;
