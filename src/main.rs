@@ -71,6 +71,9 @@ enum Command {
 enum TrainCmd {
     /// Train a hashtag model (attention, show-tell or multi-label) on a tagged image folder.
     Tags(cmd::train_tags::TrainTagsArgs),
+    /// Train the linear-probe hashtag source over pooled encoder features, on a hashtag
+    /// model's vocabulary (written beside that model: probe.json + probe.safetensors).
+    Probe(cmd::train_tags::TrainProbeArgs),
     /// Train the character-level story language model.
     Story(cmd::story::TrainStoryArgs),
 }
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         Command::StoryCorpus(a) => cmd::story::run_corpus(a),
         Command::Classify(a) => cmd::classify::run(a),
         Command::Train(TrainCmd::Tags(a)) => cmd::train_tags::run(a),
+        Command::Train(TrainCmd::Probe(a)) => cmd::train_tags::run_probe(a),
         Command::Train(TrainCmd::Story(a)) => cmd::story::run_train(a),
         Command::Eval(EvalCmd::Tags(a)) => cmd::eval_tags::run(a),
         Command::Eval(EvalCmd::Story(a)) => cmd::story::run_eval(a),

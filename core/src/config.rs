@@ -80,8 +80,8 @@ pub struct WorkerConfig {
     /// Hashtag model directory; empty: the shipped one (or `$HASHTALE_TAG_MODEL`). The model's
     /// `encoder` field picks the encoder: `assets/tags-lite2` runs EfficientNet-Lite2.
     pub tag_model: String,
-    /// Which taggers rank the content hashtags: `fused` (decoder + concept hashtags),
-    /// `decoder` or `concepts`.
+    /// Which taggers rank the content hashtags: `fused` (decoder + concept hashtags + the
+    /// model's linear probe), `decoder`, `concepts` or `probe`.
     pub tag_source: String,
 }
 

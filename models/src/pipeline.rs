@@ -12,7 +12,8 @@ use crate::encoder::{load_encoder, EfficientNetLite, ImageEncoder, LiteVariant};
 use crate::expand::{default_stats_path, Expander, SuggestOptions, Suggestion};
 use crate::story::{GenerateOptions, StoryModel, StoryWriter};
 use crate::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
-use crate::tags::fuse::{fuse, FusionWeights};
+use crate::tags::fuse::{fuse_with_probe, FusionWeights};
+use crate::tags::probe::LinearProbe;
 use crate::tags::{
     default_concepts_path, default_model_dir, fusion_path, short_digest, BeamOptions, TagModel,
 };
@@ -50,6 +51,8 @@ pub enum TagSource {
     Decoder,
     /// The encoder's ImageNet head alone.
     Concepts,
+    /// The linear probe over the pooled features alone (where the model ships one).
+    Probe,
 }
 
 impl TagSource {
@@ -58,6 +61,7 @@ impl TagSource {
             "fused" => Some(TagSource::Fused),
             "decoder" => Some(TagSource::Decoder),
             "concepts" => Some(TagSource::Concepts),
+            "probe" => Some(TagSource::Probe),
             _ => None,
         }
     }
@@ -90,10 +94,12 @@ pub struct PipelineOptions {
     pub expand: Option<SuggestOptions>,
 }
 
-/// The concept tagger with its fusion weights and a digest of both files.
+/// The concept tagger with its fusion weights, the model's probe (if it ships one) and a digest
+/// of those files.
 struct Concepts {
     tagger: ConceptTagger,
     fusion: FusionWeights,
+    probe: Option<LinearProbe>,
     digest: String,
 }
 
@@ -160,7 +166,7 @@ impl Hashtale {
             None
         };
         let concepts = if what.concepts {
-            Some(load_concepts(&encoder, &fusion_path(&tag_dir))?)
+            Some(load_concepts(&encoder, &fusion_path(&tag_dir), device)?)
         } else {
             None
         };
@@ -284,17 +290,33 @@ impl Hashtale {
         Ok(match self.options.source {
             TagSource::Decoder => decoder()?,
             TagSource::Concepts => concepts.tagger.tag(enc, opts)?,
-            TagSource::Fused => decoder()?
-                .iter()
-                .zip(concepts.tagger.tag(enc, opts)?)
-                .map(|(d, c)| fuse(d, &c, &concepts.fusion, max_tags, cells))
-                .collect(),
+            TagSource::Probe => match &concepts.probe {
+                Some(p) => p.tag(enc, max_tags)?,
+                None => return Err(Error::msg("this hashtag model ships no probe")),
+            },
+            TagSource::Fused => {
+                let probe = match &concepts.probe {
+                    Some(p) => p.tag(enc, max_tags)?,
+                    None => vec![vec![]; enc.pooled.dim(0)?],
+                };
+                decoder()?
+                    .iter()
+                    .zip(concepts.tagger.tag(enc, opts)?)
+                    .zip(&probe)
+                    .map(|((d, c), p)| fuse_with_probe(d, &c, p, &concepts.fusion, max_tags, cells))
+                    .collect()
+            }
         })
     }
 }
 
-/// Loads the shipped concept table for `encoder`'s ImageNet head, and the fusion weights.
-fn load_concepts(encoder: &EfficientNetLite, fusion_path: &std::path::Path) -> Result<Concepts> {
+/// Loads the shipped concept table for `encoder`'s ImageNet head, the fusion weights and the
+/// probe beside them (when the model directory has one).
+fn load_concepts(
+    encoder: &EfficientNetLite,
+    fusion_path: &std::path::Path,
+    device: &Device,
+) -> Result<Concepts> {
     let table_path = default_concepts_path();
     let table = ConceptTable::load(&table_path)?;
     let (weight, bias) = encoder.classifier_parts();
@@ -303,9 +325,26 @@ fn load_concepts(encoder: &EfficientNetLite, fusion_path: &std::path::Path) -> R
     let bytes = std::fs::read(fusion_path).map_err(|e| Error::io(fusion_path, e))?;
     let fusion: FusionWeights = serde_json::from_slice(&bytes)?;
     digest_input.extend_from_slice(&bytes);
+    let dir = fusion_path.parent().unwrap_or(std::path::Path::new("."));
+    let probe = if LinearProbe::exists(dir) {
+        let p = LinearProbe::load(dir, device)?;
+        if p.config.encoder != encoder.name() {
+            return Err(Error::msg(format!(
+                "the probe in {} reads {} features, not {}",
+                dir.display(),
+                p.config.encoder,
+                encoder.name()
+            )));
+        }
+        digest_input.extend_from_slice(p.digest.as_bytes());
+        Some(p)
+    } else {
+        None
+    };
     Ok(Concepts {
         tagger,
         fusion,
+        probe,
         digest: short_digest(&digest_input),
     })
 }

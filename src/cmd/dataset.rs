@@ -30,6 +30,10 @@ pub struct DataArgs {
     /// a saved model).
     #[arg(long, default_value = "lite0")]
     pub encoder: String,
+    /// Use at most this many images of each folder's train split: an evenly spaced,
+    /// deterministic subset (for when encoding every train image does not fit the time).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
 }
 
 impl DataArgs {
@@ -74,7 +78,10 @@ fn samples_by_split(a: &DataArgs, data: &Path, split: &str) -> anyhow::Result<Ve
             .collect());
     }
     let folder = TaggedFolder::read(data)?;
-    let samples = folder.split(split);
+    let mut samples = folder.split(split);
+    if let (Some(n), "train") = (a.train_limit, split) {
+        samples = evenly_spaced(samples, n);
+    }
     if samples.is_empty() {
         bail!(
             "{}: split `{split}` is empty (splits here: {}; `all` is every image)",
@@ -124,4 +131,28 @@ pub fn load_split_features(
         })
         .collect();
     Ok((encoder, features, rows))
+}
+
+/// At most `n` of `items`, evenly spaced (the first, then every len/n-th), in order.
+pub fn evenly_spaced<T: Clone>(items: Vec<T>, n: usize) -> Vec<T> {
+    if items.len() <= n {
+        return items;
+    }
+    let step = items.len() as f64 / n as f64;
+    (0..n)
+        .map(|k| items[(k as f64 * step) as usize].clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evenly_spaced;
+
+    #[test]
+    fn evenly_spaced_subsets_are_deterministic_and_spread() {
+        let items: Vec<usize> = (0..10).collect();
+        assert_eq!(evenly_spaced(items.clone(), 4), vec![0, 2, 5, 7]);
+        assert_eq!(evenly_spaced(items.clone(), 20), items);
+        assert_eq!(evenly_spaced(items, 0), Vec::<usize>::new());
+    }
 }

@@ -1,4 +1,4 @@
-//! `hashtale eval tags`: hashtag metrics of the taggers (decoder, concepts, fused) or the
+//! `hashtale eval tags`: hashtag metrics of the taggers (decoder, concepts, probe, fused) or the
 //! frequency prior on a split, and `hashtale tune fusion`, which fits the fusion weights on dev
 //! sets.
 use std::path::PathBuf;
@@ -10,7 +10,10 @@ use hashtale_models::encoder::{EfficientNetLite, ImageEncoder, LiteVariant};
 use hashtale_models::metrics::{bleu1, bleu1_seed, evaluate, frequency_prior, TOP_K};
 use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
 use hashtale_models::tags::features::FeatureSet;
-use hashtale_models::tags::fuse::{fit_calibration, fuse, log_loss, Features, FusionWeights};
+use hashtale_models::tags::fuse::{
+    fit_calibration, fuse_with_probe, log_loss, Context as ListContext, Features, FusionWeights,
+};
+use hashtale_models::tags::probe::LinearProbe;
 use hashtale_models::tags::{
     default_concepts_path, default_model_dir, fusion_path, BeamOptions, ScoredTag, TagModel,
     TagModelConfig,
@@ -31,8 +34,9 @@ pub struct EvalTagsArgs {
     /// Evaluate the most-frequent-tags prior of the train split instead of a model.
     #[arg(long)]
     pub prior: bool,
-    /// Which taggers: fused (decoder + concept hashtags), decoder or concepts.
-    #[arg(long, value_parser = ["fused", "decoder", "concepts"], default_value = "decoder")]
+    /// Which taggers: fused (decoder + concept hashtags + the probe, where the model has one),
+    /// decoder, concepts or probe.
+    #[arg(long, value_parser = ["fused", "decoder", "concepts", "probe"], default_value = "decoder")]
     pub source: String,
     /// Fusion weights (default: `fusion.json` in the model's directory).
     #[arg(long)]
@@ -45,9 +49,17 @@ pub struct EvalTagsArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Also write each image's ground truth and both taggers' scored hashtags as JSON lines.
+    /// Also write each image's ground truth and the taggers' scored hashtags as JSON lines.
     #[arg(long)]
     pub per_image: Option<PathBuf>,
+    /// Fuse without the model's linear probe even where it has one (the two-source fusion;
+    /// give weights fitted without it with `--fusion`).
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Fuse without the decoder (concepts + probe; weights fitted with `tune fusion
+    /// --no-decoder`).
+    #[arg(long)]
+    pub no_decoder: bool,
 }
 
 #[derive(Args)]
@@ -64,6 +76,12 @@ pub struct TuneFusionArgs {
     pub beam: usize,
     #[arg(long, default_value_t = 3)]
     pub min_tags: usize,
+    /// Fuse without the model's linear probe even where it has one (the two-source fusion).
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Fuse without the decoder (concepts + probe only).
+    #[arg(long)]
+    pub no_decoder: bool,
 }
 
 /// The split an evaluation reads when none is named: dev, or all without a splits file.
@@ -80,21 +98,57 @@ fn default_split(a: &DataArgs) -> anyhow::Result<String> {
 struct Taggers {
     model: Option<TagModel>,
     concepts: Option<ConceptTagger>,
+    probe: Option<LinearProbe>,
     beam: BeamOptions,
+}
+
+/// What the taggers say about one image.
+struct Outputs {
+    decoder: Vec<ScoredTag>,
+    /// The decoder's list filled to 5 from its next-tag distribution.
+    fill: Vec<String>,
+    concepts: Vec<ScoredTag>,
+    probe: Vec<ScoredTag>,
+}
+
+/// Which taggers to load.
+#[derive(Clone, Copy)]
+struct Want {
+    model: bool,
+    concepts: bool,
+    /// Load the model directory's probe: `Some(true)` requires one, `Some(false)` takes it
+    /// where it exists.
+    probe: Option<bool>,
 }
 
 impl Taggers {
     fn load(
         model_dir: Option<&PathBuf>,
         encoder: &EfficientNetLite,
-        with_model: bool,
-        with_concepts: bool,
+        want: Want,
         beam: usize,
         min_tags: usize,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        let dir = model_dir.cloned().unwrap_or_else(default_model_dir);
+        let probe = match want.probe {
+            Some(required) if required || LinearProbe::exists(&dir) => {
+                let p = LinearProbe::load(&dir, device)
+                    .with_context(|| format!("loading the probe in {}", dir.display()))?;
+                if p.config.encoder != encoder.name() {
+                    bail!(
+                        "the probe in {} reads {} features, not {}",
+                        dir.display(),
+                        p.config.encoder,
+                        encoder.name()
+                    );
+                }
+                Some(p)
+            }
+            _ => None,
+        };
+        let (with_model, with_concepts) = (want.model, want.concepts);
         let model = if with_model {
-            let dir = model_dir.cloned().unwrap_or_else(default_model_dir);
             let m = TagModel::load(&dir, device)
                 .with_context(|| format!("loading the hashtag model {}", dir.display()))?;
             if m.config.encoder != encoder.name() {
@@ -120,6 +174,7 @@ impl Taggers {
         Ok(Self {
             model,
             concepts,
+            probe,
             beam: BeamOptions {
                 beam_size: beam,
                 max_tags,
@@ -128,14 +183,13 @@ impl Taggers {
         })
     }
 
-    /// Per image: the decoder's tags with its next-tag fill, and the concept tags.
-    #[allow(clippy::type_complexity)]
+    /// Per image: the decoder's tags with its next-tag fill, the concept and the probe tags.
     fn run(
         &self,
         features: &FeatureSet,
         rows: &[u32],
         device: &Device,
-    ) -> anyhow::Result<Vec<(Vec<ScoredTag>, Vec<String>, Vec<ScoredTag>)>> {
+    ) -> anyhow::Result<Vec<Outputs>> {
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(64) {
             let enc = features.batch(chunk, device)?;
@@ -160,12 +214,18 @@ impl Taggers {
                 )?,
                 None => vec![vec![]; chunk.len()],
             };
-            out.extend(
-                decoded
-                    .into_iter()
-                    .zip(concepts)
-                    .map(|((d, fill), c)| (d, fill, c)),
-            );
+            let probe = match &self.probe {
+                Some(p) => p.tag(&enc, self.beam.max_tags)?,
+                None => vec![vec![]; chunk.len()],
+            };
+            out.extend(decoded.into_iter().zip(concepts).zip(probe).map(
+                |(((decoder, fill), concepts), probe)| Outputs {
+                    decoder,
+                    fill,
+                    concepts,
+                    probe,
+                },
+            ));
         }
         Ok(out)
     }
@@ -208,6 +268,7 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
         bail!("--prior needs a train split, and this folder has none");
     }
     let reads_model = !a.prior && a.source != "concepts";
+    let fused = a.source == "fused";
     let data = encoder_for(&a.data, a.model.as_ref(), reads_model)?;
     // Only the prior reads the train split.
     let splits: Vec<&str> = if a.prior && split != "train" {
@@ -227,11 +288,19 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
         filled = own.clone();
         label = "frequency prior".to_string();
     } else {
+        let want = Want {
+            model: a.source == "decoder" || (fused && !a.no_decoder),
+            concepts: a.source == "concepts" || fused,
+            probe: match a.source.as_str() {
+                "probe" => Some(true),
+                "fused" if !a.no_probe => Some(false),
+                _ => None,
+            },
+        };
         let taggers = Taggers::load(
             a.model.as_ref(),
             &encoder,
-            a.source != "concepts",
-            a.source != "decoder",
+            want,
             a.beam,
             a.min_tags,
             &device,
@@ -254,35 +323,46 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
                 l.iter().map(|t| (t.tag.clone(), t.score)).collect()
             };
             let mut text = String::new();
-            for ((d, _, c), truth) in outputs.iter().zip(&gt) {
-                let line =
-                    serde_json::json!({"truth": truth, "decoder": score(d), "concepts": score(c)});
+            for (o, truth) in outputs.iter().zip(&gt) {
+                let line = serde_json::json!({
+                    "truth": truth,
+                    "decoder": score(&o.decoder),
+                    "concepts": score(&o.concepts),
+                    "probe": score(&o.probe),
+                });
                 text.push_str(&format!("{line}\n"));
             }
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
-        for (d, fill, c) in outputs {
-            match a.source.as_str() {
+        for o in outputs {
+            let list = match a.source.as_str() {
                 "decoder" => {
-                    own.push(names(&d));
-                    filled.push(fill);
+                    own.push(names(&o.decoder));
+                    filled.push(o.fill);
+                    continue;
                 }
-                "concepts" => {
-                    own.push(names(&c));
-                    filled.push(names(&c).into_iter().take(TOP_K).collect());
-                }
-                _ => {
-                    let f = fuse(&d, &c, &fusion, taggers.beam.max_tags, cells);
-                    own.push(names(&f));
-                    filled.push(names(&f).into_iter().take(TOP_K).collect());
-                }
-            }
+                "concepts" => o.concepts,
+                "probe" => o.probe,
+                _ => fuse_with_probe(
+                    &o.decoder,
+                    &o.concepts,
+                    &o.probe,
+                    &fusion,
+                    taggers.beam.max_tags,
+                    cells,
+                ),
+            };
+            own.push(names(&list));
+            filled.push(names(&list).into_iter().take(TOP_K).collect());
         }
-        let model = taggers
+        let mut model = taggers
             .model
             .as_ref()
             .map(|m| format!(" with {}", m.version()))
             .unwrap_or_default();
+        if let Some(p) = &taggers.probe {
+            model.push_str(&format!(" + probe-{}", p.digest));
+        }
         label = format!("{} on {}{model}", a.source, encoder.name());
     }
     let items: Vec<(Vec<String>, Vec<String>)> = gt.iter().cloned().zip(filled).collect();
@@ -328,10 +408,11 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
     let mut decoder_samples: Vec<(Features, bool, f64)> = Vec::new();
     let mut concept_samples: Vec<(Features, bool, f64)> = Vec::new();
+    let mut probe_samples: Vec<(Features, bool, f64)> = Vec::new();
     let mut sets = Vec::new();
-    // Per dev set: each image's ground truth and both lists, for choosing the decoder shift.
-    #[allow(clippy::type_complexity)]
-    let mut kept: Vec<Vec<(Vec<String>, Vec<ScoredTag>, Vec<ScoredTag>)>> = Vec::new();
+    // Per dev set: each image's ground truth and the lists, for choosing the bias shifts.
+    let mut kept: Vec<Vec<(Vec<String>, Outputs)>> = Vec::new();
+    let mut with_probe = false;
     for folder in &a.data.data {
         let mut one = a.data.clone();
         one.data = vec![folder.clone()];
@@ -342,117 +423,156 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         let taggers = Taggers::load(
             a.model.as_ref(),
             &encoder,
-            true,
-            true,
+            Want {
+                model: !a.no_decoder,
+                concepts: true,
+                probe: if a.no_probe { None } else { Some(false) },
+            },
             a.beam,
             a.min_tags,
             &device,
         )?;
+        with_probe = taggers.probe.is_some();
         let outputs = taggers.run(&features, &rows, &device)?;
-        let (mut d_set, mut c_set) = (Vec::new(), Vec::new());
-        for ((d, _, c), truth) in outputs.iter().zip(&gt) {
-            let (concept_top, decoder_top) = Features::context(d, c);
-            let features = |t: &ScoredTag| Features {
-                score: t.score,
-                concept_top,
-                decoder_top,
-            };
-            for t in d {
-                d_set.push((features(t), truth.contains(&t.tag)));
-            }
-            for t in c {
-                c_set.push((features(t), truth.contains(&t.tag)));
+        let (mut d_set, mut c_set, mut p_set) = (Vec::new(), Vec::new(), Vec::new());
+        for (o, truth) in outputs.iter().zip(&gt) {
+            let ctx = ListContext::of(&o.decoder, &o.concepts, &o.probe);
+            for (list, set) in [
+                (&o.decoder, &mut d_set),
+                (&o.concepts, &mut c_set),
+                (&o.probe, &mut p_set),
+            ] {
+                for t in list {
+                    set.push((ctx.with(t.score), truth.contains(&t.tag)));
+                }
             }
         }
-        let (dw, cw) = (
-            1.0 / d_set.len().max(1) as f64,
-            1.0 / c_set.len().max(1) as f64,
-        );
-        decoder_samples.extend(d_set.iter().map(|&(s, y)| (s, y, dw)));
-        concept_samples.extend(c_set.iter().map(|&(s, y)| (s, y, cw)));
-        kept.push(
-            outputs
-                .into_iter()
-                .zip(gt)
-                .map(|((d, _, c), truth)| (truth, d, c))
-                .collect(),
-        );
+        for (set, samples) in [
+            (&d_set, &mut decoder_samples),
+            (&c_set, &mut concept_samples),
+            (&p_set, &mut probe_samples),
+        ] {
+            let w = 1.0 / set.len().max(1) as f64;
+            samples.extend(set.iter().map(|&(s, y)| (s, y, w)));
+        }
         sets.push(serde_json::json!({
             "data": folder.display().to_string(),
             "split": split,
             "images": rows.len(),
             "decoder_tags": d_set.len(),
             "concept_tags": c_set.len(),
+            "probe_tags": p_set.len(),
         }));
         eprintln!(
-            "{} [{split}]: {} images, {} decoder and {} concept hashtags",
+            "{} [{split}]: {} images, {} decoder, {} concept and {} probe hashtags",
             folder.display(),
             rows.len(),
             d_set.len(),
-            c_set.len()
+            c_set.len(),
+            p_set.len()
         );
+        kept.push(gt.into_iter().zip(outputs).collect());
     }
-    let mut decoder = fit_calibration(&decoder_samples);
-    let concepts = fit_calibration(&concept_samples);
-    let (decoder_log_loss, concept_log_loss) = (
-        log_loss(decoder, &decoder_samples),
-        log_loss(concepts, &concept_samples),
-    );
-    // The calibrations fit each tag's relevance; which source leads the list is then set by one
-    // shift of the decoder's bias, chosen for the best mean P@1 over the dev sets (each set
-    // weighs the same; ties go to the smallest shift).
-    let p_at_1 = |w: &FusionWeights, set: &[(Vec<String>, Vec<ScoredTag>, Vec<ScoredTag>)]| {
-        let hits = set
-            .iter()
-            .filter(|(truth, d, c)| {
-                fuse(d, c, w, 1, 49)
-                    .first()
-                    .is_some_and(|t| truth.contains(&t.tag))
-            })
-            .count();
-        hits as f64 / set.len().max(1) as f64
+    let fit = |samples: &[(Features, bool, f64)]| {
+        let c = fit_calibration(samples);
+        (c, log_loss(c, samples))
     };
-    let mut best: Option<(f64, f64, Vec<f64>)> = None;
-    for step in -8..=12 {
-        let shift = step as f64 * 0.25;
-        let mut shifted = decoder;
-        shifted.bias += shift;
-        let w = FusionWeights {
-            decoder: shifted,
-            concepts,
-            fitted_on: serde_json::Value::Null,
-        };
-        let per_set: Vec<f64> = kept.iter().map(|set| p_at_1(&w, set)).collect();
-        let mean = per_set.iter().sum::<f64>() / per_set.len().max(1) as f64;
-        let better = match &best {
-            None => true,
-            Some((m, s, _)) => mean > m + 1e-12 || (mean > m - 1e-12 && shift.abs() < s.abs()),
-        };
-        if better {
-            best = Some((mean, shift, per_set));
+    let (mut decoder, decoder_log_loss) = fit(&decoder_samples);
+    let (concepts, concept_log_loss) = fit(&concept_samples);
+    let (mut probe, probe_log_loss) = fit(&probe_samples);
+    // The calibrations fit each tag's relevance; which source leads the list is then set by one
+    // shift of the decoder's bias (and one of the probe's), chosen for the best mean P@1 over
+    // the dev sets (each set weighs the same), then the best mean R@5; ties go to the smallest
+    // shifts.
+    let figures = |w: &FusionWeights, set: &[(Vec<String>, Outputs)]| -> (f64, f64) {
+        let (mut p1, mut r5) = (0.0, 0.0);
+        for (truth, o) in set {
+            let f = fuse_with_probe(&o.decoder, &o.concepts, &o.probe, w, TOP_K, 49);
+            if f.first().is_some_and(|t| truth.contains(&t.tag)) {
+                p1 += 1.0;
+            }
+            let mut distinct = truth.clone();
+            distinct.sort();
+            distinct.dedup();
+            let hits = distinct
+                .iter()
+                .filter(|g| f.iter().any(|t| &t.tag == *g))
+                .count();
+            r5 += hits as f64 / distinct.len().max(1) as f64;
+        }
+        let n = set.len().max(1) as f64;
+        (p1 / n, r5 / n)
+    };
+    let shifts: Vec<f64> = (-8..=12).map(|s| s as f64 * 0.25).collect();
+    let probe_shifts: Vec<f64> = if with_probe {
+        shifts.clone()
+    } else {
+        vec![0.0]
+    };
+    let decoder_shifts: Vec<f64> = if a.no_decoder { vec![0.0] } else { shifts };
+    // (mean P@1, mean R@5, decoder shift, probe shift, per-set figures)
+    type Choice = (f64, f64, f64, f64, Vec<(f64, f64)>);
+    let mut best: Option<Choice> = None;
+    for &ds in &decoder_shifts {
+        for &ps in &probe_shifts {
+            let mut d = decoder;
+            d.bias += ds;
+            let mut p = probe;
+            p.bias += ps;
+            let w = FusionWeights {
+                decoder: d,
+                concepts,
+                probe: with_probe.then_some(p),
+                fitted_on: serde_json::Value::Null,
+            };
+            let per_set: Vec<(f64, f64)> = kept.iter().map(|set| figures(&w, set)).collect();
+            let n = per_set.len().max(1) as f64;
+            let p1 = per_set.iter().map(|f| f.0).sum::<f64>() / n;
+            let r5 = per_set.iter().map(|f| f.1).sum::<f64>() / n;
+            let size = ds.abs() + ps.abs();
+            let better = match &best {
+                None => true,
+                Some((bp, br, bd, bps, _)) => {
+                    let bsize = bd.abs() + bps.abs();
+                    p1 > bp + 1e-12
+                        || (p1 > bp - 1e-12
+                            && (r5 > br + 1e-12 || (r5 > br - 1e-12 && size < bsize)))
+                }
+            };
+            if better {
+                best = Some((p1, r5, ds, ps, per_set));
+            }
         }
     }
-    let (mean_p1, shift, per_set) = best.expect("at least one shift tried");
+    let (mean_p1, mean_r5, shift, probe_shift, per_set) = best.expect("at least one shift tried");
     decoder.bias += shift;
-    for (set, p1) in sets.iter_mut().zip(&per_set) {
+    probe.bias += probe_shift;
+    for (set, (p1, r5)) in sets.iter_mut().zip(&per_set) {
         set["fused_p_at_1"] = serde_json::json!(p1);
+        set["fused_r_at_5"] = serde_json::json!(r5);
     }
     let weights = FusionWeights {
         decoder,
         concepts,
+        probe: with_probe.then_some(probe),
         fitted_on: serde_json::json!({
             "command": "hashtale tune fusion",
             "sets": sets,
+            "decoder": !a.no_decoder,
             "decoder_log_loss": decoder_log_loss,
             "concept_log_loss": concept_log_loss,
+            "probe_log_loss": with_probe.then_some(probe_log_loss),
             "decoder_bias_shift": shift,
+            "probe_bias_shift": with_probe.then_some(probe_shift),
             "mean_fused_p_at_1": mean_p1,
+            "mean_fused_r_at_5": mean_r5,
         }),
     };
     std::fs::write(&a.out, serde_json::to_string_pretty(&weights)? + "\n")
         .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
-        "decoder {decoder:?}\nconcepts {concepts:?}\nwrote {}",
+        "decoder {decoder:?}\nconcepts {concepts:?}\nprobe {:?}\nper set (P@1, R@5) {per_set:?}\nwrote {}",
+        weights.probe,
         a.out.display()
     );
     Ok(())

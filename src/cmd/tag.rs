@@ -21,9 +21,9 @@ pub struct TagArgs {
     /// Hashtag model directory (default: the shipped model, or $HASHTALE_TAG_MODEL).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Which taggers rank the content hashtags: fused (the attention decoder and the encoder's
-    /// ImageNet concepts), decoder or concepts.
-    #[arg(long, value_parser = ["fused", "decoder", "concepts"], default_value = "fused")]
+    /// Which taggers rank the content hashtags: fused (the attention decoder, the encoder's
+    /// ImageNet concepts and the model's linear probe), decoder, concepts or probe.
+    #[arg(long, value_parser = ["fused", "decoder", "concepts", "probe"], default_value = "fused")]
     pub source: String,
     /// At most this many content hashtags per image.
     #[arg(long, default_value_t = 10)]

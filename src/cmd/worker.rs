@@ -30,7 +30,7 @@ pub async fn load_model(cfg: &hashtale_core::config::WorkerConfig) -> Result<Arc
     let source =
         hashtale_models::pipeline::TagSource::parse(&cfg.tag_source).with_context(|| {
             format!(
-                "worker.tag_source `{}`: expected fused, decoder or concepts",
+                "worker.tag_source `{}`: expected fused, decoder, concepts or probe",
                 cfg.tag_source
             )
         })?;

@@ -140,7 +140,74 @@ pub fn cache_path(cache_dir: &Path, encoder: &str, images: &[PathBuf]) -> PathBu
     ))
 }
 
-/// Loads the cached features for `images`, or computes and caches them.
+/// Reads one cache file (features and image list).
+fn read_cache(path: &Path) -> Result<FeatureSet> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let list =
+        std::fs::read_to_string(path.with_extension("txt")).map_err(|e| Error::io(path, e))?;
+    let get = |k: &str| {
+        tensors
+            .get(k)
+            .cloned()
+            .ok_or_else(|| Error::msg(format!("{}: missing tensor {k}", path.display())))
+    };
+    Ok(FeatureSet {
+        images: list.lines().map(PathBuf::from).collect(),
+        grid: get("grid")?,
+        pooled: get("pooled")?,
+    })
+}
+
+/// The rows for `images` out of a cache file of this encoder whose list holds them all (e.g.
+/// the dev split out of a train + dev cache), if there is one.
+fn from_superset(
+    cache_dir: &Path,
+    encoder: &str,
+    images: &[PathBuf],
+) -> Result<Option<FeatureSet>> {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return Ok(None);
+    };
+    let mut lists: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "txt")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{encoder}-")))
+                && p.with_extension("safetensors").exists()
+        })
+        .collect();
+    lists.sort();
+    for list in lists {
+        let Ok(text) = std::fs::read_to_string(&list) else {
+            continue;
+        };
+        let index: HashMap<&str, u32> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (l, i as u32))
+            .collect();
+        let rows: Option<Vec<u32>> = images
+            .iter()
+            .map(|p| index.get(p.to_string_lossy().as_ref()).copied())
+            .collect();
+        let Some(rows) = rows else {
+            continue;
+        };
+        let all = read_cache(&list.with_extension("safetensors"))?;
+        let ix = Tensor::new(rows.as_slice(), &Device::Cpu)?;
+        return Ok(Some(FeatureSet {
+            images: images.to_vec(),
+            grid: all.grid.index_select(&ix, 0)?,
+            pooled: all.pooled.index_select(&ix, 0)?,
+        }));
+    }
+    Ok(None)
+}
+
+/// Loads the cached features for `images` (their own cache file, or the rows of a cache that
+/// holds them all), or computes and caches them.
 pub fn load_or_extract(
     encoder: &dyn ImageEncoder,
     images: &[PathBuf],
@@ -149,20 +216,10 @@ pub fn load_or_extract(
 ) -> Result<FeatureSet> {
     let path = cache_path(cache_dir, encoder.name(), images);
     if path.exists() {
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
-        let list =
-            std::fs::read_to_string(path.with_extension("txt")).map_err(|e| Error::io(&path, e))?;
-        let get = |k: &str| {
-            tensors
-                .get(k)
-                .cloned()
-                .ok_or_else(|| Error::msg(format!("{}: missing tensor {k}", path.display())))
-        };
-        return Ok(FeatureSet {
-            images: list.lines().map(PathBuf::from).collect(),
-            grid: get("grid")?,
-            pooled: get("pooled")?,
-        });
+        return read_cache(&path);
+    }
+    if let Some(set) = from_superset(cache_dir, encoder.name(), images)? {
+        return Ok(set);
     }
     let (set, failed) = extract(encoder, images, batch_size, true)?;
     for (p, e) in &failed {

@@ -1,12 +1,14 @@
-//! One ranked list from two taggers: the attention decoder and the concept hashtags.
+//! One ranked list from the taggers: the attention decoder, the concept hashtags and, where the
+//! model ships one, the linear probe.
 //!
 //! Each source's raw score is calibrated by a logistic model fitted on dev sets only
-//! (`hashtale tune fusion`): P(relevant) = σ(w₀ + w₁·logit(s) + w₂·logit(c) + w₃·logit(d)), where
-//! `s` is the hashtag's own score, `c` the image's top concept score and `d` its top decoder
-//! score. The two image-level terms let the fusion learn when the ImageNet head knows the photo
-//! (a cup, a cat) and when the decoder does (people at the beach), which a per-source Platt
-//! scaling cannot. A hashtag named by both sources gets the noisy-or of its two calibrated
-//! scores, and the score-weighted mean of its two maps.
+//! (`hashtale tune fusion`): P(relevant) = σ(w₀ + w₁·logit(s) + w₂·logit(c) + w₃·logit(d) +
+//! w₄·logit(p)), where `s` is the hashtag's own score and `c`, `d`, `p` the image's top concept,
+//! decoder and probe scores (a source that gave no list adds no term). The image-level terms let
+//! the fusion learn when the ImageNet head knows the photo (a cup, a cat) and when the decoder or
+//! the probe does (people at the beach), which a per-source Platt scaling cannot. A hashtag named
+//! by several sources gets the noisy-or of their calibrated scores, and the score-weighted mean
+//! of their maps.
 use serde::{Deserialize, Serialize};
 
 use super::ScoredTag;
@@ -21,7 +23,13 @@ pub struct Calibration {
     pub concept_top: f64,
     /// Weight of logit(the image's top decoder score).
     pub decoder_top: f64,
+    /// Weight of logit(the image's top probe score); 0 in weights fitted without a probe.
+    #[serde(default)]
+    pub probe_top: f64,
 }
+
+/// Number of weights of a calibration.
+const N: usize = 5;
 
 impl Calibration {
     /// The identity map: calibrated = raw.
@@ -30,50 +38,92 @@ impl Calibration {
         score: 1.0,
         concept_top: 0.0,
         decoder_top: 0.0,
+        probe_top: 0.0,
     };
 
-    fn weights(&self) -> [f64; 4] {
-        [self.bias, self.score, self.concept_top, self.decoder_top]
+    fn weights(&self) -> [f64; N] {
+        [
+            self.bias,
+            self.score,
+            self.concept_top,
+            self.decoder_top,
+            self.probe_top,
+        ]
     }
 
-    fn from_weights(w: [f64; 4]) -> Self {
+    fn from_weights(w: [f64; N]) -> Self {
         Self {
             bias: w[0],
             score: w[1],
             concept_top: w[2],
             decoder_top: w[3],
+            probe_top: w[4],
         }
     }
 
     pub fn apply(&self, x: &Features) -> f32 {
         let w = self.weights();
         let f = x.row();
-        sigmoid((0..4).map(|i| w[i] * f[i]).sum()) as f32
+        sigmoid((0..N).map(|i| w[i] * f[i]).sum()) as f32
     }
 }
 
-/// What a calibration reads about one hashtag: its score and the image's two top scores.
+/// What a calibration reads about one hashtag: its score and the image's top scores of each
+/// source (0 where a source gave no list: that term is left out).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Features {
     pub score: f32,
     pub concept_top: f32,
     pub decoder_top: f32,
+    pub probe_top: f32,
+}
+
+/// The image-level part of the features: each source's top score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Context {
+    pub concept_top: f32,
+    pub decoder_top: f32,
+    pub probe_top: f32,
+}
+
+impl Context {
+    pub fn of(decoder: &[ScoredTag], concepts: &[ScoredTag], probe: &[ScoredTag]) -> Self {
+        let top = |l: &[ScoredTag]| l.iter().map(|t| t.score).fold(0.0f32, f32::max);
+        Self {
+            concept_top: top(concepts),
+            decoder_top: top(decoder),
+            probe_top: top(probe),
+        }
+    }
+
+    /// The features of one hashtag with this score.
+    pub fn with(&self, score: f32) -> Features {
+        Features {
+            score,
+            concept_top: self.concept_top,
+            decoder_top: self.decoder_top,
+            probe_top: self.probe_top,
+        }
+    }
 }
 
 impl Features {
-    fn row(&self) -> [f64; 4] {
+    fn row(&self) -> [f64; N] {
+        let present = |x: f32| if x > 0.0 { logit(x as f64) } else { 0.0 };
         [
             1.0,
             logit(self.score as f64),
-            logit(self.concept_top as f64),
-            logit(self.decoder_top as f64),
+            present(self.concept_top),
+            present(self.decoder_top),
+            present(self.probe_top),
         ]
     }
 
-    /// The image-level part of the features, from the two lists.
+    /// The image-level part of the features, from the decoder's and the concept lists:
+    /// (concept top, decoder top).
     pub fn context(decoder: &[ScoredTag], concepts: &[ScoredTag]) -> (f32, f32) {
-        let top = |l: &[ScoredTag]| l.iter().map(|t| t.score).fold(0.0f32, f32::max);
-        (top(concepts), top(decoder))
+        let c = Context::of(decoder, concepts, &[]);
+        (c.concept_top, c.decoder_top)
     }
 }
 
@@ -82,6 +132,10 @@ impl Features {
 pub struct FusionWeights {
     pub decoder: Calibration,
     pub concepts: Calibration,
+    /// The linear probe's calibration (absent: weights fitted without a probe, whose list is
+    /// then left out of the fusion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Calibration>,
     /// Free-form provenance (dev sets, sample counts, fit log-loss).
     #[serde(default)]
     pub fitted_on: serde_json::Value,
@@ -92,6 +146,7 @@ impl Default for FusionWeights {
         Self {
             decoder: Calibration::IDENTITY,
             concepts: Calibration::IDENTITY,
+            probe: None,
             fitted_on: serde_json::Value::Null,
         }
     }
@@ -106,9 +161,9 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Merges the two lists: calibrated scores, no duplicates, best first (ties by name), at most
-/// `max_tags`. `grid_cells` is the map length given to a hashtag whose source had no map (the
-/// baselines without attention): a uniform map.
+/// Merges the decoder's and the concept lists: calibrated scores, no duplicates, best first
+/// (ties by name), at most `max_tags`. `grid_cells` is the map length given to a hashtag whose
+/// source had no map (the baselines without attention): a uniform map.
 pub fn fuse(
     decoder: &[ScoredTag],
     concepts: &[ScoredTag],
@@ -116,39 +171,58 @@ pub fn fuse(
     max_tags: usize,
     grid_cells: usize,
 ) -> Vec<ScoredTag> {
-    let (concept_top, decoder_top) = Features::context(decoder, concepts);
-    let mut out: Vec<ScoredTag> = Vec::new();
-    let sources = [(decoder, weights.decoder), (concepts, weights.concepts)];
+    fuse_with_probe(decoder, concepts, &[], weights, max_tags, grid_cells)
+}
+
+/// As [`fuse`], with the linear probe's list as a third source (left out when the weights have
+/// no probe calibration). Any list may be empty.
+pub fn fuse_with_probe(
+    decoder: &[ScoredTag],
+    concepts: &[ScoredTag],
+    probe: &[ScoredTag],
+    weights: &FusionWeights,
+    max_tags: usize,
+    grid_cells: usize,
+) -> Vec<ScoredTag> {
+    let probe: &[ScoredTag] = if weights.probe.is_some() { probe } else { &[] };
+    let context = Context::of(decoder, concepts, probe);
+    // Per hashtag: the fused tag, and the sum of the calibrated scores its map is weighted by.
+    let mut out: Vec<(ScoredTag, f32)> = Vec::new();
+    let sources = [
+        (decoder, weights.decoder),
+        (concepts, weights.concepts),
+        (probe, weights.probe.unwrap_or(Calibration::IDENTITY)),
+    ];
     for (list, calibration) in sources {
         for t in list {
-            let s = calibration.apply(&Features {
-                score: t.score,
-                concept_top,
-                decoder_top,
-            });
+            let s = calibration.apply(&context.with(t.score));
             let map = if t.attention.is_empty() {
                 vec![1.0 / grid_cells as f32; grid_cells]
             } else {
                 t.attention.clone()
             };
-            match out.iter_mut().find(|o| o.tag == t.tag) {
-                Some(o) => {
-                    let (s0, s1) = (o.score, s);
-                    if o.attention.len() == map.len() && s0 + s1 > 0.0 {
+            match out.iter_mut().find(|(o, _)| o.tag == t.tag) {
+                Some((o, mass)) => {
+                    if o.attention.len() == map.len() && *mass + s > 0.0 {
                         for (m, v) in o.attention.iter_mut().zip(&map) {
-                            *m = (s0 * *m + s1 * v) / (s0 + s1);
+                            *m = (*mass * *m + s * v) / (*mass + s);
                         }
                     }
-                    o.score = 1.0 - (1.0 - s0) * (1.0 - s1);
+                    *mass += s;
+                    o.score = 1.0 - (1.0 - o.score) * (1.0 - s);
                 }
-                None => out.push(ScoredTag {
-                    tag: t.tag.clone(),
-                    score: s,
-                    attention: map,
-                }),
+                None => out.push((
+                    ScoredTag {
+                        tag: t.tag.clone(),
+                        score: s,
+                        attention: map,
+                    },
+                    s,
+                )),
             }
         }
     }
+    let mut out: Vec<ScoredTag> = out.into_iter().map(|(t, _)| t).collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.tag.cmp(&b.tag)));
     out.truncate(max_tags);
     out
@@ -157,7 +231,7 @@ pub fn fuse(
 /// Fits a calibration to (features, relevant, sample weight) triples by Newton's method on the
 /// weighted log-loss, with a small ridge towards the identity so separable data stays finite.
 pub fn fit_calibration(samples: &[(Features, bool, f64)]) -> Calibration {
-    let rows: Vec<([f64; 4], f64, f64)> = samples
+    let rows: Vec<([f64; N], f64, f64)> = samples
         .iter()
         .map(|(x, y, w)| (x.row(), if *y { 1.0 } else { 0.0 }, *w))
         .collect();
@@ -165,46 +239,67 @@ pub fn fit_calibration(samples: &[(Features, bool, f64)]) -> Calibration {
     let mut w = prior;
     let ridge = 1e-3;
     for _ in 0..100 {
-        let mut grad = [0.0f64; 4];
-        let mut hess = [[0.0f64; 4]; 4];
-        for i in 0..4 {
+        let mut grad = [0.0f64; N];
+        let mut hess = [[0.0f64; N]; N];
+        for i in 0..N {
             grad[i] = ridge * (w[i] - prior[i]);
             hess[i][i] = ridge;
         }
         for (x, y, sw) in &rows {
-            let p = sigmoid((0..4).map(|i| w[i] * x[i]).sum());
+            let p = sigmoid((0..N).map(|i| w[i] * x[i]).sum());
             let v = sw * p * (1.0 - p);
-            for i in 0..4 {
+            for i in 0..N {
                 grad[i] += sw * (p - y) * x[i];
-                for j in 0..4 {
+                for j in 0..N {
                     hess[i][j] += v * x[i] * x[j];
                 }
             }
         }
-        let Some(step) = solve4(hess, grad) else {
+        let Some(step) = solve(hess, grad) else {
             break;
         };
-        for i in 0..4 {
-            w[i] -= step[i];
+        // Damped Newton: halve the step until the penalised loss does not rise (a full step
+        // diverges on near-saturated scores, e.g. a sigmoid probe's tail at logit −12).
+        let objective = |w: &[f64; N]| -> f64 {
+            let mut loss = 0.0;
+            for (x, y, sw) in &rows {
+                let z: f64 = (0..N).map(|i| w[i] * x[i]).sum();
+                // log(1 + e^z) − y·z, stable.
+                loss += sw * (z.max(0.0) + (-z.abs()).exp().ln_1p() - y * z);
+            }
+            loss + 0.5 * ridge * (0..N).map(|i| (w[i] - prior[i]).powi(2)).sum::<f64>()
+        };
+        let before = objective(&w);
+        let mut t = 1.0;
+        let mut next = w;
+        for _ in 0..30 {
+            for i in 0..N {
+                next[i] = w[i] - t * step[i];
+            }
+            if objective(&next) <= before + 1e-12 {
+                break;
+            }
+            t *= 0.5;
         }
-        if step.iter().map(|s| s.abs()).sum::<f64>() < 1e-9 {
+        w = next;
+        if step.iter().map(|s| (t * s).abs()).sum::<f64>() < 1e-9 {
             break;
         }
     }
     Calibration::from_weights(w)
 }
 
-/// Solves the 4×4 system `a·x = b` by Gaussian elimination with partial pivoting.
-fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+/// Solves the N×N system `a·x = b` by Gaussian elimination with partial pivoting.
+fn solve(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-12 {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
         let pivot_row = a[col];
-        for row in col + 1..4 {
+        for row in col + 1..N {
             let f = a[row][col] / pivot_row[col];
             for (x, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
                 *x -= f * p;
@@ -212,9 +307,9 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
             b[row] -= f * b[col];
         }
     }
-    let mut x = [0.0; 4];
-    for row in (0..4).rev() {
-        let rest: f64 = (row + 1..4).map(|k| a[row][k] * x[k]).sum();
+    let mut x = [0.0; N];
+    for row in (0..N).rev() {
+        let rest: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
         x[row] = (b[row] - rest) / a[row][row];
     }
     Some(x)
@@ -266,13 +361,16 @@ mod tests {
                 score: 0.8,
                 concept_top: -0.3,
                 decoder_top: 0.1,
+                probe_top: 0.0,
             },
             concepts: Calibration {
                 bias: 0.1,
                 score: 1.2,
                 concept_top: 0.2,
                 decoder_top: -0.4,
+                probe_top: 0.0,
             },
+            probe: None,
             fitted_on: serde_json::Value::Null,
         };
         let fused = fuse(&decoder, &concepts, &w, 10, 49);
@@ -291,6 +389,7 @@ mod tests {
             score,
             concept_top: 0.8,
             decoder_top: 0.6,
+            probe_top: 0.0,
         };
         let d = w.decoder.apply(&at(0.6));
         let c = w.concepts.apply(&at(0.8));
@@ -317,6 +416,7 @@ mod tests {
             score: 2.0,
             concept_top: 0.5,
             decoder_top: -0.7,
+            probe_top: 0.0,
         };
         let mut samples = Vec::new();
         for i in 1..20 {
@@ -326,6 +426,7 @@ mod tests {
                         score: i as f32 / 20.0,
                         concept_top: j as f32 / 10.0,
                         decoder_top: k as f32 / 10.0,
+                        probe_top: 0.0,
                     };
                     let p = truth.apply(&x) as f64;
                     samples.push((x, true, p));
@@ -338,5 +439,54 @@ mod tests {
             assert!((got - want).abs() < 0.02, "{fit:?}");
         }
         assert!(log_loss(fit, &samples) < log_loss(Calibration::IDENTITY, &samples));
+    }
+
+    #[test]
+    fn a_probe_is_a_third_source_merged_without_duplicates() {
+        let decoder = vec![tag("dog", 0.6, peak(3)), tag("grass", 0.3, peak(40))];
+        let concepts = vec![tag("dog", 0.8, peak(10))];
+        let probe = vec![tag("dog", 0.5, peak(20)), tag("ball", 0.2, peak(5))];
+        let probe_cal = Calibration {
+            bias: 0.3,
+            score: 1.1,
+            concept_top: -0.2,
+            decoder_top: 0.1,
+            probe_top: 0.4,
+        };
+        let mut w = FusionWeights::default();
+        // Without a probe calibration its list is left out.
+        let two = fuse_with_probe(&decoder, &concepts, &probe, &w, 10, 49);
+        assert_eq!(two, fuse(&decoder, &concepts, &w, 10, 49));
+        w.probe = Some(probe_cal);
+        let fused = fuse_with_probe(&decoder, &concepts, &probe, &w, 10, 49);
+        assert_eq!(
+            fused,
+            fuse_with_probe(&decoder, &concepts, &probe, &w, 10, 49)
+        );
+        let names: Vec<&str> = fused.iter().map(|t| t.tag.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names[0], "dog");
+        let ctx = Context::of(&decoder, &concepts, &probe);
+        let (d, c, p) = (
+            w.decoder.apply(&ctx.with(0.6)),
+            w.concepts.apply(&ctx.with(0.8)),
+            probe_cal.apply(&ctx.with(0.5)),
+        );
+        let want = 1.0 - (1.0 - d) * (1.0 - c) * (1.0 - p);
+        assert!((fused[0].score - want).abs() < 1e-6);
+        // The map is the score-weighted mean of the three peaks.
+        let m = &fused[0].attention;
+        for (cell, s) in [(3, d), (10, c), (20, p)] {
+            assert!((m[cell] - s / (d + c + p)).abs() < 1e-5, "{cell}");
+        }
+        for t in &fused {
+            let sum: f32 = t.attention.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{}: {sum}", t.tag);
+        }
+        // Old weight files (no probe fields) still read.
+        let old = r#"{"decoder":{"bias":0,"score":1,"concept_top":0,"decoder_top":0},
+            "concepts":{"bias":0,"score":1,"concept_top":0,"decoder_top":0}}"#;
+        let read: FusionWeights = serde_json::from_str(old).unwrap();
+        assert_eq!(read, FusionWeights::default());
     }
 }

@@ -9,6 +9,7 @@ pub mod features;
 pub mod fuse;
 pub mod lstm;
 pub mod multilabel;
+pub mod probe;
 pub mod show_tell;
 pub mod train;
 pub mod vocab;
