@@ -154,7 +154,9 @@ impl Hashtale {
         })?;
         let encoder = load_encoder(variant, device)?;
         let story = if what.story {
-            Some(StoryWriter::CharLm(StoryModel::load_default(device)?))
+            Some(StoryWriter::CharLm(Box::new(StoryModel::load_default(
+                device,
+            )?)))
         } else {
             None
         };

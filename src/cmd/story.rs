@@ -608,7 +608,7 @@ pub fn run_corpus(a: StoryCorpusArgs) -> anyhow::Result<()> {
         file.write_all(text.as_bytes())?;
         batch_no += 1;
         std::fs::write(&progress, batch_no.to_string())?;
-        if batch_no % 10 == 0 {
+        if batch_no.is_multiple_of(10) {
             let mb = file.metadata()?.len() as f64 / 1e6;
             tracing::info!(
                 "{mb:.1} MB, {written_now} stories this run, {:.0} stories/s",

@@ -122,7 +122,7 @@ pub fn read_codec(dir: &Path, meta: &CheckpointMeta) -> Result<Codec> {
             meta.model.vocab
         )));
     }
-    Ok(Codec::Subword(v))
+    Ok(Codec::Subword(Box::new(v)))
 }
 
 /// Loads a checkpoint for inference (weights as f32 on `device`); also returns a short hash of

@@ -205,7 +205,8 @@ impl Alphabet {
 #[derive(Debug, Clone)]
 pub enum Codec {
     Chars(Alphabet),
-    Subword(SubwordVocab),
+    /// Boxed: a tokenizer is large beside an alphabet.
+    Subword(Box<SubwordVocab>),
 }
 
 impl Codec {

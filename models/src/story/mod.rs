@@ -44,8 +44,9 @@ pub const MODEL_ENV: &str = "HASHTALE_STORY_MODEL";
 /// llama2.c-format transformer (a `.bin` checkpoint and its tokenizer).
 #[derive(Debug, Clone)]
 pub enum StoryWriter {
-    CharLm(StoryModel),
-    Llama2c(Llama2cStoryModel),
+    // Boxed: both are large and the enum is passed around.
+    CharLm(Box<StoryModel>),
+    Llama2c(Box<Llama2cStoryModel>),
 }
 
 impl StoryWriter {
@@ -53,15 +54,17 @@ impl StoryWriter {
     /// with `tokenizer` or else the `tokenizer.bin` or single `tok*.bin` beside it.
     pub fn load(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Self> {
         if path.is_dir() {
-            return Ok(StoryWriter::CharLm(StoryModel::load(path, device)?));
+            return Ok(StoryWriter::CharLm(Box::new(StoryModel::load(
+                path, device,
+            )?)));
         }
         let tok = match tokenizer {
             Some(t) => t.to_path_buf(),
             None => llama_tokenizer_beside(path)?,
         };
-        Ok(StoryWriter::Llama2c(Llama2cStoryModel::load(
+        Ok(StoryWriter::Llama2c(Box::new(Llama2cStoryModel::load(
             path, &tok, device,
-        )?))
+        )?)))
     }
 
     /// `story-charlm-…` or `story-llama2c-<name>-…`: what results record as their writer.

@@ -413,7 +413,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                 .iter()
                 .flat_map(|c| c.train.iter().map(|s| s.as_str()))
                 .collect();
-            Codec::Subword(SubwordVocab::train(&texts, cfg.subword_vocab)?)
+            Codec::Subword(Box::new(SubwordVocab::train(&texts, cfg.subword_vocab)?))
         }
         None => Codec::Chars(Alphabet::from_texts(
             corpora
