@@ -69,6 +69,7 @@ fn run_refuses_a_taken_api_port() {
     let db = dir.path().join("h.db");
     let out = Command::new(env!("CARGO_BIN_EXE_hashtale"))
         .args(["run", "--listen", &addr, "--db", db.to_str().unwrap()])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--watch")
         .arg(dir.path())
         .env("RUST_LOG", "warn")

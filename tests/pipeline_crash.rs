@@ -36,6 +36,8 @@ fn spawn_worker(env: &Env) -> Child {
         )
         .env("HASHTALE__WORKER__BATCH_SIZE", "8")
         .env("HASHTALE__WORKER__MAX_WAIT_MS", "20")
+        // Any free port for the metrics endpoint (two workers may overlap).
+        .env("HASHTALE__METRICS__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()

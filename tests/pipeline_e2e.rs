@@ -99,8 +99,13 @@ async fn two_hundred_posts(env: Env) {
     let messages = count_result_messages(&env).await;
     let ing = Ingestor::new(env.store.clone(), env.queue.clone());
     let (stop, worker) = start_worker(&env);
-    let (stop_dir, dir_rx) = watch::channel(false);
-    let watcher = tokio::spawn(dir::watch_dir(ing.clone(), photos.clone(), 1 << 24, dir_rx));
+    let stop_dir = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(dir::watch_dir(
+        ing.clone(),
+        photos.clone(),
+        1 << 24,
+        stop_dir.clone(),
+    ));
     wait_until(60, "the initial scan", || async {
         env.store.count("posts").await.unwrap() >= 100
     })
@@ -162,7 +167,7 @@ async fn two_hundred_posts(env: Env) {
         })
         .await;
     }
-    let _ = stop_dir.send(true);
+    stop_dir.cancel();
     watcher.await.unwrap().unwrap();
     let _ = stop.send(true);
     worker.await.unwrap().unwrap();

@@ -217,11 +217,11 @@ async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
     let env = Env::postgres_rabbit("ingest").await;
     let ing = Ingestor::new(env.store.clone(), env.queue.clone());
     let rabbit = env.queue.rabbit().unwrap().clone();
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(hashtale_scheduler::ingest::consume_ingest(
         ing,
         rabbit.clone(),
-        rx,
+        stop.clone(),
     ));
     use base64::Engine;
     let good = IngestMessage {
@@ -250,7 +250,7 @@ async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
     .await;
     assert_eq!(env.store.count("jobs").await.unwrap(), 1);
     assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 1);
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }

@@ -84,8 +84,8 @@ async fn watched_folder_takes_existing_and_new_files_once() {
     std::fs::write(photos.join("notes.txt"), b"ignored: not an image name").unwrap();
     std::fs::write(photos.join(".hidden.png"), png(9)).unwrap();
     let ing = Ingestor::new(env.store.clone(), env.queue.clone());
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, rx));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, stop.clone()));
     wait_until(20, "the existing file", || async {
         env.store.count("posts").await.unwrap() == 1
     })
@@ -103,7 +103,7 @@ async fn watched_folder_takes_existing_and_new_files_once() {
     let rabbit = env.queue.rabbit().unwrap().clone();
     assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 3);
     assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }
@@ -119,8 +119,8 @@ async fn idle_watched_folder_makes_no_database_writes() {
         std::fs::write(photos.join(format!("p{i:02}.png")), png(i)).unwrap();
     }
     let ing = Ingestor::new(env.store.clone(), env.queue.clone());
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, rx));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, stop.clone()));
     wait_until(30, "the 50 files", || async {
         env.store.count("posts").await.unwrap() == 50
     })
@@ -143,7 +143,7 @@ async fn idle_watched_folder_makes_no_database_writes() {
         env.store.post_ids_drawn().await.unwrap().unwrap() > after
     })
     .await;
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }
@@ -195,4 +195,49 @@ fn resident_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A feed URL with credentials (a password, a token in the query): the source name and the
+/// errors carry them masked, never in clear.
+#[tokio::test]
+async fn feed_credentials_stay_out_of_source_names_and_errors() {
+    let env = Env::sqlite_local("feed_creds").await;
+    let body = rss("http://images.example", &[1]);
+    let app = axum::Router::new().route(
+        "/feed.xml",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/rss+xml")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let fetcher = Fetcher::new(&env.cfg.fetch).unwrap();
+    let url = format!("http://reader:pa55word@{addr}/feed.xml?access_token=t0ken42&page=1");
+    assert_eq!(feed::poll_once(&ing, &fetcher, &url).await.unwrap(), 1);
+    let post = env.store.post(1).await.unwrap().unwrap();
+    assert!(
+        !post.source.contains("pa55word") && !post.source.contains("t0ken42"),
+        "{}",
+        post.source
+    );
+    assert!(post.source.contains("page=1"), "{}", post.source);
+
+    // A feed that cannot be reached: the error names it, masked.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = closed.local_addr().unwrap();
+    drop(closed);
+    let url = format!("http://reader:pa55word@{gone}/feed.xml?access_token=t0ken42");
+    let err = feed::poll_once(&ing, &fetcher, &url)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&gone.to_string()), "{err}");
+    assert!(
+        !err.contains("pa55word") && !err.contains("t0ken42"),
+        "{err}"
+    );
+    env.cleanup().await;
 }

@@ -6,6 +6,7 @@
 //! when the worker fetches them). The human-rating pages (`/rate/…`, `/admin/…`) live in
 //! [`ratings`].
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,6 +26,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 mod openapi;
 pub mod ratings;
@@ -39,18 +42,28 @@ pub struct AppState {
     token_hash: Option<[u8; 32]>,
     /// The rating pages' settings and secrets.
     ratings: std::sync::Arc<ratings::RatingsState>,
+    /// Work that must not be cut short: a post's commit and enqueue run here, so neither a
+    /// client hanging up nor a shutdown stops them halfway (shutdown waits for them).
+    tasks: TaskTracker,
 }
 
 impl AppState {
     pub fn new(store: Store, queue: JobQueue, cfg: &Config) -> hashtale_core::Result<Self> {
+        metrics::install();
         Ok(Self {
             store,
             queue,
             fetcher: Fetcher::new(&cfg.fetch)?,
             token_hash: (!cfg.api.token.is_empty())
-                .then(|| Sha256::digest(cfg.api.token.as_bytes()).into()),
+                .then(|| Sha256::digest(cfg.api.token.expose().as_bytes()).into()),
             ratings: std::sync::Arc::new(ratings::RatingsState::new(cfg)),
+            tasks: TaskTracker::new(),
         })
+    }
+
+    /// The tracker of the API's in-flight commits (see [`serve_on`]).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 }
 
@@ -101,30 +114,85 @@ pub async fn bind(cfg: &Config) -> hashtale_core::Result<tokio::net::TcpListener
         .map_err(|e| hashtale_core::Error::Other(format!("API on {}: {e}", cfg.api.listen)))
 }
 
-/// Serves until `shutdown` turns true.
+/// Serves Prometheus `/metrics` on its own port (`metrics.listen`, or `command`'s default)
+/// until `shutdown` turns true; `None` when metrics are off. Binds before returning, so a taken
+/// port fails the command at start, naming the address. With `gauges` (a store and queue:
+/// `serve`, `run`), the jobs-by-state and queue-depth gauges are read on each scrape.
+pub async fn serve_metrics(
+    cfg: &Config,
+    command: &str,
+    gauges: Option<(Store, JobQueue)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> hashtale_core::Result<Option<SocketAddr>> {
+    metrics::install();
+    let Some(listen) = cfg.metrics.listen_for(command) else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| hashtale_core::Error::Other(format!("metrics on {listen}: {e}")))?;
+    let addr = listener.local_addr()?;
+    let gauges = Arc::new(gauges);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let gauges = gauges.clone();
+            async move {
+                let text = match gauges.as_ref() {
+                    Some((store, queue)) => {
+                        let counts = store.job_counts().await.ok();
+                        let depth = queue.depth(store).await.ok();
+                        metrics::render(counts.as_deref(), depth)
+                    }
+                    None => metrics::render(None, None),
+                };
+                ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text)
+            }
+        }),
+    );
+    tracing::info!("metrics on http://{addr}/metrics");
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!("metrics endpoint: {e}");
+        }
+    });
+    Ok(Some(addr))
+}
+
+/// Content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// Serves until `cancel` (see [`serve_on`]).
 pub async fn serve(
     state: AppState,
     cfg: &Config,
-    shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) -> hashtale_core::Result<SocketAddr> {
-    serve_on(bind(cfg).await?, state, cfg, shutdown).await
+    serve_on(bind(cfg).await?, state, cfg, cancel).await
 }
 
-/// Serves on a bound listener until `shutdown` turns true.
+/// Serves on a bound listener until `cancel`; then stops taking connections, lets the
+/// requests in progress finish, and waits for the commits they started.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     state: AppState,
     cfg: &Config,
-    mut shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) -> hashtale_core::Result<SocketAddr> {
     let addr = listener.local_addr()?;
+    let tasks = state.tasks.clone();
     let app = router(state, cfg.api.max_upload_bytes);
     tracing::info!("API listening on http://{addr}");
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
+    tasks.close();
+    tasks.wait().await;
     Ok(addr)
 }
 
@@ -250,25 +318,26 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
         image,
         caption,
     };
-    let r = state
-        .store
-        .ingest(&post, state.queue.initial_state())
-        .await?;
-    let (job_id, status) = match r.job_id {
-        Some(job_id) => {
-            state
-                .queue
-                .enqueue(
-                    &state.store,
-                    &[JobMessage {
-                        job_id,
-                        post_id: r.post_id,
-                    }],
-                )
-                .await?;
-            metrics::inc(&metrics::global().posts_ingested, 1);
-            (job_id, StatusCode::ACCEPTED)
+    // Commit and enqueue on the tracker: once started, they finish even if the client hangs up
+    // or the server is stopping (which waits for them).
+    let (store, queue) = (state.store.clone(), state.queue.clone());
+    let committed = state.tasks.spawn(async move {
+        let r = store.ingest(&post, queue.initial_state()).await?;
+        if let Some(job_id) = r.job_id {
+            let job = JobMessage {
+                job_id,
+                post_id: r.post_id,
+            };
+            queue.enqueue(&store, &[job]).await?;
+            metrics::posts_ingested(1);
         }
+        Ok::<_, Error>(r)
+    });
+    let r = committed
+        .await
+        .map_err(|e| Error::Other(format!("ingest task: {e}")))??;
+    let (job_id, status) = match r.job_id {
+        Some(job_id) => (job_id, StatusCode::ACCEPTED),
         None => {
             let job = state.store.job_for_post(r.post_id).await?;
             (job.map_or(0, |j| j.id), StatusCode::OK)
@@ -410,6 +479,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> ApiResult<Response> {
     let counts = state.store.job_counts().await?;
     let depth = state.queue.depth(&state.store).await.ok();
-    let text = metrics::global().render(&counts, depth);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let text = metrics::render(Some(&counts), depth);
+    Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response())
 }

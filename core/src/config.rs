@@ -4,9 +4,77 @@
 //! Every key has a default so that `hashtale run` works with no configuration at all.
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
+
+/// A secret from the configuration (a token, a signing key), held in a
+/// `secrecy::SecretString`: `Debug` shows `[REDACTED]`, serialising writes `********` (so
+/// `config show` and any log of the config never carry it) and the memory is zeroed on drop.
+/// The value is read only where it is used, with [`Secret::expose`].
+#[derive(Clone, Default)]
+pub struct Secret(Option<SecretString>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        let v: String = value.into();
+        Self((!v.is_empty()).then(|| SecretString::from(v)))
+    }
+
+    /// The secret itself (empty when unset).
+    pub fn expose(&self) -> &str {
+        self.0.as_ref().map_or("", |s| s.expose_secret())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_empty() {
+            "\"\""
+        } else {
+            "[REDACTED]"
+        })
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.expose().as_bytes().ct_eq(other.expose().as_bytes()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_empty() { "" } else { MASK })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Self::new(String::deserialize(d)?))
+    }
+}
+
+/// What a masked secret reads as.
+const MASK: &str = "********";
 
 /// The whole configuration, one section per component.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -19,10 +87,42 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub api: ApiConfig,
     pub ratings: RatingsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus `/metrics` endpoint that every long-running command serves on its own port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address to listen on; empty: the command's own default ([`MetricsConfig::DEFAULTS`]);
+    /// `off`: no metrics endpoint.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// Default metrics addresses per command, distinct so they can share a host.
+    pub const DEFAULTS: [(&'static str, &'static str); 4] = [
+        ("run", "127.0.0.1:9100"),
+        ("worker", "127.0.0.1:9101"),
+        ("scheduler", "127.0.0.1:9102"),
+        ("serve", "127.0.0.1:9103"),
+    ];
+
+    /// The address `command` serves its metrics on, or `None` when they are off.
+    pub fn listen_for(&self, command: &str) -> Option<String> {
+        match self.listen.trim() {
+            "off" => None,
+            "" => Self::DEFAULTS
+                .iter()
+                .find(|(c, _)| *c == command)
+                .map(|(_, a)| a.to_string()),
+            a => Some(a.to_string()),
+        }
+    }
 }
 
 /// Where results live: `postgres://…` in production, `sqlite://FILE` embedded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -34,7 +134,7 @@ pub struct DatabaseConfig {
 }
 
 /// Which queue carries jobs, and how failures are retried.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct QueueConfig {
     /// `rabbitmq` (production) or `local` (in-process, backed by the jobs table).
@@ -47,6 +147,30 @@ pub struct QueueConfig {
     pub max_attempts: u32,
     /// First retry delay; doubled on every further attempt.
     pub retry_backoff_ms: u64,
+}
+
+// Debug by hand for the sections with URLs: a password in a URL is shown masked.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &mask_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("schema", &self.schema)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("kind", &self.kind)
+            .field("amqp_url", &mask_url_password(&self.amqp_url))
+            .field("prefix", &self.prefix)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .finish()
+    }
 }
 
 /// The two queue implementations.
@@ -67,9 +191,13 @@ pub struct WorkerConfig {
     pub max_wait_ms: u64,
     /// Images fetched and decoded at once.
     pub fetch_concurrency: usize,
+    /// Longest a batch waits for its slowest fetches: once this has passed since its fetches
+    /// began, the batch goes on with the images that are ready, and the late ones go on
+    /// fetching (up to `fetch.timeout_ms`) to join a later batch or fail on their own.
+    pub fetch_wait_ms: u64,
     /// Optional URL POSTed with every result (body signed with `webhook_secret`).
     pub webhook_url: String,
-    pub webhook_secret: String,
+    pub webhook_secret: Secret,
     /// Story model: a char-LSTM checkpoint directory or a llama2.c `.bin` checkpoint; empty:
     /// the shipped hashtag-conditioned model (or `$HASHTALE_STORY_MODEL`). `assets/story-plain`
     /// is the plain model, for comparisons.
@@ -89,6 +217,7 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct FetchConfig {
+    /// Total deadline of one fetch: connecting, every redirect hop and the whole body.
     pub timeout_ms: u64,
     pub max_bytes: u64,
     /// Largest width × height accepted (decompression bombs).
@@ -121,7 +250,7 @@ pub struct ApiConfig {
     pub listen: String,
     /// Bearer token for write routes; empty means writes are refused (except in `hashtale run`,
     /// which generates one and prints it).
-    pub token: String,
+    pub token: Secret,
     pub max_upload_bytes: usize,
 }
 
@@ -132,7 +261,7 @@ pub struct RatingsConfig {
     /// Distinct raters per result.
     pub k: u32,
     /// Token for `/admin/ratings` and the exports; empty: `api.token` is used (none: disabled).
-    pub admin_token: String,
+    pub admin_token: Secret,
     /// Public base URL of the API for invite links; empty: `http://{api.listen}`.
     pub public_url: String,
     /// An item left open this long goes back to the pool (0: never).
@@ -149,7 +278,7 @@ impl Default for RatingsConfig {
     fn default() -> Self {
         Self {
             k: 3,
-            admin_token: String::new(),
+            admin_token: Secret::default(),
             public_url: String::new(),
             assignment_ttl_s: 24 * 3600,
             favour_low_confidence: false,
@@ -162,7 +291,7 @@ impl Default for RatingsConfig {
 impl RatingsConfig {
     /// The admin token in force: `admin_token`, else the API token (`None`: admin is disabled).
     pub fn effective_admin_token<'a>(&'a self, api: &'a ApiConfig) -> Option<&'a str> {
-        [self.admin_token.as_str(), api.token.as_str()]
+        [self.admin_token.expose(), api.token.expose()]
             .into_iter()
             .find(|t| !t.is_empty())
     }
@@ -206,8 +335,9 @@ impl Default for WorkerConfig {
             batch_size: 8,
             max_wait_ms: 50,
             fetch_concurrency: 8,
+            fetch_wait_ms: 500,
             webhook_url: String::new(),
-            webhook_secret: String::new(),
+            webhook_secret: Secret::default(),
             story_model: String::new(),
             story_tokenizer: String::new(),
             tag_model: String::new(),
@@ -245,7 +375,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            token: String::new(),
+            token: Secret::default(),
             max_upload_bytes: 20 * 1024 * 1024,
         }
     }
@@ -328,9 +458,7 @@ impl Config {
         for feed in &mut c.scheduler.feeds {
             *feed = mask_url_password(feed);
         }
-        mask_secret(&mut c.api.token);
-        mask_secret(&mut c.worker.webhook_secret);
-        mask_secret(&mut c.ratings.admin_token);
+        // The tokens and the webhook secret are `Secret`s: they serialise masked.
         c
     }
 
@@ -340,26 +468,75 @@ impl Config {
     }
 }
 
-fn mask_secret(s: &mut String) {
-    if !s.is_empty() {
-        *s = "********".into();
-    }
-}
-
 /// Replaces the password of `scheme://user:password@host/…` with asterisks.
 pub fn mask_url_password(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("********"));
+            let _ = u.set_password(Some(MASK));
             u.to_string()
         }
         _ => raw.to_string(),
     }
 }
 
+/// A URL as it may be shown in logs and stored in source names: the password masked, and the
+/// values of query parameters that look like credentials (`token`, `key`, `secret`,
+/// `password`, `auth`, `sig`, …) masked too.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return raw.to_string();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some(MASK));
+    }
+    if u.query().is_some() {
+        const SECRET_KEYS: [&str; 9] = [
+            "token",
+            "key",
+            "secret",
+            "pass",
+            "auth",
+            "sig",
+            "credential",
+            "session",
+            "code",
+        ];
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = SECRET_KEYS.iter().any(|s| lower.contains(s));
+                let v = if secret {
+                    MASK.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        let r =
+            redact_url("https://bob:hunter2@feeds.example.com/a.rss?api_key=k3y&page=2&Token=t0k");
+        assert!(
+            !r.contains("hunter2") && !r.contains("k3y") && !r.contains("t0k"),
+            "{r}"
+        );
+        assert!(r.contains("bob:") && r.contains("page=2"), "{r}");
+        assert_eq!(
+            redact_url("https://example.com/a.rss"),
+            "https://example.com/a.rss"
+        );
+    }
 
     #[test]
     fn masks_secrets() {
@@ -374,6 +551,41 @@ mod tests {
         assert!(!shown.contains("guest:guest"), "{shown}");
         c.ratings.admin_token = "adm1n".into();
         assert!(!c.to_masked_toml().unwrap().contains("adm1n"));
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let mut c = Config::default();
+        c.api.token = "tok-4f9d2c".into();
+        c.worker.webhook_url = "https://hooks.example.com/h".into();
+        c.worker.webhook_secret = "hook-8e1a".into();
+        c.ratings.admin_token = "adm-77b3".into();
+        c.database.url = "postgres://app:pw-db-91@db/h".into();
+        c.queue.amqp_url = "amqp://app:pw-mq-23@mq:5672/%2f".into();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in [
+            "tok-4f9d2c",
+            "hook-8e1a",
+            "adm-77b3",
+            "pw-db-91",
+            "pw-mq-23",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+        // The values are still there for the code that uses them.
+        assert_eq!(c.api.token.expose(), "tok-4f9d2c");
+        assert_eq!(c.ratings.effective_admin_token(&c.api), Some("adm-77b3"));
+    }
+
+    #[test]
+    fn secrets_load_from_the_environment_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "[api]\ntoken = \"from-file\"\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.api.token.expose(), "from-file");
+        assert!(c.worker.webhook_secret.is_empty());
     }
 
     #[test]

@@ -199,7 +199,8 @@ impl Fetcher {
             }))
             .no_proxy()
             .redirect(policy)
-            .timeout(Duration::from_millis(cfg.timeout_ms))
+            // A backstop only: `fetch_image` enforces the total deadline itself.
+            .timeout(Duration::from_millis(cfg.timeout_ms.saturating_add(1_000)))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5_000)))
             .user_agent(concat!("hashtale/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -231,9 +232,22 @@ impl Fetcher {
         Ok(url)
     }
 
-    /// Downloads an image body: capped size, image (or unspecified) content type.
+    /// Downloads an image body: capped size, image (or unspecified) content type, and one
+    /// total deadline (`timeout_ms`) for everything: resolving, connecting, every redirect
+    /// hop and the body (a server dripping a byte a second is cut off at the deadline).
     pub async fn fetch_image(&self, raw: &str) -> Result<Vec<u8>> {
         let url = self.check(raw)?;
+        let deadline = Duration::from_millis(self.cfg.timeout_ms);
+        match tokio::time::timeout(deadline, self.fetch_checked(url)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Transient(format!(
+                "fetch failed: no complete answer within the {} ms deadline",
+                self.cfg.timeout_ms
+            ))),
+        }
+    }
+
+    async fn fetch_checked(&self, url: url::Url) -> Result<Vec<u8>> {
         let mut resp = self.client.get(url).send().await.map_err(classify)?;
         let status = resp.status();
         if !status.is_success() {
@@ -286,6 +300,8 @@ pub async fn read_body_capped(
 fn classify(e: reqwest::Error) -> Error {
     // Refusals by our resolver or redirect policy are final, and so is a host that does not
     // exist; network trouble is retried.
+    // Without the URL: it can carry credentials, and the caller knows which URL it was.
+    let e = e.without_url();
     let text = format!("{e}: {}", source_chain(&e));
     if text.contains("refused:")
         || text.contains("no such host:")

@@ -599,11 +599,30 @@ impl Delivery {
         Ok(())
     }
 
+    /// The broker's delivery tag (RabbitMQ; `None` for the in-process queue).
+    pub fn tag(&self) -> Option<u64> {
+        match self.acker {
+            Acker::Rabbit(_, tag) => Some(tag),
+            Acker::Local => None,
+        }
+    }
+
+    /// Acknowledges each delivery on its own (when some delivery with a lower tag is still
+    /// unsettled elsewhere, so a `multiple` ack would take it too).
+    pub async fn ack_each(deliveries: Vec<Delivery>) -> Result<()> {
+        let acks = deliveries.into_iter().map(|d| d.ack());
+        for r in futures::future::join_all(acks).await {
+            r?;
+        }
+        Ok(())
+    }
+
     /// Acknowledges a batch of deliveries from one consumer with a single `multiple` ack up
     /// to the highest delivery tag. Sound only because every delivery with a lower tag on that
-    /// channel is settled already: the worker's stages hand batches on in delivery order, and
-    /// a delivery that leaves its batch early (failed, skipped) is settled before the batch
-    /// moves on.
+    /// channel is settled already: the worker's stages hand batches on in delivery order, a
+    /// delivery that leaves its batch early (failed, skipped) is settled before the batch
+    /// moves on, and while a late one (a slow fetch that joins a later batch) is unsettled,
+    /// the worker uses [`Delivery::ack_each`] instead.
     pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<()> {
         let last = deliveries
             .into_iter()

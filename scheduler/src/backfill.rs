@@ -3,6 +3,7 @@
 //! progress is committed after every chunk, and a rerun starts after the last committed
 //! line (posts are unique anyway, so re-reading a line never duplicates work).
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashtale_core::types::{ImageSource, Ingested, NewPost};
@@ -146,8 +147,17 @@ pub async fn run_backfill(
     opts: &BackfillOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<BackfillReport> {
-    let file = std::fs::canonicalize(&opts.file)?;
-    let entries = read_entries(&file)?;
+    // The file system is read on blocking threads, never on the runtime's.
+    let given = opts.file.clone();
+    let (file, entries, len) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let file = std::fs::canonicalize(&given)?;
+        let entries = read_entries(&file)?;
+        let len = std::fs::metadata(&file)?.len();
+        Ok((file, entries, len))
+    })
+    .await
+    .map_err(|e| Error::Other(format!("reading the backfill file: {e}")))??;
+    let entries = Arc::new(entries);
     let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let name = file
         .file_name()
@@ -157,7 +167,7 @@ pub async fn run_backfill(
         .source
         .clone()
         .unwrap_or_else(|| format!("backfill:{name}"));
-    let key = format!("{}|{}", file.display(), std::fs::metadata(&file)?.len());
+    let key = format!("{}|{len}", file.display());
     let total = entries.len() as u64;
     let (id, done) = ing.store.backfill_start(&key, total as i64).await?;
     let done = (done.max(0) as u64).min(total);
@@ -188,13 +198,26 @@ pub async fn run_backfill(
             return Ok(report);
         }
         let end = (pos + chunk).min(entries.len());
-        let slice = &entries[pos..end];
-        let mut posts = Vec::with_capacity(slice.len());
-        for e in slice {
-            match to_post(&source, &base, e, opts.max_bytes) {
+        let (all, src, dir, max) = (
+            entries.clone(),
+            source.clone(),
+            base.clone(),
+            opts.max_bytes,
+        );
+        let read = tokio::task::spawn_blocking(move || {
+            all[pos..end]
+                .iter()
+                .map(|e| to_post(&src, &dir, e, max).map_err(|err| (e.location.clone(), err)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::Other(format!("reading backfill images: {e}")))?;
+        let mut posts = Vec::with_capacity(read.len());
+        for r in read {
+            match r {
                 Ok(post) => posts.push(post),
-                Err(err) => {
-                    tracing::warn!("skipping {}: {err}", e.location);
+                Err((location, err)) => {
+                    tracing::warn!("skipping {location}: {err}");
                     report.unreadable += 1;
                 }
             }
@@ -202,8 +225,8 @@ pub async fn run_backfill(
         let ingested: Vec<Ingested> = ing.ingest_many(&posts).await?;
         report.new_jobs += ingested.iter().filter(|r| r.job_id.is_some()).count() as u64;
         report.known += ingested.iter().filter(|r| r.job_id.is_none()).count() as u64;
+        processed_now += (end - pos) as u64;
         pos = end;
-        processed_now += slice.len() as u64;
         ing.store
             .backfill_progress(id, pos as i64, pos == entries.len())
             .await?;

@@ -17,7 +17,8 @@ use hashtale_core::{Error, Result};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Watcher events queued at most; past this the folder is rescanned instead (nothing is lost).
 const EVENT_QUEUE: usize = 4096;
@@ -111,12 +112,13 @@ pub fn post_for(root: &Path, path: &Path, max_bytes: u64) -> Result<NewPost> {
     })
 }
 
-/// Ingests what is in `root` now, then every file that appears or changes, until `shutdown`.
+/// Ingests what is in `root` now, then every file that appears or changes, until `cancel`
+/// (a file being ingested then is finished first).
 pub async fn watch_dir(
     ing: Ingestor,
     root: PathBuf,
     max_bytes: u64,
-    mut shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) -> Result<()> {
     let root = tokio::fs::canonicalize(&root).await?;
     let (tx, mut rx) = mpsc::channel::<PathBuf>(EVENT_QUEUE);
@@ -155,7 +157,7 @@ pub async fn watch_dir(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = cancel.cancelled() => break,
             p = rx.recv() => match p {
                 Some(p) if is_candidate(&p) => {
                     let size = tokio::fs::metadata(&p).await.map(|m| m.len()).unwrap_or(u64::MAX);

@@ -3,10 +3,11 @@
 //! the same safe HTTP client as image fetches.
 use std::time::Duration;
 
+use hashtale_core::config::redact_url;
 use hashtale_core::fetch::{read_body_capped, Fetcher};
 use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_core::{Error, Result};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Ingestor;
 
@@ -107,6 +108,9 @@ pub fn posts_from_feed(source: &str, body: &[u8]) -> Result<Vec<NewPost>> {
 /// Fetches a feed once (conditionally) and ingests its new posts; returns how many were new.
 pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<usize> {
     let parsed = fetcher.check(url)?;
+    // The URL as logs and the source name show it: credentials in it are masked.
+    let shown = redact_url(url);
+    let url = shown.as_str();
     let source = format!("feed:{url}");
     let source_id = ing.store.source_id(&source, "feed").await?;
     let (etag, last_modified) = ing.store.feed_validators(source_id).await?;
@@ -120,7 +124,7 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     let mut resp = req
         .send()
         .await
-        .map_err(|e| Error::Transient(format!("feed {url}: {e}")))?;
+        .map_err(|e| Error::Transient(format!("feed {url}: {}", e.without_url())))?;
     if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
         return Ok(0);
     }
@@ -157,21 +161,22 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     Ok(ingested.iter().filter(|r| r.job_id.is_some()).count())
 }
 
-/// Polls `url` every `interval` until `shutdown`.
+/// Polls `url` every `interval` until `cancel` (a poll in progress is finished first: its
+/// posts committed and their jobs enqueued).
 pub async fn poll_feed(
     ing: Ingestor,
     fetcher: Fetcher,
     url: String,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = cancel.cancelled() => return,
             _ = tick.tick() => match poll_once(&ing, &fetcher, &url).await {
-                Ok(n) => tracing::info!("feed {url}: {n} new posts"),
-                Err(e) => tracing::warn!("feed {url}: {e}"),
+                Ok(n) => tracing::info!("feed {}: {n} new posts", redact_url(&url)),
+                Err(e) => tracing::warn!("feed {}: {e}", redact_url(&url)),
             }
         }
     }

@@ -8,20 +8,21 @@ use hashtale_core::queue::Rabbit;
 use hashtale_core::types::IngestMessage;
 use hashtale_core::Result;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Ingestor;
 
-/// Consumes `{prefix}.ingest` until `shutdown`.
+/// Consumes `{prefix}.ingest` until `cancel` (the message in hand is committed and
+/// acknowledged first).
 pub async fn consume_ingest(
     ing: Ingestor,
     rabbit: Arc<Rabbit>,
-    mut shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) -> Result<()> {
     let (_channel, mut consumer) = rabbit.consume(&rabbit.names.ingest, 64).await?;
     loop {
         let next = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = cancel.cancelled() => return Ok(()),
             d = consumer.next() => d,
         };
         let Some(d) = next else { return Ok(()) };

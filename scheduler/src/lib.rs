@@ -8,7 +8,7 @@ pub mod dir;
 pub mod feed;
 pub mod ingest;
 
-use hashtale_core::metrics::{self, inc};
+use hashtale_core::metrics;
 use hashtale_core::queue::JobQueue;
 use hashtale_core::types::{Ingested, JobMessage, NewPost};
 use hashtale_core::{Result, Store};
@@ -46,7 +46,7 @@ impl Ingestor {
     pub async fn ingest_only(&self, post: &NewPost) -> Result<Ingested> {
         let r = self.store.ingest(post, self.queue.initial_state()).await?;
         if r.job_id.is_some() {
-            inc(&metrics::global().posts_ingested, 1);
+            metrics::posts_ingested(1);
         }
         Ok(r)
     }
@@ -58,7 +58,7 @@ impl Ingestor {
             .ingest_many(posts, self.queue.initial_state())
             .await?;
         let new = r.iter().filter(|i| i.job_id.is_some()).count();
-        inc(&metrics::global().posts_ingested, new as u64);
+        metrics::posts_ingested(new as u64);
         self.enqueue(&r).await?;
         Ok(r)
     }
@@ -76,4 +76,45 @@ impl Ingestor {
             .collect();
         self.queue.enqueue(&self.store, &msgs).await
     }
+}
+
+/// Starts every configured source on `tracker`: a task per watched folder and feed, and the
+/// ingest consumer (RabbitMQ only). Each stops at `cancel` once the work in hand is done (a
+/// file being ingested, a feed poll in progress, an ingest message being committed); close
+/// the tracker and wait on it to let them finish.
+pub fn spawn_sources(
+    ing: &Ingestor,
+    cfg: &hashtale_core::Config,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    for d in &cfg.scheduler.watch_dirs {
+        let (ing, d, c, max) = (ing.clone(), d.clone(), cancel.clone(), cfg.fetch.max_bytes);
+        tracker.spawn(async move {
+            if let Err(e) = dir::watch_dir(ing, d.clone(), max, c).await {
+                tracing::error!("watching {}: {e}", d.display());
+            }
+        });
+    }
+    let fetcher = hashtale_core::fetch::Fetcher::new(&cfg.fetch)?;
+    for f in &cfg.scheduler.feeds {
+        tracker.spawn(feed::poll_feed(
+            ing.clone(),
+            fetcher.clone(),
+            f.clone(),
+            std::time::Duration::from_secs(cfg.scheduler.feed_interval_s.max(1)),
+            cancel.clone(),
+        ));
+    }
+    if cfg.scheduler.ingest {
+        if let Some(r) = ing.queue.rabbit() {
+            let (ing, r, c) = (ing.clone(), r.clone(), cancel.clone());
+            tracker.spawn(async move {
+                if let Err(e) = ingest::consume_ingest(ing, r, c).await {
+                    tracing::error!("ingest queue: {e}");
+                }
+            });
+        }
+    }
+    Ok(())
 }

@@ -163,11 +163,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
     // Watch the worker's own success counter (same process) rather than polling the jobs
     // table: a `GROUP BY` over every job 50 times a second cost the store a good share of the
     // CPU being measured. The database is checked once at the end.
-    let succeeded = || {
-        hashtale_core::metrics::global()
-            .jobs_succeeded
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let succeeded = hashtale_core::metrics::succeeded_so_far;
     let before = succeeded();
     let deadline = Instant::now() + Duration::from_secs(600);
     while ((succeeded() - before) as usize) < a.jobs {

@@ -9,6 +9,8 @@ use hashtale_core::queue::JobQueue;
 use hashtale_core::store::StoreOptions;
 use hashtale_core::Store;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Flags accepted by every pipeline subcommand; they override the file and environment.
 #[derive(Args, Debug, Clone, Default)]
@@ -29,6 +31,10 @@ pub struct PipelineArgs {
     /// Prefix of exchange and queue names.
     #[arg(long)]
     pub queue_prefix: Option<String>,
+    /// Address of this process's Prometheus /metrics endpoint, or `off` (default:
+    /// metrics.listen, else run 127.0.0.1:9100, worker :9101, scheduler :9102, serve :9103).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 impl PipelineArgs {
@@ -50,6 +56,9 @@ impl PipelineArgs {
         }
         if let Some(p) = &self.queue_prefix {
             cfg.queue.prefix = p.clone();
+        }
+        if let Some(m) = &self.metrics_listen {
+            cfg.metrics.listen = m.clone();
         }
         cfg.validate()?;
         Ok(cfg)
@@ -112,6 +121,34 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
         }
     });
     rx
+}
+
+/// A token cancelled when `shutdown` turns true (the sources and the API stop on it).
+pub fn cancel_on(shutdown: &watch::Receiver<bool>) -> CancellationToken {
+    let token = CancellationToken::new();
+    let (mut rx, t) = (shutdown.clone(), token.clone());
+    tokio::spawn(async move {
+        let _ = rx.wait_for(|v| *v).await;
+        t.cancel();
+    });
+    token
+}
+
+/// Longest a stopping process waits for its tasks' work in hand.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Closes `tracker` and waits (at most [`DRAIN_TIMEOUT`]) for its tasks to finish.
+pub async fn drain(tracker: &TaskTracker, what: &str) {
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{what} did not finish within {DRAIN_TIMEOUT:?}; stopping anyway ({} tasks left)",
+            tracker.len()
+        );
+    }
 }
 
 /// A multi-threaded tokio runtime for the pipeline subcommands.

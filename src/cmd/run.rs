@@ -15,7 +15,7 @@ use hashtale_scheduler::{dir, feed, Ingestor};
 use hashtale_worker::Worker;
 use rand::Rng;
 
-use super::config::{open_store, runtime, shutdown_signal, PipelineArgs};
+use super::config::{cancel_on, drain, open_store, runtime, shutdown_signal, PipelineArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -58,10 +58,14 @@ pub fn run(a: RunArgs) -> Result<()> {
     let generated_token = cfg.api.token.is_empty();
     if generated_token {
         let bytes: [u8; 16] = rand::thread_rng().gen();
-        cfg.api.token = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        cfg.api.token = token.into();
     }
     runtime()?.block_on(async move {
         let shutdown = shutdown_signal();
+        // The sources and the API run on `tracker` and stop on `cancel`; at the end the process
+        // waits for what they have in hand.
+        let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), cancel_on(&shutdown));
         // Bind before anything else: a taken port is an error, not a log line after a banner.
         let listener = if a.once {
             None
@@ -78,6 +82,10 @@ pub fn run(a: RunArgs) -> Result<()> {
             tracing::info!("resuming {requeued} unfinished jobs");
         }
         let queue = JobQueue::Local(hashtale_core::queue::LocalQueue::new(store.clone()));
+        if !a.once {
+            let gauges = Some((store.clone(), queue.clone()));
+            hashtale_api::serve_metrics(&cfg, "run", gauges, shutdown.clone()).await?;
+        }
         let ing = Ingestor::new(store.clone(), queue.clone());
         eprintln!("loading the models…");
         let model = super::worker::load_model(&cfg.worker).await?;
@@ -95,13 +103,26 @@ pub fn run(a: RunArgs) -> Result<()> {
         if a.once {
             let fetcher = Fetcher::new(&cfg.fetch)?;
             for d in &cfg.scheduler.watch_dirs {
-                let root = std::fs::canonicalize(d)?;
-                for f in dir::scan(&root)? {
-                    match dir::post_for(&root, &f, cfg.fetch.max_bytes) {
-                        Ok(p) => {
+                // Files are read on blocking threads, not the runtime's.
+                let d = d.clone();
+                let (root, files) = tokio::task::spawn_blocking(move || -> Result<_> {
+                    let root = std::fs::canonicalize(&d)?;
+                    let files = dir::scan(&root)?;
+                    Ok((root, files))
+                })
+                .await??;
+                for f in files {
+                    let (r, max) = (root.clone(), cfg.fetch.max_bytes);
+                    let read = tokio::task::spawn_blocking(move || {
+                        let post = dir::post_for(&r, &f, max);
+                        (f, post)
+                    })
+                    .await?;
+                    match read {
+                        (_, Ok(p)) => {
                             ing.ingest(&p).await?;
                         }
-                        Err(e) => tracing::warn!("skipping {}: {e}", f.display()),
+                        (f, Err(e)) => tracing::warn!("skipping {}: {e}", f.display()),
                     }
                 }
             }
@@ -117,22 +138,21 @@ pub fn run(a: RunArgs) -> Result<()> {
             }
             printed = print_new(&store, printed).await?;
         } else {
-            super::scheduler::spawn_sources(&ing, &cfg, &shutdown)?;
+            hashtale_scheduler::spawn_sources(&ing, &cfg, &tracker, &cancel)?;
             let state = hashtale_api::AppState::new(store.clone(), queue.clone(), &cfg)?;
             let listener = listener.expect("bound above unless --once");
             let api_addr = listener.local_addr()?;
             let api_cfg = cfg.clone();
-            let api_shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) =
-                    hashtale_api::serve_on(listener, state, &api_cfg, api_shutdown).await
+            let api_cancel = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = hashtale_api::serve_on(listener, state, &api_cfg, api_cancel).await
                 {
                     tracing::error!("API: {e}");
                 }
             });
             eprintln!(
                 "API: http://{api_addr}/v1/results  (OpenAPI: /openapi.json; write token: {}{})",
-                cfg.api.token,
+                cfg.api.token.expose(),
                 if generated_token {
                     ", generated for this run"
                 } else {
@@ -165,6 +185,10 @@ pub fn run(a: RunArgs) -> Result<()> {
                 }
             }
         }
+        // Sources and API first (what they commit still reaches the worker's queue), then the
+        // worker finishes the batch in hand.
+        cancel.cancel();
+        drain(&tracker, "the sources and the API").await;
         let _ = stop_worker.send(true);
         worker.await??;
         print_new(&store, printed).await?;

@@ -2,7 +2,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::config::{open_queue, open_store, runtime, shutdown_signal, PipelineArgs};
+use super::config::{cancel_on, open_queue, open_store, runtime, shutdown_signal, PipelineArgs};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -25,8 +25,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let shutdown = shutdown_signal();
         let store = open_store(&cfg).await?;
         let queue = open_queue(&cfg, &store).await?;
+        let gauges = Some((store.clone(), queue.clone()));
+        hashtale_api::serve_metrics(&cfg, "serve", gauges, shutdown.clone()).await?;
         let state = hashtale_api::AppState::new(store, queue, &cfg)?;
-        hashtale_api::serve(state, &cfg, shutdown).await?;
+        // Requests in progress and the commits they started are waited for.
+        hashtale_api::serve(state, &cfg, cancel_on(&shutdown)).await?;
         Ok(())
     })
 }

@@ -63,6 +63,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     }
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
+        hashtale_api::serve_metrics(&cfg, "worker", None, shutdown.clone()).await?;
         let store = open_store(&cfg).await?;
         let queue = open_queue(&cfg, &store).await?;
         if let hashtale_core::queue::JobQueue::Local(_) = queue {

@@ -13,21 +13,21 @@
 //! died in between left owed. Consumers deduplicate by `result_id`.
 pub mod model;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use hashtale_core::config::Config;
 use hashtale_core::fetch::{decode_image, Fetcher};
-use hashtale_core::metrics::{self, inc};
+use hashtale_core::metrics;
 use hashtale_core::queue::{Delivery, JobConsumer, JobQueue};
 use hashtale_core::store::{self, state, NewResult, Owed, WorkItem};
 use hashtale_core::types::now_ms;
 use hashtale_core::types::{ImageSource, ResultMessage, Timings};
 use hashtale_core::{Error, Result, Store};
 use image::DynamicImage;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 pub use model::{ModelStep, NoopModelForOverheadBench};
 
@@ -78,6 +78,7 @@ impl Worker {
         let webhook = Webhook::new(&self.cfg)?;
         let (tx, mut rx) = mpsc::channel::<(Vec<Ready>, Vec<DynamicImage>)>(1);
         let version = self.model.version();
+        let late = Late::default();
         tracing::info!(
             "worker started: model {version}, batch_size {batch_size}, max_wait {max_wait:?}, store {}",
             self.store.backend()
@@ -88,6 +89,7 @@ impl Worker {
             &self.queue,
             &self.cfg,
             &fetcher,
+            late.clone(),
             &mut consumer,
             tx,
             &mut shutdown,
@@ -98,7 +100,7 @@ impl Worker {
         let (done_tx, mut done_rx) = mpsc::channel::<Inferred>(2);
         let infer = async {
             while let Some((batch, images)) = rx.recv().await {
-                if let Some(inferred) = self.infer(batch, images).await {
+                if let Some(inferred) = self.infer(batch, images, &late).await {
                     if done_tx.send(inferred).await.is_err() {
                         break;
                     }
@@ -122,7 +124,7 @@ impl Worker {
                         Err(_) => break,
                     }
                 }
-                match self.commit(inferred, &version).await {
+                match self.commit(inferred, &version, &late).await {
                     Ok(messages) if !messages.is_empty() => {
                         // Never wait on delivery: the results are durable in the outbox, so when
                         // a slow webhook or broker has delivery behind, the sweep sends these.
@@ -195,23 +197,27 @@ impl Worker {
     /// result count), it is run again one image at a time, so only the image that fails alone
     /// fails: that one is parked with its reason (it failed twice, in the batch and alone); the
     /// others go on. A failing batch of one image gets a retry (the cause may be passing).
-    async fn infer(&self, mut batch: Vec<Ready>, images: Vec<DynamicImage>) -> Option<Inferred> {
+    async fn infer(
+        &self,
+        mut batch: Vec<Ready>,
+        images: Vec<DynamicImage>,
+        late: &Late,
+    ) -> Option<Inferred> {
         if batch.is_empty() {
             return None;
         }
-        let m = metrics::global();
-        m.batch_size.observe(batch.len() as f64);
+        metrics::batch_size(batch.len());
         let images = Arc::new(images);
         let t0 = Instant::now();
         let outputs = self.run_model(images.clone(), None).await;
         let model_s = t0.elapsed().as_secs_f64();
-        m.model_seconds.observe(model_s);
+        metrics::model_seconds(model_s);
         let outputs = match outputs {
             Ok(o) => o,
             Err(e) if batch.len() == 1 => {
                 let r = batch.pop().expect("one job");
                 let attempts = r.item.attempts;
-                self.fail(r.delivery, attempts, &e, true).await;
+                self.fail(r.delivery, attempts, &e, true, late).await;
                 return None;
             }
             Err(e) => {
@@ -230,7 +236,7 @@ impl Worker {
                         Err(e) => {
                             let attempts = r.item.attempts;
                             let reason = format!("the model fails on this image: {e}");
-                            self.fail(r.delivery, attempts, &reason, false).await;
+                            self.fail(r.delivery, attempts, &reason, false, late).await;
                         }
                     }
                 }
@@ -275,9 +281,13 @@ impl Worker {
 
     /// Commits the batch's results (recording what they owe in the outbox), then acknowledges
     /// its deliveries; returns the messages of the results it created, for delivery.
-    async fn commit(&self, inferred: Inferred, version: &str) -> Result<Vec<ResultMessage>> {
+    async fn commit(
+        &self,
+        inferred: Inferred,
+        version: &str,
+        late: &Late,
+    ) -> Result<Vec<ResultMessage>> {
         let Inferred { batch, outputs } = inferred;
-        let m = metrics::global();
         let n = batch.len();
         let mut results = Vec::with_capacity(n);
         let mut deliveries = Vec::with_capacity(n);
@@ -319,17 +329,27 @@ impl Worker {
                 // Nothing committed: give the jobs back untouched for another try.
                 tracing::error!("committing {n} results: {e}");
                 for d in deliveries {
+                    let tag = d.tag();
                     let _ = d.requeue(&self.store).await;
+                    late.settled([tag]);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return Err(e);
             }
         };
         // The outcome is durable, and what it owes is in the outbox: acknowledge now.
-        if let Err(e) = Delivery::ack_all(deliveries).await {
+        // One `multiple` ack, unless a late delivery with a lower tag is still unsettled.
+        let tags: Vec<u64> = deliveries.iter().filter_map(Delivery::tag).collect();
+        let acked = if late.multiple_ack_ok(&tags) {
+            Delivery::ack_all(deliveries).await
+        } else {
+            Delivery::ack_each(deliveries).await
+        };
+        late.settled(tags.into_iter().map(Some));
+        if let Err(e) = acked {
             tracing::warn!("ack after commit failed (jobs will be redelivered and skipped): {e}");
         }
-        inc(&m.jobs_succeeded, n as u64);
+        metrics::jobs_succeeded(n as u64);
         // Only results this commit created are announced (one that existed was announced by
         // whoever created it).
         Ok(committed
@@ -343,17 +363,9 @@ impl Worker {
             .collect())
     }
 
-    async fn fail(&self, d: Delivery, attempts: i64, error: &str, retryable: bool) {
-        fail_delivery(
-            &self.store,
-            &self.queue,
-            &self.cfg,
-            d,
-            attempts,
-            error,
-            retryable,
-        )
-        .await
+    async fn fail(&self, d: Delivery, attempts: i64, error: &str, retryable: bool, late: &Late) {
+        let (store, queue, cfg) = (&self.store, &self.queue, &self.cfg);
+        fail_late(store, queue, cfg, late, d, attempts, error, retryable).await
     }
 }
 
@@ -366,14 +378,13 @@ async fn fail_delivery(
     error: &str,
     retryable: bool,
 ) {
-    let m = metrics::global();
     let job_id = d.msg.job_id;
     let will_retry = retryable && attempts < cfg.queue.max_attempts as i64;
     if will_retry {
-        inc(&m.jobs_retried, 1);
+        metrics::jobs_retried(1);
         tracing::info!("job {job_id} attempt {attempts} failed, will retry: {error}");
     } else {
-        inc(&m.jobs_failed, 1);
+        metrics::jobs_failed(1);
         tracing::warn!("job {job_id} failed after {attempts} attempt(s): {error}");
     }
     if let Err(e) = queue
@@ -384,47 +395,237 @@ async fn fail_delivery(
     }
 }
 
-/// A delivery with its row and its decoded image (or why it could not be had).
-type Loaded = (Delivery, WorkItem, Result<(DynamicImage, Timings)>);
+/// Deliveries settled out of delivery order: jobs whose fetch was still running (or whose
+/// image did not fit) when their batch went on, so they join a later batch or fail on their
+/// own. While one is unsettled, a later batch must not acknowledge with one `multiple` ack up
+/// to its highest tag (that would take the late one too): it acknowledges job by job.
+#[derive(Clone, Default)]
+struct Late(Arc<Mutex<BTreeSet<u64>>>);
+
+impl Late {
+    fn hold(&self, tag: Option<u64>) {
+        if let Some(t) = tag {
+            self.0.lock().expect("late set").insert(t);
+        }
+    }
+
+    /// Call once the delivery is settled (acknowledged, requeued or failed).
+    fn settled(&self, tags: impl IntoIterator<Item = Option<u64>>) {
+        let mut set = self.0.lock().expect("late set");
+        for t in tags.into_iter().flatten() {
+            set.remove(&t);
+        }
+    }
+
+    /// Whether a `multiple` ack up to the highest of `tags` takes no unsettled late delivery
+    /// outside `tags`.
+    fn multiple_ack_ok(&self, tags: &[u64]) -> bool {
+        let Some(&max) = tags.iter().max() else {
+            return true;
+        };
+        let set = self.0.lock().expect("late set");
+        set.range(..max).all(|t| tags.contains(t))
+    }
+}
+
+/// Settles a failed delivery, then forgets it if it was late.
+#[allow(clippy::too_many_arguments)]
+async fn fail_late(
+    store: &Store,
+    queue: &JobQueue,
+    cfg: &Config,
+    late: &Late,
+    d: Delivery,
+    attempts: i64,
+    error: &str,
+    retryable: bool,
+) {
+    let tag = d.tag();
+    fail_delivery(store, queue, cfg, d, attempts, error, retryable).await;
+    late.settled([tag]);
+}
+
+/// A fetch (and decode) in flight: its job id and its outcome.
+type Fetch = futures::future::BoxFuture<'static, (i64, Result<(DynamicImage, Timings)>)>;
+
+/// What the prepare stage holds between batches.
+struct Prep<'a> {
+    store: &'a Store,
+    queue: &'a JobQueue,
+    cfg: &'a Config,
+    fetcher: &'a Fetcher,
+    late: Late,
+    permits: Arc<Semaphore>,
+    /// Claimed jobs whose image is being fetched, by job id.
+    fetching: HashMap<i64, (Delivery, WorkItem)>,
+    /// The fetches in flight, this batch's and late ones alike.
+    fetches: FuturesUnordered<Fetch>,
+    /// Jobs with their image ready for the model, oldest first.
+    ready: VecDeque<(Ready, DynamicImage)>,
+}
+
+impl Prep<'_> {
+    /// Starts fetching (and decoding) a claimed job's image, `fetch_concurrency` at a time.
+    fn start(&mut self, d: Delivery, mut item: WorkItem) {
+        let job_id = item.job_id;
+        let src = std::mem::replace(&mut item.image, ImageSource::Bytes(Vec::new()));
+        let fetcher = self.fetcher.clone();
+        let cfg = Arc::new(self.cfg.fetch.clone());
+        let permits = self.permits.clone();
+        self.fetching.insert(job_id, (d, item));
+        self.fetches.push(Box::pin(async move {
+            let _permit = permits.acquire_owned().await;
+            (job_id, load_image(&fetcher, &cfg, &src).await)
+        }));
+    }
+
+    /// A fetch finished: its job is ready, or fails on its own.
+    async fn landed(&mut self, job_id: i64, r: Result<(DynamicImage, Timings)>) {
+        let Some((d, item)) = self.fetching.remove(&job_id) else {
+            return;
+        };
+        match r {
+            Ok((image, timings)) => self.ready.push_back((
+                Ready {
+                    delivery: d,
+                    item,
+                    timings,
+                },
+                image,
+            )),
+            Err(e) => {
+                let attempts = item.attempts;
+                let (store, queue, cfg) = (self.store, self.queue, self.cfg);
+                let late = self.late.clone();
+                let retryable = e.is_retryable();
+                fail_late(
+                    store,
+                    queue,
+                    cfg,
+                    &late,
+                    d,
+                    attempts,
+                    &e.to_string(),
+                    retryable,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Whether any of `ids` is still being fetched.
+    fn any_fetching(&self, ids: &[i64]) -> bool {
+        ids.iter().any(|id| self.fetching.contains_key(id))
+    }
+
+    /// The next batch: up to `n` ready jobs, oldest first. What stays behind is late.
+    fn take_batch(&mut self, n: usize) -> (Vec<Ready>, Vec<DynamicImage>) {
+        let n = n.min(self.ready.len());
+        let (batch, images) = self.ready.drain(..n).unzip();
+        for (r, _) in &self.ready {
+            self.late.hold(r.delivery.tag());
+        }
+        for (d, _) in self.fetching.values() {
+            self.late.hold(d.tag());
+        }
+        (batch, images)
+    }
+
+    /// Shutdown: cancels the fetches and gives back every job not handed to the model.
+    async fn give_back(mut self) {
+        self.fetches.clear();
+        let held = self
+            .fetching
+            .drain()
+            .map(|(_, (d, _))| d)
+            .chain(self.ready.drain(..).map(|(r, _)| r.delivery));
+        for d in held.collect::<Vec<_>>() {
+            let tag = d.tag();
+            if let Err(e) = d.requeue(self.store).await {
+                tracing::warn!("giving back a job at shutdown: {e}");
+            }
+            self.late.settled([tag]);
+        }
+    }
+}
 
 /// Collects batches, fetches and decodes them, and hands them to the model stage.
+///
+/// A batch waits for its fetches at most `worker.fetch_wait_ms`: then it goes on with the
+/// images that are ready. The late fetches go on (each has its own total deadline,
+/// `fetch.timeout_ms`) and their jobs join a later batch, or fail on their own.
 #[allow(clippy::too_many_arguments)]
 async fn prepare_loop(
     store: &Store,
     queue: &JobQueue,
     cfg: &Config,
     fetcher: &Fetcher,
+    late: Late,
     consumer: &mut JobConsumer,
     tx: mpsc::Sender<(Vec<Ready>, Vec<DynamicImage>)>,
     shutdown: &mut watch::Receiver<bool>,
     batch_size: usize,
     max_wait: Duration,
 ) -> Result<()> {
-    loop {
+    let fetch_wait = Duration::from_millis(cfg.worker.fetch_wait_ms);
+    let mut p = Prep {
+        store,
+        queue,
+        cfg,
+        fetcher,
+        late,
+        permits: Arc::new(Semaphore::new(cfg.worker.fetch_concurrency.max(1))),
+        fetching: HashMap::new(),
+        fetches: FuturesUnordered::new(),
+        ready: VecDeque::new(),
+    };
+    let outcome = loop {
         if *shutdown.borrow() {
-            return Ok(());
+            break Ok(());
         }
-        // Wait for the first job of a batch (or shutdown)…
-        let first = tokio::select! {
-            d = consumer.next(None) => d,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let first = match first {
-            Ok(Some(d)) => d,
-            // The broker closed the consumer or the connection is gone: exit with an error so
-            // the supervisor restarts the worker (nothing is lost: unacked jobs are redelivered).
-            Ok(None) => return Err(Error::Transient("the job consumer was closed".into())),
-            Err(e) if !queue.is_ready() => return Err(e),
-            Err(e) => {
-                tracing::error!("receiving jobs: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        let mut deliveries = Vec::new();
+        // Wait for the first job of a batch (or shutdown)… While late fetches are in flight,
+        // the wait is cut at max_wait so that an image landing meanwhile starts a batch of its
+        // own. (The wait itself is never cancelled by a landing: the in-process queue's claim
+        // is not cancel-safe.)
+        if p.ready.is_empty() {
+            let until = (!p.fetches.is_empty()).then(|| tokio::time::Instant::now() + max_wait);
+            let next = consumer.next(until);
+            tokio::pin!(next);
+            let first = loop {
+                tokio::select! {
+                    d = &mut next => break Some(d),
+                    Some((id, r)) = p.fetches.next(), if !p.fetches.is_empty() => {
+                        p.landed(id, r).await
+                    }
+                    _ = shutdown.changed() => break None,
+                }
+            };
+            match first {
+                None => break Ok(()),
+                Some(Ok(Some(d))) => deliveries.push(d),
+                Some(Ok(None)) if until.is_some() && queue.is_ready() => {
+                    if p.ready.is_empty() {
+                        continue;
+                    }
+                }
+                // The broker closed the consumer or the connection is gone: exit with an error
+                // so the supervisor restarts the worker (unacked jobs are redelivered).
+                Some(Ok(None)) => {
+                    break Err(Error::Transient("the job consumer was closed".into()))
+                }
+                Some(Err(e)) if !queue.is_ready() => break Err(e),
+                Some(Err(e)) => {
+                    tracing::error!("receiving jobs: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
-        };
+        }
         // …then take more until the batch is full or max_wait has passed.
+        let room = batch_size.saturating_sub(p.ready.len());
         let deadline = tokio::time::Instant::now() + max_wait;
-        let mut deliveries = vec![first];
-        while deliveries.len() < batch_size {
+        while deliveries.len() < room {
             match consumer.next(Some(deadline)).await {
                 Ok(Some(d)) => deliveries.push(d),
                 Ok(None) => break,
@@ -434,22 +635,46 @@ async fn prepare_loop(
                 }
             }
         }
-        let ready = prepare(store, queue, cfg, fetcher, deliveries).await;
-        if tx.send(ready).await.is_err() {
-            return Ok(());
+        let ids = claim(&mut p, deliveries).await;
+        // Wait for this batch's fetches, but no longer than fetch_wait (late ones that land
+        // meanwhile are taken too).
+        let wait_end = tokio::time::Instant::now() + fetch_wait;
+        while p.any_fetching(&ids) {
+            tokio::select! {
+                Some((id, r)) = p.fetches.next() => p.landed(id, r).await,
+                _ = tokio::time::sleep_until(wait_end) => break,
+            }
         }
-    }
+        let batch = p.take_batch(batch_size);
+        if batch.0.is_empty() {
+            continue;
+        }
+        // While the model stage is busy, the late fetches go on.
+        let send = tx.send(batch);
+        tokio::pin!(send);
+        let sent = loop {
+            tokio::select! {
+                r = &mut send => break r.is_ok(),
+                Some((id, r)) = p.fetches.next(), if !p.fetches.is_empty() => {
+                    p.landed(id, r).await
+                }
+            }
+        };
+        if !sent {
+            break Ok(());
+        }
+    };
+    p.give_back().await;
+    outcome
 }
 
-/// Claims the rows, skips jobs already done, fetches and decodes the rest; failures are
-/// recorded here and do not reach the model.
-async fn prepare(
-    store: &Store,
-    queue: &JobQueue,
-    cfg: &Config,
-    fetcher: &Fetcher,
-    deliveries: Vec<Delivery>,
-) -> (Vec<Ready>, Vec<DynamicImage>) {
+/// Claims the rows, skips jobs already done and starts fetching the rest; returns the job ids
+/// being fetched. Failures are recorded here and do not reach the model.
+async fn claim(p: &mut Prep<'_>, deliveries: Vec<Delivery>) -> Vec<i64> {
+    if deliveries.is_empty() {
+        return Vec::new();
+    }
+    let (store, queue, cfg) = (p.store, p.queue, p.cfg);
     let ids: Vec<i64> = deliveries.iter().map(|d| d.msg.job_id).collect();
     let items = match store.start_jobs(&ids).await {
         Ok(items) => items,
@@ -459,11 +684,11 @@ async fn prepare(
                 let _ = d.requeue(store).await;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return (Vec::new(), Vec::new());
+            return Vec::new();
         }
     };
     let mut by_id: HashMap<i64, WorkItem> = items.into_iter().map(|i| (i.job_id, i)).collect();
-    let mut todo = Vec::with_capacity(deliveries.len());
+    let mut started = Vec::with_capacity(deliveries.len());
     let max_attempts = cfg.queue.max_attempts as i64;
     for d in deliveries {
         match by_id.remove(&d.msg.job_id) {
@@ -477,7 +702,10 @@ async fn prepare(
                 );
                 fail_delivery(store, queue, cfg, d, attempts, &e, false).await;
             }
-            Some(item) if item.state == state::RUNNING => todo.push((d, item)),
+            Some(item) if item.state == state::RUNNING => {
+                started.push(item.job_id);
+                p.start(d, item);
+            }
             Some(item) => {
                 // Done (or failed) already: a re-delivery. Nothing to do but acknowledge.
                 tracing::debug!("job {} already {}, skipping", item.job_id, item.state);
@@ -492,46 +720,7 @@ async fn prepare(
             }
         }
     }
-    let fetch_cfg = Arc::new(cfg.fetch.clone());
-    let loaded: Vec<Loaded> = stream::iter(todo)
-        .map(|(d, item)| {
-            let fetch_cfg = fetch_cfg.clone();
-            async move {
-                let r = load_image(fetcher, &fetch_cfg, &item.image).await;
-                (d, item, r)
-            }
-        })
-        .buffered(cfg.worker.fetch_concurrency.max(1))
-        .collect()
-        .await;
-    let mut ready = Vec::with_capacity(loaded.len());
-    let mut images = Vec::with_capacity(loaded.len());
-    for (d, item, r) in loaded {
-        match r {
-            Ok((image, timings)) => {
-                images.push(image);
-                ready.push(Ready {
-                    delivery: d,
-                    item,
-                    timings,
-                })
-            }
-            Err(e) => {
-                let attempts = item.attempts;
-                fail_delivery(
-                    store,
-                    queue,
-                    cfg,
-                    d,
-                    attempts,
-                    &e.to_string(),
-                    e.is_retryable(),
-                )
-                .await
-            }
-        }
-    }
-    (ready, images)
+    started
 }
 
 async fn load_image(
@@ -578,7 +767,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 /// The configured result webhook, with one HTTP client for all its calls.
 pub struct Webhook {
     url: String,
-    secret: String,
+    secret: hashtale_core::config::Secret,
     client: reqwest::Client,
 }
 
@@ -602,7 +791,7 @@ impl Webhook {
     /// POSTs one signed message; `Ok` once the endpoint answered 2xx.
     pub async fn post(&self, m: &ResultMessage) -> Result<()> {
         let body = serde_json::to_vec(m)?;
-        let sig = format!("sha256={}", sign(&self.secret, &body));
+        let sig = format!("sha256={}", sign(self.secret.expose(), &body));
         let resp = self
             .client
             .post(&self.url)
