@@ -67,8 +67,9 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<(Config, bool)> {
     Ok((cfg, shared))
 }
 
-/// Names and shapes of a checkpoint's tensors, in file order (stacked per-layer tensors as one).
-fn layout(c: &Config, shared: bool) -> Vec<(&'static str, Vec<usize>)> {
+/// Names and shapes of a checkpoint's tensors, in file order (stacked per-layer tensors as one):
+/// the names [`write_checkpoint`] expects.
+pub fn tensor_shapes(c: &Config, shared: bool) -> Vec<(&'static str, Vec<usize>)> {
     let (l, d, h, v) = (c.n_layers, c.dim, c.hidden_dim, c.vocab_size);
     let kv = c.dim / c.n_heads * c.n_kv_heads;
     let half = c.dim / c.n_heads / 2;
@@ -93,10 +94,11 @@ fn layout(c: &Config, shared: bool) -> Vec<(&'static str, Vec<usize>)> {
     t
 }
 
-/// Reads a checkpoint's bytes into candle's llama2_c tensor names.
-pub fn read_checkpoint(bytes: &[u8], device: &Device) -> Result<(Config, VarBuilder<'static>)> {
+/// A checkpoint's header and its tensors as flat `f32` vectors in file order (see
+/// [`tensor_shapes`]), after checking the file's length against the header.
+pub(crate) fn read_raw(bytes: &[u8]) -> Result<(Config, bool, Vec<Vec<f32>>)> {
     let (cfg, shared) = parse_header(bytes)?;
-    let layout = layout(&cfg, shared);
+    let layout = tensor_shapes(&cfg, shared);
     let floats: usize = layout
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
@@ -109,15 +111,27 @@ pub fn read_checkpoint(bytes: &[u8], device: &Device) -> Result<(Config, VarBuil
         )));
     }
     let mut at = 28;
+    let tensors = layout
+        .iter()
+        .map(|(_, shape)| {
+            let n: usize = shape.iter().product();
+            let v = bytes[at..at + 4 * n]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            at += 4 * n;
+            v
+        })
+        .collect();
+    Ok((cfg, shared, tensors))
+}
+
+/// Reads a checkpoint's bytes into candle's llama2_c tensor names.
+pub fn read_checkpoint(bytes: &[u8], device: &Device) -> Result<(Config, VarBuilder<'static>)> {
+    let (cfg, shared, data) = read_raw(bytes)?;
     let mut raw: HashMap<&str, Tensor> = HashMap::new();
-    for (name, shape) in &layout {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = bytes[at..at + 4 * n]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        at += 4 * n;
-        raw.insert(name, Tensor::from_vec(data, shape.as_slice(), device)?);
+    for ((name, shape), v) in tensor_shapes(&cfg, shared).into_iter().zip(data) {
+        raw.insert(name, Tensor::from_vec(v, shape.as_slice(), device)?);
     }
     let mut ws: HashMap<String, Tensor> = HashMap::new();
     let embed = raw["embed"].clone();
@@ -171,7 +185,7 @@ pub fn write_checkpoint(
         cfg.seq_len as i32,
     ];
     let mut out: Vec<u8> = header.iter().flat_map(|v| v.to_le_bytes()).collect();
-    for (name, shape) in layout(cfg, shared) {
+    for (name, shape) in tensor_shapes(cfg, shared) {
         let t = tensors
             .get(name)
             .ok_or_else(|| Error::msg(format!("no tensor {name}")))?;
@@ -186,11 +200,6 @@ pub fn write_checkpoint(
         }
     }
     Ok(out)
-}
-
-/// The names [`write_checkpoint`] expects, with their shapes.
-pub fn tensor_shapes(cfg: &Config, shared: bool) -> Vec<(&'static str, Vec<usize>)> {
-    layout(cfg, shared)
 }
 
 /// The prompt a llama2.c story model continues for some hashtags (the templates of

@@ -10,7 +10,7 @@
 use candle_transformers::models::llama2_c::Config;
 use rayon::prelude::*;
 
-use crate::{Error, Result};
+use crate::Result;
 
 struct Layer {
     rms_att: Vec<f32>,
@@ -94,46 +94,29 @@ fn softmax(x: &mut [f32]) {
 impl HostLlama {
     /// Reads a checkpoint's bytes (the format of [`super::llama2c`]).
     pub fn from_checkpoint(bytes: &[u8]) -> Result<Self> {
-        let (cfg, shared) = super::llama2c::parse_header(bytes)?;
-        let layout = super::llama2c::tensor_shapes(&cfg, shared);
-        let floats: usize = layout
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
-        if bytes.len() != 28 + 4 * floats {
-            return Err(Error::msg(
-                "llama2.c checkpoint length does not match its header",
-            ));
-        }
-        let mut at = 28;
-        let mut take = |n: usize| -> Vec<f32> {
-            let v = bytes[at..at + 4 * n]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            at += 4 * n;
-            v
-        };
-        let (l, d, h, voc) = (cfg.n_layers, cfg.dim, cfg.hidden_dim, cfg.vocab_size);
-        let kv = cfg.dim / cfg.n_heads * cfg.n_kv_heads;
-        let half = cfg.dim / cfg.n_heads / 2;
-        let embed = take(voc * d);
-        let split = |v: Vec<f32>, per: usize| -> Vec<Vec<f32>> {
+        let (cfg, shared, raw) = super::llama2c::read_raw(bytes)?;
+        let l = cfg.n_layers;
+        // In file order (see `tensor_shapes`); per-layer tensors are split by layer.
+        let mut raw = raw.into_iter();
+        let mut next = || raw.next().unwrap_or_default();
+        let per_layer = |v: Vec<f32>| -> Vec<Vec<f32>> {
+            let per = v.len() / l;
             v.chunks_exact(per).map(<[f32]>::to_vec).collect()
         };
-        let rms_att = split(take(l * d), d);
-        let wq = split(take(l * d * d), d * d);
-        let wk = split(take(l * kv * d), kv * d);
-        let wv = split(take(l * kv * d), kv * d);
-        let wo = split(take(l * d * d), d * d);
-        let rms_ffn = split(take(l * d), d);
-        let w1 = split(take(l * h * d), h * d);
-        let w2 = split(take(l * d * h), d * h);
-        let w3 = split(take(l * h * d), h * d);
-        let rms_final = take(d);
-        let cos = take(cfg.seq_len * half);
-        let sin = take(cfg.seq_len * half);
-        let wcls = (!shared).then(|| take(voc * d));
+        let embed = next();
+        let rms_att = per_layer(next());
+        let wq = per_layer(next());
+        let wk = per_layer(next());
+        let wv = per_layer(next());
+        let wo = per_layer(next());
+        let rms_ffn = per_layer(next());
+        let w1 = per_layer(next());
+        let w2 = per_layer(next());
+        let w3 = per_layer(next());
+        let rms_final = next();
+        let cos = next();
+        let sin = next();
+        let wcls = (!shared).then(&mut next);
         let layers = (0..l)
             .map(|i| Layer {
                 rms_att: rms_att[i].clone(),
