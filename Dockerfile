@@ -23,8 +23,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home /app hashtale
 WORKDIR /app
 COPY --from=build /usr/local/bin/hashtale /usr/local/bin/hashtale
-# The models load their weights from assets/ (relative to the crate at build time and to /app here).
+# The binary resolves every model path under HASHTALE_ASSETS (the [models] config section can
+# point any of them elsewhere, e.g. to a mounted volume).
 COPY --from=build /src/assets /app/assets
+ENV HASHTALE_ASSETS=/app/assets
 USER hashtale
 # tini forwards SIGTERM so the worker can finish its batch (graceful shutdown).
 ENTRYPOINT ["/usr/bin/tini", "--", "hashtale"]

@@ -1,5 +1,6 @@
 //! The binary on its own: `hashtale eval tags` on a labelled folder with no `splits.tsv` (the
-//! whole folder is `all`), and `hashtale run` on a taken port.
+//! whole folder is `all`), `hashtale run` on a taken port, models found through
+//! `HASHTALE_ASSETS` alone, and `tag` using the pipeline's decode limits.
 use std::path::Path;
 use std::process::Command;
 
@@ -80,4 +81,99 @@ fn run_refuses_a_taken_api_port() {
     assert!(err.contains(&addr) && err.contains("API"), "{err}");
     assert!(!err.contains("/v1/results"), "no banner: {err}");
     drop(taken);
+}
+
+/// The binary run from another folder, with nothing but `HASHTALE_ASSETS` in its environment
+/// (as in the Docker image): every model comes from there. The story model and the hashtag
+/// statistics used to ignore it and load from the build checkout instead.
+#[test]
+fn loads_every_model_from_hashtale_assets_alone() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    // An assets folder of links into the repo's; `story` is chosen by the caller.
+    let assets = |name: &str, story: Option<&str>, skip: &str| {
+        let root = tmp.path().join(name);
+        std::fs::create_dir(&root).unwrap();
+        for part in ["encoder", "tags", "concepts", "hashtags"] {
+            if part != skip {
+                std::os::unix::fs::symlink(repo.join(part), root.join(part)).unwrap();
+            }
+        }
+        if let Some(story) = story {
+            std::os::unix::fs::symlink(repo.join(story), root.join("story")).unwrap();
+        }
+        root
+    };
+    let photo = repo.join("samples/chelsea.png");
+    let tag = |assets: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_hashtale"))
+            .env_clear()
+            .env("HASHTALE_ASSETS", assets)
+            .current_dir(&elsewhere)
+            .args(["tag", "--story", "--json"])
+            .arg(&photo)
+            .output()
+            .expect("run hashtale")
+    };
+    let version = |out: &std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(line["hashtags"].as_array().is_some_and(|t| !t.is_empty()));
+        line["model_version"].as_str().unwrap().to_string()
+    };
+    let story_part = |v: &str| {
+        v.split('+')
+            .find(|p| p.starts_with("story:"))
+            .map(str::to_string)
+    };
+
+    let shipped = version(&tag(&assets("shipped", Some("story"), "")));
+    let plain = version(&tag(&assets("plain", Some("story-plain"), "")));
+    assert!(story_part(&shipped).is_some(), "{shipped}");
+    assert_ne!(
+        story_part(&shipped),
+        story_part(&plain),
+        "the story model must come from HASHTALE_ASSETS"
+    );
+
+    // A folder without hashtag statistics fails, naming where it looked.
+    let bare = assets("bare", Some("story"), "hashtags");
+    let out = tag(&bare);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&bare.join("hashtags").display().to_string()),
+        "{err}"
+    );
+}
+
+/// `hashtale tag` decodes with the pipeline's limits: an 8000×8000 photo (64 MP, over the 40 MP
+/// default) is refused from its header, as the worker refuses it, instead of being decoded.
+#[test]
+fn tag_refuses_what_the_pipeline_refuses() {
+    // A PNG declaring 8000×8000 RGB: signature, IHDR, empty IDAT and IEND, CRCs included.
+    const HEADER_8000: [u8; 57] = [
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x1f, 0x40, 0x00, 0x00, 0x1f, 0x40, 0x08, 0x02, 0x00, 0x00, 0x00, 0x89,
+        0x93, 0x3a, 0xa3, 0x00, 0x00, 0x00, 0x00, 0x49, 0x44, 0x41, 0x54, 0x35, 0xaf, 0x06, 0x1e,
+        0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.png");
+    std::fs::write(&big, HEADER_8000).unwrap();
+    let out = hashtale(&["tag", "--source", "concepts", big.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("8000×8000 pixels exceeds the limit of 40000000 pixels"),
+        "{err}"
+    );
+    // Named once, not "image: …: image: …".
+    assert_eq!(err.matches("big.png").count(), 1, "{err}");
+    assert!(!out.status.success(), "a refused image is a failure");
 }

@@ -88,6 +88,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub ratings: RatingsConfig,
     pub metrics: MetricsConfig,
+    pub models: ModelsConfig,
 }
 
 /// The Prometheus `/metrics` endpoint that every long-running command serves on its own port.
@@ -198,19 +199,51 @@ pub struct WorkerConfig {
     /// Optional URL POSTed with every result (body signed with `webhook_secret`).
     pub webhook_url: String,
     pub webhook_secret: Secret,
-    /// Story model: a char-LSTM checkpoint directory or a llama2.c `.bin` checkpoint; empty:
-    /// the shipped hashtag-conditioned model (or `$HASHTALE_STORY_MODEL`). `assets/story-plain`
-    /// is the plain model, for comparisons.
+}
+
+/// Where the models' files are, and which taggers rank the hashtags. The binary resolves this
+/// section once (empty paths: under `assets`) and hands the paths to the models.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ModelsConfig {
+    /// Folder holding `encoder/`, `tags/`, `concepts/`, `story/`, `hashtags/` and `samples/`.
+    /// Empty: `$HASHTALE_ASSETS`, else `./assets` when it exists, else the source checkout's
+    /// `assets/` (the Docker image sets `HASHTALE_ASSETS=/app/assets`).
+    pub assets: String,
+    /// Folder of the encoder weights and ImageNet class names; empty: `{assets}/encoder`.
+    pub encoder_dir: String,
+    /// Hashtag model directory; empty: `{assets}/tags`. The model's `encoder` field picks the
+    /// encoder: `assets/tags-lite2` runs EfficientNet-Lite2.
+    pub tag_model: String,
+    /// ImageNet class → hashtag table; empty: `{assets}/concepts/concepts.tsv`.
+    pub concepts: String,
+    /// Story model: a char/subword LSTM checkpoint directory or a llama2.c `.bin` checkpoint;
+    /// empty: the shipped hashtag-conditioned `{assets}/story`. `assets/story-plain` is the
+    /// plain model, for comparisons.
     pub story_model: String,
     /// Tokenizer of a llama2.c `story_model` (a `.bin` file); empty: the `tokenizer.bin` or
     /// single `tok*.bin` beside the checkpoint.
     pub story_tokenizer: String,
-    /// Hashtag model directory; empty: the shipped one (or `$HASHTALE_TAG_MODEL`). The model's
-    /// `encoder` field picks the encoder: `assets/tags-lite2` runs EfficientNet-Lite2.
-    pub tag_model: String,
+    /// Instagram co-occurrence statistics (a file or folder); empty: `{assets}/hashtags`.
+    pub hashtag_stats: String,
     /// Which taggers rank the content hashtags: `fused` (decoder + concept hashtags + the
     /// model's linear probe), `decoder`, `concepts` or `probe`.
     pub tag_source: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            assets: String::new(),
+            encoder_dir: String::new(),
+            tag_model: String::new(),
+            concepts: String::new(),
+            story_model: String::new(),
+            story_tokenizer: String::new(),
+            hashtag_stats: String::new(),
+            tag_source: "fused".into(),
+        }
+    }
 }
 
 /// Limits on fetching and decoding images from outsiders.
@@ -230,6 +263,17 @@ pub struct FetchConfig {
     /// `allow_private` is off, e.g. an intranet feed. Each redirect hop is checked on its own.
     pub allow_private_hosts: Vec<String>,
     pub max_redirects: usize,
+}
+
+impl FetchConfig {
+    /// The limits every decode of an outsider's image uses (the worker's and the CLI's).
+    pub fn decode_limits(&self) -> hashtale_fetch::DecodeLimits {
+        hashtale_fetch::DecodeLimits {
+            max_bytes: self.max_bytes,
+            max_pixels: self.max_pixels,
+            max_side: self.max_side,
+        }
+    }
 }
 
 /// Sources polled or watched by the scheduler.
@@ -338,21 +382,19 @@ impl Default for WorkerConfig {
             fetch_wait_ms: 500,
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
-            story_model: String::new(),
-            story_tokenizer: String::new(),
-            tag_model: String::new(),
-            tag_source: "fused".into(),
         }
     }
 }
 
 impl Default for FetchConfig {
     fn default() -> Self {
+        // The decoder's defaults: `hashtale tag` and the pipeline accept the same photos.
+        let limits = hashtale_fetch::DecodeLimits::default();
         Self {
             timeout_ms: 10_000,
-            max_bytes: 20 * 1024 * 1024,
-            max_pixels: 40_000_000,
-            max_side: 16_384,
+            max_bytes: limits.max_bytes,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
             allow_private: false,
             allow_private_hosts: Vec::new(),
             max_redirects: 5,

@@ -29,6 +29,13 @@ pub enum Error {
     Other(String),
 }
 
+impl From<hashtale_fetch::DecodeError> for Error {
+    /// A refused or undecodable image is final: the same bytes fail the same way.
+    fn from(e: hashtale_fetch::DecodeError) -> Self {
+        Error::BadInput(e.to_string())
+    }
+}
+
 impl Error {
     /// Whether retrying the same job could succeed.
     pub fn is_retryable(&self) -> bool {

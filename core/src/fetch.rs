@@ -8,12 +8,10 @@
 //! itself, out of our resolver's sight. Bodies are capped in bytes and time. Decoding trusts
 //! magic bytes, not names or headers, and refuses images whose declared size exceeds the pixel
 //! limits before allocating (decompression bombs).
-use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::config::FetchConfig;
@@ -324,55 +322,14 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Formats the worker decodes (identified by magic bytes).
-pub const ACCEPTED_FORMATS: [ImageFormat; 5] = [
-    ImageFormat::Jpeg,
-    ImageFormat::Png,
-    ImageFormat::WebP,
-    ImageFormat::Gif,
-    ImageFormat::Bmp,
-];
-
-/// Identifies an image by its magic bytes, refusing anything else.
-pub fn sniff(bytes: &[u8]) -> Result<ImageFormat> {
-    match image::guess_format(bytes) {
-        Ok(f) if ACCEPTED_FORMATS.contains(&f) => Ok(f),
-        Ok(f) => Err(Error::BadInput(format!("unsupported image format {f:?}"))),
-        Err(_) => Err(Error::BadInput(
-            "not an image (unrecognised magic bytes)".into(),
-        )),
-    }
-}
-
-/// Decodes an image within the pixel limits and applies its EXIF orientation.
-/// CPU-bound: call it from a blocking thread.
-pub fn decode_image(bytes: &[u8], cfg: &FetchConfig) -> Result<DynamicImage> {
-    let format = sniff(bytes)?;
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(cfg.max_side);
-    limits.max_image_height = Some(cfg.max_side);
-    // Decoded RGBA plus the decoder's own buffers.
-    limits.max_alloc = Some(cfg.max_pixels.saturating_mul(4).saturating_add(64 << 20));
-    reader.limits(limits);
-    let bad = |e: image::ImageError| Error::BadInput(format!("cannot decode {format:?}: {e}"));
-    let mut decoder = reader.into_decoder().map_err(bad)?;
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 || (w as u64) * (h as u64) > cfg.max_pixels {
-        return Err(Error::BadInput(format!(
-            "image of {w}×{h} pixels exceeds the limit of {} pixels",
-            cfg.max_pixels
-        )));
-    }
-    let orientation = decoder.orientation().map_err(bad)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
-    img.apply_orientation(orientation);
-    Ok(img)
-}
+/// The one image decoder and its limits (see `hashtale-fetch`), re-exported for the pipeline.
+pub use hashtale_fetch::{decode_image, sniff, DecodeLimits, ACCEPTED_FORMATS};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::ImageFormat;
+    use std::io::Cursor;
 
     #[test]
     fn public_addresses() {
@@ -696,95 +653,5 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png).unwrap();
         out.into_inner()
-    }
-
-    /// A JPEG of `w`×`h` with an EXIF APP1 segment carrying `orientation`.
-    fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
-        let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 100, 50]));
-        let mut out = Cursor::new(Vec::new());
-        img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
-        let jpeg = out.into_inner();
-        // TIFF (little endian): header, one IFD entry 0x0112 SHORT = orientation, no next IFD.
-        let mut tiff = vec![
-            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0,
-        ];
-        tiff.extend_from_slice(&orientation.to_le_bytes());
-        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        let mut app1 = b"Exif\0\0".to_vec();
-        app1.extend_from_slice(&tiff);
-        let len = (app1.len() + 2) as u16;
-        let mut with = jpeg[..2].to_vec(); // SOI
-        with.extend_from_slice(&[0xFF, 0xE1]);
-        with.extend_from_slice(&len.to_be_bytes());
-        with.extend_from_slice(&app1);
-        with.extend_from_slice(&jpeg[2..]);
-        with
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = 0xFFFF_FFFFu32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-
-    #[test]
-    fn refuses_decompression_bombs_from_the_header() {
-        // A PNG header claiming 60000×60000 pixels (3.6 G) and no pixel data.
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend_from_slice(&60_000u32.to_be_bytes());
-        ihdr.extend_from_slice(&60_000u32.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        png.extend_from_slice(&13u32.to_be_bytes());
-        png.extend_from_slice(&ihdr);
-        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
-        for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
-            png.extend_from_slice(&0u32.to_be_bytes());
-            png.extend_from_slice(chunk);
-            png.extend_from_slice(&crc32(chunk).to_be_bytes());
-        }
-        let cfg = FetchConfig {
-            max_side: 100_000,
-            ..FetchConfig::default()
-        };
-        let err = decode_image(&png, &cfg).unwrap_err();
-        assert!(err.to_string().contains("exceeds"), "{err}");
-        // And with the default side limit it is refused as well.
-        assert!(decode_image(&png, &FetchConfig::default()).is_err());
-    }
-
-    #[test]
-    fn applies_exif_orientation() {
-        let cfg = FetchConfig::default();
-        let upright = decode_image(&jpeg_with_orientation(32, 16, 1), &cfg).unwrap();
-        assert_eq!((upright.width(), upright.height()), (32, 16));
-        // 6: rotate 90° clockwise to display, so width and height swap.
-        let rotated = decode_image(&jpeg_with_orientation(32, 16, 6), &cfg).unwrap();
-        assert_eq!((rotated.width(), rotated.height()), (16, 32));
-    }
-
-    #[test]
-    fn decodes_and_limits() {
-        let cfg = FetchConfig::default();
-        let img = decode_image(&png(8, 4), &cfg).unwrap();
-        assert_eq!((img.width(), img.height()), (8, 4));
-        let small = FetchConfig {
-            max_pixels: 16,
-            ..FetchConfig::default()
-        };
-        let err = decode_image(&png(8, 4), &small).unwrap_err();
-        assert!(err.to_string().contains("exceeds"), "{err}");
-        assert!(decode_image(b"hello, not an image", &cfg).is_err());
-        let truncated = &png(64, 64)[..40];
-        assert!(decode_image(truncated, &cfg).is_err());
     }
 }

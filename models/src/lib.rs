@@ -12,8 +12,10 @@ pub mod expand;
 pub mod hash;
 pub mod image_prep;
 pub mod metrics;
+pub mod paths;
 pub mod pipeline;
 pub mod story;
 pub mod tags;
 
 pub use error::{Error, Result};
+pub use paths::ModelPaths;

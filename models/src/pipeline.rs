@@ -9,15 +9,13 @@ use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{load_encoder, EfficientNetLite, ImageEncoder, LiteVariant};
-use crate::expand::{default_stats_path, Expander, SuggestOptions, Suggestion};
-use crate::story::{GenerateOptions, StoryModel, StoryWriter};
+use crate::expand::{Expander, SuggestOptions, Suggestion};
+use crate::story::{GenerateOptions, StoryWriter};
 use crate::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
 use crate::tags::fuse::{fuse_with_probe, FusionWeights};
 use crate::tags::probe::LinearProbe;
-use crate::tags::{
-    default_concepts_path, default_model_dir, fusion_path, short_digest, BeamOptions, TagModel,
-};
-use crate::{Error, Result};
+use crate::tags::{fusion_path, short_digest, BeamOptions, TagModel};
+use crate::{Error, ModelPaths, Result};
 
 pub use crate::tags::ScoredTag;
 
@@ -68,11 +66,11 @@ impl TagSource {
 }
 
 /// What [`Hashtale::load`] loads besides the encoder and the hashtag decoder.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// A hashtag model directory (default: the shipped one). Its `encoder` field picks the
-    /// encoder, since a decoder only reads the features it was trained on.
-    pub tag_model: Option<std::path::PathBuf>,
+    /// Where every file is. The hashtag model's `encoder` field picks the encoder, since a
+    /// decoder only reads the features it was trained on.
+    pub paths: ModelPaths,
     /// Load the story model.
     pub story: bool,
     /// Load the Instagram hashtag statistics.
@@ -114,20 +112,14 @@ pub struct Hashtale {
 }
 
 impl Hashtale {
-    /// Loads the shipped encoder, hashtag model, story model and hashtag statistics, with
-    /// stories and suggestions switched on.
-    pub fn load_default() -> Result<Self> {
-        Self::load_default_with(None)
-    }
-
-    /// As [`Hashtale::load_default`], with another hashtag model directory (and so, perhaps,
-    /// another encoder).
-    pub fn load_default_with(tag_model: Option<std::path::PathBuf>) -> Result<Self> {
+    /// Loads every model `paths` names, with stories and suggestions switched on (the
+    /// pipeline's worker and `hashtale run`).
+    pub fn load_all(paths: &ModelPaths) -> Result<Self> {
         let device = crate::device::best_device();
         let mut h = Self::load(
             &device,
             &LoadOptions {
-                tag_model,
+                paths: paths.clone(),
                 story: true,
                 expand: true,
                 concepts: true,
@@ -144,31 +136,39 @@ impl Hashtale {
     /// Loads the encoder and a hashtag model, plus what `what` asks for. Options start empty:
     /// set `options` to switch stories and suggestions on.
     pub fn load(device: &Device, what: &LoadOptions) -> Result<Self> {
-        let tag_dir = what.tag_model.clone().unwrap_or_else(default_model_dir);
-        let tags = TagModel::load(&tag_dir, device)?;
+        let paths = &what.paths;
+        let tag_dir = &paths.tag_model;
+        let tags = TagModel::load(tag_dir, device)?;
         let variant = LiteVariant::parse(&tags.config.encoder).ok_or_else(|| {
             Error::msg(format!(
                 "the hashtag model was trained on unknown encoder `{}`",
                 tags.config.encoder
             ))
         })?;
-        let encoder = load_encoder(variant, device)?;
+        let encoder = load_encoder(variant, paths, device)?;
         let story = if what.story {
-            Some(StoryWriter::CharLm(Box::new(StoryModel::load_default(
+            Some(StoryWriter::load(
+                &paths.story_model,
+                paths.story_tokenizer.as_deref(),
                 device,
-            )?)))
+            )?)
         } else {
             None
         };
         let expander = if what.expand {
-            let path = default_stats_path();
+            let path = crate::expand::stats_file(&paths.hashtag_stats);
             let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
-            Some((Expander::load_default()?, short_digest(&bytes)))
+            Some((Expander::load(&path)?, short_digest(&bytes)))
         } else {
             None
         };
         let concepts = if what.concepts {
-            Some(load_concepts(&encoder, &fusion_path(&tag_dir), device)?)
+            Some(load_concepts(
+                &encoder,
+                &paths.concepts,
+                &fusion_path(tag_dir),
+                device,
+            )?)
         } else {
             None
         };
@@ -316,14 +316,14 @@ impl Hashtale {
 /// probe beside them (when the model directory has one).
 fn load_concepts(
     encoder: &EfficientNetLite,
+    table_path: &std::path::Path,
     fusion_path: &std::path::Path,
     device: &Device,
 ) -> Result<Concepts> {
-    let table_path = default_concepts_path();
-    let table = ConceptTable::load(&table_path)?;
+    let table = ConceptTable::load(table_path)?;
     let (weight, bias) = encoder.classifier_parts();
     let tagger = ConceptTagger::new(table, weight, bias)?;
-    let mut digest_input = std::fs::read(&table_path).map_err(|e| Error::io(&table_path, e))?;
+    let mut digest_input = std::fs::read(table_path).map_err(|e| Error::io(table_path, e))?;
     let bytes = std::fs::read(fusion_path).map_err(|e| Error::io(fusion_path, e))?;
     let fusion: FusionWeights = serde_json::from_slice(&bytes)?;
     digest_input.extend_from_slice(&bytes);

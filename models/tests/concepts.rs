@@ -1,20 +1,20 @@
 //! Concept hashtags from the encoder's ImageNet head: the shipped class → hashtag table, and
 //! class activation maps that point at the object.
+mod support;
+
 use candle_core::Device;
-use hashtale_models::encoder::{
-    assets_dir, imagenet_classes, load_encoder, ImageEncoder, LiteVariant,
-};
+use hashtale_models::encoder::{imagenet_classes, load_encoder, ImageEncoder, LiteVariant};
 use hashtale_models::image_prep::load_image;
 use hashtale_models::tags::concepts::{class_map, ConceptOptions, ConceptTable, ConceptTagger};
-use hashtale_models::tags::default_concepts_path;
 use image::{DynamicImage, GenericImage, Rgb, RgbImage};
 
 fn table() -> ConceptTable {
-    ConceptTable::load(&default_concepts_path()).expect("assets/concepts/concepts.tsv is shipped")
+    ConceptTable::load(&support::shipped().concepts)
+        .expect("assets/concepts/concepts.tsv is shipped")
 }
 
 fn class(name: &str) -> usize {
-    imagenet_classes()
+    imagenet_classes(&support::shipped())
         .unwrap()
         .iter()
         .position(|c| c == name)
@@ -25,7 +25,7 @@ fn class(name: &str) -> usize {
 fn the_table_names_classes_as_people_tag_them() {
     let t = table();
     assert_eq!(t.classes.len(), 1000);
-    let names = imagenet_classes().unwrap();
+    let names = imagenet_classes(&support::shipped()).unwrap();
     for (i, c) in t.classes.iter().enumerate() {
         assert_eq!(c.name, names[i], "class {i} is in the encoder's order");
         assert!(!c.tags.is_empty(), "class {i} has a hashtag");
@@ -71,8 +71,8 @@ fn the_table_names_classes_as_people_tag_them() {
 /// must put most of its weight there, and the concept hashtag `#cat` leads.
 #[test]
 fn class_activation_map_peaks_where_the_object_is() {
-    let encoder = load_encoder(LiteVariant::Lite0, &Device::Cpu).unwrap();
-    let cat = load_image(&assets_dir().join("samples/chelsea.png"))
+    let encoder = load_encoder(LiteVariant::Lite0, &support::shipped(), &Device::Cpu).unwrap();
+    let cat = load_image(&support::assets().join("samples/chelsea.png"))
         .unwrap()
         .resize_exact(112, 112, image::imageops::FilterType::Triangle)
         .to_rgb8();

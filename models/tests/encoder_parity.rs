@@ -1,5 +1,7 @@
 //! The shipped EfficientNet-Lite weights, run by our candle port, must recognise the shipped
 //! sample photos: a wrong padding, stride, epsilon or weight layout breaks these.
+mod support;
+
 use candle_core::{Device, D};
 use hashtale_models::encoder::{
     imagenet_classes, load_encoder, EfficientNetLite, ImageEncoder, LiteVariant,
@@ -7,9 +9,7 @@ use hashtale_models::encoder::{
 use hashtale_models::image_prep::load_image;
 
 fn top1(encoder: &EfficientNetLite, classes: &[String], file: &str) -> (String, f32) {
-    let path = hashtale_models::encoder::assets_dir()
-        .join("samples")
-        .join(file);
+    let path = support::assets().join("samples").join(file);
     let img = load_image(&path).unwrap();
     let enc = encoder.encode_images(&[img]).unwrap();
     assert_eq!(
@@ -33,9 +33,9 @@ fn top1(encoder: &EfficientNetLite, classes: &[String], file: &str) -> (String, 
 }
 
 fn check(variant: LiteVariant) {
-    let encoder = load_encoder(variant, &Device::Cpu).unwrap();
+    let encoder = load_encoder(variant, &support::shipped(), &Device::Cpu).unwrap();
     assert_eq!(encoder.name(), variant.name());
-    let classes = imagenet_classes().unwrap();
+    let classes = imagenet_classes(&support::shipped()).unwrap();
     assert_eq!(classes.len(), 1000);
     let (cat, p) = top1(&encoder, &classes, "chelsea.png");
     assert!(

@@ -1,4 +1,6 @@
 //! HARRISON reader on tiny fixtures, and on the real lists when `/work/shared` is present.
+mod support;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -157,7 +159,8 @@ fn real_harrison_lists_when_present() {
 
 #[test]
 fn shipped_statistics_load_and_expand_dog() {
-    let e = Expander::load_default().expect("assets/hashtags statistics are shipped");
+    let e = Expander::load(&support::shipped().hashtag_stats)
+        .expect("assets/hashtags statistics are shipped");
     assert_eq!(e.stats().posts(), 57_383);
     assert_eq!(e.stats().num_tags(), 997);
     let got = e.suggest(

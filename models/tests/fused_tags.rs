@@ -1,7 +1,8 @@
 //! The product's hashtag list on the shipped samples: the attention decoder fused with the
 //! concept hashtags of the encoder's ImageNet head.
+mod support;
+
 use hashtale_models::device::best_device;
-use hashtale_models::encoder::assets_dir;
 use hashtale_models::image_prep::load_image;
 use hashtale_models::pipeline::{Hashtale, LoadOptions, TagSource};
 
@@ -9,7 +10,7 @@ fn samples() -> Vec<(String, image::DynamicImage)> {
     ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"]
         .iter()
         .map(|f| {
-            let img = load_image(&assets_dir().join("samples").join(f)).unwrap();
+            let img = load_image(&support::assets().join("samples").join(f)).unwrap();
             (f.to_string(), img)
         })
         .collect()
@@ -19,8 +20,10 @@ fn model(source: TagSource) -> Hashtale {
     let mut m = Hashtale::load(
         &best_device(),
         &LoadOptions {
+            paths: support::shipped(),
+            story: false,
+            expand: false,
             concepts: true,
-            ..LoadOptions::default()
         },
     )
     .unwrap();

@@ -1,5 +1,7 @@
 //! Story model tests: RMSProp against hand-computed steps, overfitting a tiny text, batched ==
 //! sequential generation, checkpoint round trip, corpus reading. No shared data needed.
+mod support;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -324,12 +326,8 @@ fn lm_overfits_a_tiny_text() {
 
 #[test]
 fn shipped_model_loads_and_batches_like_sequential() {
-    let dir = StoryModel::default_dir();
-    if !dir.join("config.json").exists() {
-        eprintln!("no shipped model at {}; skipped", dir.display());
-        return;
-    }
-    let m = StoryModel::load_default(&Device::Cpu).unwrap();
+    let m = StoryModel::load(&support::shipped().story_model, &Device::Cpu)
+        .expect("assets/story is shipped");
     assert!(m.version().starts_with(&m.meta().name));
     let seeds: Vec<String> = ["#beach", "#friend", "#dog"]
         .iter()

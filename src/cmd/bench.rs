@@ -228,11 +228,16 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let mut model = hashtale_models::pipeline::Hashtale::load_default_with(a.tag_model.clone())?;
+    let cfg = super::models::offline_config()?;
+    let mut paths = super::models::resolve(&cfg.models);
+    if let Some(dir) = &a.tag_model {
+        paths.tag_model = dir.clone();
+    }
+    let mut model = hashtale_models::pipeline::Hashtale::load_all(&paths)?;
     if a.no_story {
         model.options.story = None;
     }
-    let samples = sample_images()?;
+    let samples = sample_images(&super::models::samples_dir(&cfg.models))?;
     println!(
         "model bench: {} ({} sample images, cycled)",
         model.model_version(),
@@ -258,8 +263,7 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
 }
 
 /// The shipped sample photos, decoded at full size: the benchmarks' inputs.
-fn sample_images() -> Result<Vec<image::DynamicImage>> {
-    let dir = std::path::Path::new("assets/samples");
+fn sample_images(dir: &std::path::Path) -> Result<Vec<image::DynamicImage>> {
     let samples: Vec<image::DynamicImage> = hashtale_scheduler::dir::scan(dir)?
         .iter()
         .map(image::open)
@@ -274,11 +278,13 @@ fn bench_encoders(a: EncoderBenchArgs) -> Result<()> {
     use hashtale_models::encoder::{load_encoder, ImageEncoder, LiteVariant};
     use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
     let device = hashtale_models::device::best_device();
-    let samples = sample_images()?;
+    let cfg = super::models::offline_config()?;
+    let paths = super::models::resolve(&cfg.models);
+    let samples = sample_images(&super::models::samples_dir(&cfg.models))?;
     let batch: Vec<image::DynamicImage> = (0..a.batch_size.max(1))
         .map(|i| samples[i % samples.len()].clone())
         .collect();
-    let table = ConceptTable::load(&hashtale_models::tags::default_concepts_path())?;
+    let table = ConceptTable::load(&paths.concepts)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     println!(
         "encoder bench: batch {}, {} batches each, threads {threads} (full-size sample photos, resized in the step)",
@@ -287,7 +293,7 @@ fn bench_encoders(a: EncoderBenchArgs) -> Result<()> {
     );
     let mut rates = Vec::new();
     for variant in [LiteVariant::Lite0, LiteVariant::Lite2] {
-        let encoder = load_encoder(variant, &device)?;
+        let encoder = load_encoder(variant, &paths, &device)?;
         let (w, b) = encoder.classifier_parts();
         let tagger = ConceptTagger::new(table.clone(), w, b)?;
         let step = || -> Result<()> {

@@ -5,7 +5,6 @@ use anyhow::Context;
 use candle_core::{Device, D};
 use clap::Args;
 use hashtale_models::encoder::{imagenet_classes, load_encoder, ImageEncoder, LiteVariant};
-use hashtale_models::image_prep::load_image;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
@@ -23,10 +22,13 @@ pub struct ClassifyArgs {
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
     let variant = LiteVariant::parse(&a.encoder).context("--encoder: lite0 or lite2")?;
-    let encoder = load_encoder(variant, &device).context("loading the encoder")?;
-    let classes = imagenet_classes()?;
+    let cfg = super::models::offline_config()?;
+    let paths = super::models::resolve(&cfg.models);
+    let limits = cfg.fetch.decode_limits();
+    let encoder = load_encoder(variant, &paths, &device).context("loading the encoder")?;
+    let classes = imagenet_classes(&paths)?;
     for path in &a.images {
-        let img = load_image(path)?;
+        let img = hashtale_fetch::load_image(path, &limits)?;
         let enc = encoder.encode_images(&[img])?;
         let probs = candle_nn::ops::softmax(&encoder.classify(&enc.pooled)?, D::Minus1)?;
         let probs = probs.squeeze(0)?.to_vec1::<f32>()?;

@@ -99,7 +99,8 @@ pub fn load_split_features(
     splits: &[&str],
     device: &Device,
 ) -> anyhow::Result<(EfficientNetLite, FeatureSet, Vec<SplitRows>)> {
-    let encoder = load_encoder(a.variant()?, device).context("loading the encoder")?;
+    let paths = super::models::offline()?;
+    let encoder = load_encoder(a.variant()?, &paths, device).context("loading the encoder")?;
     let mut sets = Vec::new();
     let mut per_split: Vec<Vec<Sample>> = vec![Vec::new(); splits.len()];
     for data in &a.data {

@@ -14,10 +14,7 @@ use hashtale_models::tags::fuse::{
     fit_calibration, fuse_with_probe, log_loss, Context as ListContext, Features, FusionWeights,
 };
 use hashtale_models::tags::probe::LinearProbe;
-use hashtale_models::tags::{
-    default_concepts_path, default_model_dir, fusion_path, BeamOptions, ScoredTag, TagModel,
-    TagModelConfig,
-};
+use hashtale_models::tags::{fusion_path, BeamOptions, ScoredTag, TagModel, TagModelConfig};
 
 use super::dataset::{load_split_features, split_names, DataArgs};
 
@@ -130,7 +127,8 @@ impl Taggers {
         min_tags: usize,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let dir = model_dir.cloned().unwrap_or_else(default_model_dir);
+        let paths = super::models::offline()?;
+        let dir = model_dir.cloned().unwrap_or(paths.tag_model);
         let probe = match want.probe {
             Some(required) if required || LinearProbe::exists(&dir) => {
                 let p = LinearProbe::load(&dir, device)
@@ -164,7 +162,7 @@ impl Taggers {
             None
         };
         let concepts = if with_concepts {
-            let table = ConceptTable::load(&default_concepts_path())?;
+            let table = ConceptTable::load(&paths.concepts)?;
             let (w, b) = encoder.classifier_parts();
             Some(ConceptTagger::new(table, w, b)?)
         } else {
@@ -243,7 +241,10 @@ fn encoder_for(
 ) -> anyhow::Result<DataArgs> {
     let mut data = a.clone();
     if reads_model {
-        let dir = model.cloned().unwrap_or_else(default_model_dir);
+        let dir = match model {
+            Some(d) => d.clone(),
+            None => super::models::offline()?.tag_model,
+        };
         let text = std::fs::read_to_string(dir.join("config.json"))
             .with_context(|| format!("reading {}/config.json", dir.display()))?;
         let cfg: TagModelConfig = serde_json::from_str(&text)
@@ -306,10 +307,15 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
             &device,
         )?;
         let fusion: FusionWeights = if a.source == "fused" {
-            let path = a
-                .fusion
-                .clone()
-                .unwrap_or_else(|| fusion_path(&a.model.clone().unwrap_or_else(default_model_dir)));
+            let path = a.fusion.clone().map_or_else(
+                || -> anyhow::Result<_> {
+                    Ok(fusion_path(&match &a.model {
+                        Some(d) => d.clone(),
+                        None => super::models::offline()?.tag_model,
+                    }))
+                },
+                Ok,
+            )?;
             serde_json::from_slice(
                 &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
             )?

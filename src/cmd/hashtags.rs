@@ -26,7 +26,7 @@ pub struct SuggestArgs {
     /// Content tags, each optionally with a weight: `dog:0.9 grass:0.4 beach`.
     #[arg(required = true)]
     pub tags: Vec<String>,
-    /// Statistics file or folder (default: the shipped one, or $HASHTALE_HASHTAGS).
+    /// Statistics file or folder (default: models.hashtag_stats, else the shipped one).
     #[arg(long)]
     pub stats: Option<PathBuf>,
     /// Cap on content tags plus suggestions.
@@ -83,10 +83,11 @@ pub fn run(c: HashtagsCmd) -> anyhow::Result<()> {
 }
 
 fn suggest(a: SuggestArgs) -> anyhow::Result<()> {
-    let expander = match &a.stats {
-        Some(p) => Expander::load(p)?,
-        None => Expander::load_default()?,
+    let path = match &a.stats {
+        Some(p) => p.clone(),
+        None => super::models::offline()?.hashtag_stats,
     };
+    let expander = Expander::load(&path)?;
     let mut content = Vec::new();
     for t in &a.tags {
         let (tag, w) = match t.split_once(':') {
@@ -130,10 +131,10 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     let posts = read_harrison_tags(&a.harrison)?;
     let mut stats = CooccurrenceStats::from_posts(&posts);
     stats.prune(a.min_pair_count);
-    let out = a.out.unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/hashtags"))
-            .join(expand::STATS_FILE)
-    });
+    let out = match a.out {
+        Some(out) => out,
+        None => expand::stats_file(&super::models::offline()?.hashtag_stats),
+    };
     let comment = format!(
         "Hashtag co-occurrence counts derived from HARRISON's tag_list.txt\n\
          (Park, Li, Kim 2016, arXiv:1605.05054); derived counts only, no posts or images.\n\

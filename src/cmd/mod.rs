@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod eval_tags;
 pub mod hashtags;
 pub mod migrate;
+pub mod models;
 pub mod ratings;
 pub mod run;
 pub mod scheduler;

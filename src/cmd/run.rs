@@ -21,7 +21,7 @@ use super::config::{cancel_on, drain, open_store, runtime, shutdown_signal, Pipe
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Folder to watch (repeatable; default: assets/samples).
+    /// Folder to watch (repeatable; default: the shipped sample photos, assets/samples).
     #[arg(long)]
     pub watch: Vec<PathBuf>,
     /// RSS/Atom/JSON Feed URL to poll (repeatable).
@@ -51,9 +51,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     cfg.scheduler.watch_dirs.extend(a.watch);
     cfg.scheduler.feeds.extend(a.feed);
     if cfg.scheduler.watch_dirs.is_empty() && cfg.scheduler.feeds.is_empty() {
-        cfg.scheduler
-            .watch_dirs
-            .push(PathBuf::from("assets/samples"));
+        let samples = super::models::samples_dir(&cfg.models);
+        cfg.scheduler.watch_dirs.push(samples);
     }
     let generated_token = cfg.api.token.is_empty();
     if generated_token {
@@ -88,7 +87,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         let ing = Ingestor::new(store.clone(), queue.clone());
         eprintln!("loading the models…");
-        let model = super::worker::load_model(&cfg.worker).await?;
+        let model = super::worker::load_model(&cfg.models).await?;
         let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
         let worker = tokio::spawn(
             Worker {

@@ -30,7 +30,7 @@ pub struct StoryArgs {
     /// RNG seed (same seed, same stories).
     #[arg(long, default_value_t = GenerateOptions::default().seed)]
     pub rng_seed: u64,
-    /// Model: a char-LSTM checkpoint directory (default: $HASHTALE_STORY_MODEL or the shipped
+    /// Model: a char-LSTM checkpoint directory (default: models.story_model, else the shipped
     /// assets/story) or a llama2.c checkpoint file (`stories15M.bin`).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -186,7 +186,7 @@ pub struct EvalStoryArgs {
     /// Text file of stories separated by blank lines.
     #[arg(long)]
     pub text: PathBuf,
-    /// Model directory (default: $HASHTALE_STORY_MODEL or the shipped assets/story).
+    /// Model directory (default: models.story_model, else the shipped assets/story).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Which stories to score: all, or the model's own dev/train split of this file (the same
@@ -234,14 +234,26 @@ pub enum Split {
 
 fn load_writer(path: Option<&PathBuf>, tokenizer: Option<&PathBuf>) -> anyhow::Result<StoryWriter> {
     let device = hashtale_models::device::best_device();
-    let path = path.cloned().unwrap_or_else(StoryModel::default_dir);
-    StoryWriter::load(&path, tokenizer.map(PathBuf::as_path), &device)
+    let (path, tokenizer) = match path {
+        Some(p) => (p.clone(), tokenizer.cloned()),
+        None => {
+            let shipped = super::models::offline()?;
+            (
+                shipped.story_model,
+                tokenizer.cloned().or(shipped.story_tokenizer),
+            )
+        }
+    };
+    StoryWriter::load(&path, tokenizer.as_deref(), &device)
         .with_context(|| format!("loading the story model from {}", path.display()))
 }
 
 fn load_model(dir: Option<&PathBuf>) -> anyhow::Result<StoryModel> {
     let device = hashtale_models::device::best_device();
-    let dir = dir.cloned().unwrap_or_else(StoryModel::default_dir);
+    let dir = match dir {
+        Some(d) => d.clone(),
+        None => super::models::offline()?.story_model,
+    };
     StoryModel::load(&dir, &device)
         .with_context(|| format!("loading the story model from {}", dir.display()))
 }
@@ -383,8 +395,8 @@ pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
 }
 
 /// The shipped plain model (the seed's method: one hashtag in front of the story).
-fn default_plain_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/story-plain")
+fn default_plain_dir() -> anyhow::Result<PathBuf> {
+    Ok(super::models::assets_root(&super::models::offline_config()?.models).join("story-plain"))
 }
 
 fn run_eval_conditioned(
@@ -395,9 +407,11 @@ fn run_eval_conditioned(
     let kw = model.keywords().context(
         "--conditioned needs a hashtag-conditioned model (trained with `train story --conditioned`)",
     )?;
-    let plain = load_model(Some(
-        &a.plain_model.clone().unwrap_or_else(default_plain_dir),
-    ))?;
+    let plain_dir = match &a.plain_model {
+        Some(d) => d.clone(),
+        None => default_plain_dir()?,
+    };
+    let plain = load_model(Some(&plain_dir))?;
     anyhow::ensure!(
         !plain.is_conditioned(),
         "--plain-model is a conditioned model"
@@ -739,8 +753,21 @@ fn run_compare(
         }
         rows.push(row);
     }
+    // The yardstick: the held-out human stories under the same measures (their echo is of
+    // their own keywords, so it is 100% by construction and left out).
+    let human = (a.generate > 0).then(|| {
+        let (non_word, n_words) = word_list.non_word_rate(stories);
+        serde_json::json!({
+            "stories": stories.len(),
+            "non_word_rate": non_word,
+            "words": n_words,
+            "repeated_4grams": quality::repeated_4gram_rate(stories),
+            "distinct_2": quality::distinct_2(stories),
+        })
+    });
     let out = serde_json::json!({
         "stories": stories.len(),
+        "human": human,
         "temperature": a.temperature,
         "word_list": a.words.display().to_string(),
         "models": rows,
@@ -773,6 +800,16 @@ fn run_compare(
             );
         }
         println!();
+    }
+    if let Some(h) = &human {
+        let f = |k: &str| h[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  {:<44} non-words {:.2}%, repeated 4-grams {:.1}%, distinct-2 {:.3}",
+            "the held-out human stories",
+            100.0 * f("non_word_rate"),
+            100.0 * f("repeated_4grams"),
+            f("distinct_2")
+        );
     }
     Ok(())
 }

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use hashtale_models::expand::{read_tag_set, SuggestOptions};
-use hashtale_models::image_prep::load_image;
 use hashtale_models::pipeline::{Hashtale, LoadOptions, PipelineOptions, TagSource};
 use hashtale_models::story::GenerateOptions;
 use hashtale_models::tags::BeamOptions;
@@ -18,7 +17,7 @@ pub struct TagArgs {
     /// Print JSON (one object per image per line), attention maps included.
     #[arg(long)]
     pub json: bool,
-    /// Hashtag model directory (default: the shipped model, or $HASHTALE_TAG_MODEL).
+    /// Hashtag model directory (default: models.tag_model, else the shipped model).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Which taggers rank the content hashtags: fused (the attention decoder, the encoder's
@@ -36,8 +35,9 @@ pub struct TagArgs {
     /// Also write a story about the hashtags (the conditioned model reads up to 5 of them).
     #[arg(long)]
     pub story: bool,
-    /// Story model directory (default: $HASHTALE_STORY_MODEL or the shipped hashtag-conditioned
-    /// assets/story; assets/story-plain is the plain model, seeded the seed's way).
+    /// Story model: a checkpoint directory or a llama2.c `.bin` (default: models.story_model,
+    /// else the shipped hashtag-conditioned assets/story; assets/story-plain is the plain
+    /// model, seeded the seed's way).
     #[arg(long)]
     pub story_model: Option<std::path::PathBuf>,
     /// Tokenizer of a llama2.c `--story-model` (default: the tokenizer.bin or tok*.bin beside it).
@@ -103,22 +103,26 @@ struct JsonLine<'a> {
 pub fn run(a: TagArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
     let source = TagSource::parse(&a.source).context("--source")?;
+    let cfg = super::models::offline_config()?;
+    let mut paths = super::models::resolve(&cfg.models);
+    if let Some(dir) = &a.model {
+        paths.tag_model = dir.clone();
+    }
+    if let Some(story) = &a.story_model {
+        paths.story_model = story.clone();
+        paths.story_tokenizer = a.story_tokenizer.clone();
+    }
+    let limits = cfg.fetch.decode_limits();
     let mut model = Hashtale::load(
         &device,
         &LoadOptions {
-            tag_model: a.model.clone(),
+            paths,
             story: a.story,
             expand: !a.no_instagram,
             concepts: source != TagSource::Decoder,
         },
     )
     .context("loading models")?;
-    if let (true, Some(dir)) = (a.story, &a.story_model) {
-        let story =
-            hashtale_models::story::StoryWriter::load(dir, a.story_tokenizer.as_deref(), &device)
-                .with_context(|| format!("loading the story model from {}", dir.display()))?;
-        model.set_story_model(story);
-    }
     let mut expand = SuggestOptions {
         max_total: a.max_total,
         ..SuggestOptions::default()
@@ -152,7 +156,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
         let mut images = Vec::new();
         let mut names = Vec::new();
         for f in chunk {
-            match load_image(f) {
+            match hashtale_fetch::load_image(f, &limits) {
                 Ok(img) => {
                     images.push(img);
                     names.push(f);

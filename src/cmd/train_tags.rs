@@ -155,10 +155,13 @@ pub fn run_probe(a: TrainProbeArgs) -> anyhow::Result<()> {
     use hashtale_models::tags::probe::{
         tag_ids, train_probe, ProbeConfig, ProbeData, ProbeLoss, ProbeTrainConfig,
     };
-    use hashtale_models::tags::{default_model_dir, TagModelConfig};
+    use hashtale_models::tags::TagModelConfig;
 
     let device = hashtale_models::device::best_device();
-    let model_dir = a.model.clone().unwrap_or_else(default_model_dir);
+    let model_dir = match &a.model {
+        Some(d) => d.clone(),
+        None => super::models::offline()?.tag_model,
+    };
     let cfg_path = model_dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .with_context(|| format!("reading {}", cfg_path.display()))?;

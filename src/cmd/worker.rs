@@ -19,33 +19,27 @@ pub struct WorkerArgs {
     pub max_wait_ms: Option<u64>,
 }
 
-/// Loads the real models once, on a blocking thread (they are heavy), as `worker.story_model`,
-/// `worker.tag_model` and `worker.tag_source` say (empty: the shipped models, fused hashtags).
-pub async fn load_model(cfg: &hashtale_core::config::WorkerConfig) -> Result<Arc<dyn ModelStep>> {
-    let story_dir =
-        (!cfg.story_model.is_empty()).then(|| std::path::PathBuf::from(&cfg.story_model));
-    let story_tokenizer =
-        (!cfg.story_tokenizer.is_empty()).then(|| std::path::PathBuf::from(&cfg.story_tokenizer));
-    let tag_dir = (!cfg.tag_model.is_empty()).then(|| std::path::PathBuf::from(&cfg.tag_model));
+/// Loads the real models once, on a blocking thread (they are heavy), from the paths the
+/// `[models]` section resolves to, ranking hashtags with `models.tag_source`.
+pub async fn load_model(cfg: &hashtale_core::config::ModelsConfig) -> Result<Arc<dyn ModelStep>> {
+    let paths = super::models::resolve(cfg);
     let source =
         hashtale_models::pipeline::TagSource::parse(&cfg.tag_source).with_context(|| {
             format!(
-                "worker.tag_source `{}`: expected fused, decoder, concepts or probe",
+                "models.tag_source `{}`: expected fused, decoder, concepts or probe",
                 cfg.tag_source
             )
         })?;
     let m = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut m = hashtale_models::pipeline::Hashtale::load_default_with(tag_dir)?;
-        m.options.source = source;
-        if let Some(dir) = story_dir {
-            let story = hashtale_models::story::StoryWriter::load(
-                &dir,
-                story_tokenizer.as_deref(),
-                &hashtale_models::device::best_device(),
+        let mut m = hashtale_models::pipeline::Hashtale::load_all(&paths).with_context(|| {
+            format!(
+                "from {} (hashtags), {} (story), {} (encoder)",
+                paths.tag_model.display(),
+                paths.story_model.display(),
+                paths.encoder_dir.display()
             )
-            .with_context(|| format!("loading the story model from {}", dir.display()))?;
-            m.set_story_model(story);
-        }
+        })?;
+        m.options.source = source;
         Ok(m)
     })
     .await?
@@ -69,7 +63,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         if let hashtale_core::queue::JobQueue::Local(_) = queue {
             store.requeue_running().await?;
         }
-        let model = load_model(&cfg.worker).await?;
+        let model = load_model(&cfg.models).await?;
         Worker {
             store: store.clone(),
             queue,

@@ -162,8 +162,10 @@ pub fn model() -> Arc<dyn ModelStep> {
     static M: OnceLock<Arc<hashtale_models::pipeline::Hashtale>> = OnceLock::new();
     M.get_or_init(|| {
         Arc::new(
-            hashtale_models::pipeline::Hashtale::load_default()
-                .expect("the real models must load for the pipeline tests"),
+            hashtale_models::pipeline::Hashtale::load_all(&hashtale_models::ModelPaths::shipped(
+                std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets")),
+            ))
+            .expect("the real models must load for the pipeline tests"),
         )
     })
     .clone()

@@ -734,15 +734,9 @@ async fn load_image(
         ImageSource::Bytes(b) => b.clone(),
     };
     let fetch_ms = t0.elapsed().as_secs_f64() * 1e3;
-    if bytes.len() as u64 > cfg.max_bytes {
-        return Err(Error::BadInput(format!(
-            "image larger than {} bytes",
-            cfg.max_bytes
-        )));
-    }
-    let cfg = cfg.clone();
+    let limits = cfg.decode_limits();
     let t1 = Instant::now();
-    let image = tokio::task::spawn_blocking(move || decode_image(&bytes, &cfg))
+    let image = tokio::task::spawn_blocking(move || decode_image(&bytes, &limits))
         .await
         .map_err(|e| Error::Other(format!("decode task: {e}")))??;
     Ok((

@@ -5,8 +5,6 @@
 pub mod efficientnet;
 pub mod layers;
 
-use std::path::PathBuf;
-
 use candle_core::{Device, Tensor};
 use image::DynamicImage;
 
@@ -45,29 +43,21 @@ pub trait ImageEncoder: Send + Sync {
     }
 }
 
-/// Directory of the assets shipped in the repository (overridable with `HASHTALE_ASSETS`).
-pub fn assets_dir() -> PathBuf {
-    std::env::var_os("HASHTALE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets")))
-}
-
-/// The shipped weights of an EfficientNet-Lite variant.
-pub fn encoder_path(variant: LiteVariant) -> PathBuf {
-    assets_dir().join(format!("encoder/{}.safetensors", variant.name()))
-}
-
 /// The default encoder: Lite0 (see docs/tags.md for the Lite0/Lite2 trade-off).
 pub const DEFAULT_ENCODER: LiteVariant = LiteVariant::Lite0;
 
-/// Loads the shipped weights of `variant`.
-pub fn load_encoder(variant: LiteVariant, device: &Device) -> Result<EfficientNetLite> {
-    EfficientNetLite::load(variant, &encoder_path(variant), device)
+/// Loads the weights of `variant` from `paths`.
+pub fn load_encoder(
+    variant: LiteVariant,
+    paths: &crate::ModelPaths,
+    device: &Device,
+) -> Result<EfficientNetLite> {
+    EfficientNetLite::load(variant, &paths.encoder_weights(variant), device)
 }
 
-/// The ImageNet-1k class names, in index order, shipped beside the encoder.
-pub fn imagenet_classes() -> Result<Vec<String>> {
-    let path = assets_dir().join("encoder/imagenet_classes.txt");
+/// The ImageNet-1k class names, in index order, from the file beside the encoder weights.
+pub fn imagenet_classes(paths: &crate::ModelPaths) -> Result<Vec<String>> {
+    let path = paths.imagenet_classes();
     let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
     Ok(text.lines().map(str::to_string).collect())
 }

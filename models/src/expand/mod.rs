@@ -31,21 +31,12 @@ use crate::{Error, Result};
 
 /// File name of the shipped statistics inside the hashtags asset folder.
 pub const STATS_FILE: &str = "harrison-cooccurrence.tsv";
-/// Environment variable overriding the statistics location (a file or a folder holding
-/// [`STATS_FILE`]).
-pub const STATS_ENV: &str = "HASHTALE_HASHTAGS";
-
-/// Where the shipped statistics live in a source checkout.
-pub fn default_stats_path() -> PathBuf {
-    let dir = std::env::var_os(STATS_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/hashtags"))
-        });
-    if dir.is_dir() {
-        dir.join(STATS_FILE)
+/// The statistics file `path` names: the file itself, or [`STATS_FILE`] in a folder.
+pub fn stats_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(STATS_FILE)
     } else {
-        dir
+        path.to_path_buf()
     }
 }
 
@@ -158,25 +149,15 @@ impl Expander {
 
     /// Loads statistics from a file, or from [`STATS_FILE`] inside a folder.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() {
-            path.join(STATS_FILE)
-        } else {
-            path.to_path_buf()
-        };
-        Ok(Self::new(CooccurrenceStats::read(&file)?))
-    }
-
-    /// Loads the shipped statistics (or those named by `HASHTALE_HASHTAGS`).
-    pub fn load_default() -> Result<Self> {
-        let path = default_stats_path();
-        if !path.exists() {
+        let file = stats_file(path);
+        if !file.exists() {
             return Err(Error::msg(format!(
                 "hashtag statistics not found at {}; build them with \
-                 `hashtale hashtags build --harrison DIR` or set {STATS_ENV}",
-                path.display()
+                 `hashtale hashtags build --harrison DIR`",
+                file.display()
             )));
         }
-        Self::load(&path)
+        Ok(Self::new(CooccurrenceStats::read(&file)?))
     }
 
     /// Smoothed P~(t | c) for tag ids (see the module docs).

@@ -37,9 +37,6 @@ pub use train::{EvalResult, TrainConfig};
 
 use crate::Result;
 
-/// Environment variable that points [`StoryModel::load_default`] at another checkpoint dir.
-pub const MODEL_ENV: &str = "HASHTALE_STORY_MODEL";
-
 /// Any story model hashtale runs: the character LSTM of a checkpoint directory, or a
 /// llama2.c-format transformer (a `.bin` checkpoint and its tokenizer).
 #[derive(Debug, Clone)]
@@ -193,19 +190,6 @@ impl StoryModel {
             hash,
             keywords,
         })
-    }
-
-    /// Where the default model lives: `$HASHTALE_STORY_MODEL`, else the repo's `assets/story`.
-    pub fn default_dir() -> PathBuf {
-        match std::env::var_os(MODEL_ENV) {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/story"),
-        }
-    }
-
-    /// Loads the shipped model (see [`StoryModel::default_dir`]).
-    pub fn load_default(device: &Device) -> Result<StoryModel> {
-        Self::load(&Self::default_dir(), device)
     }
 
     /// Whether the model was trained on hashtag prefixes (see [`keywords`]); otherwise it is the

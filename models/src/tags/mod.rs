@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{assets_dir, Encoded};
+use crate::encoder::Encoded;
 use crate::{Error, Result};
 pub use attend_tell::ShowAttendTell;
 pub use beam::{beam_search, BeamOptions, Decoded};
@@ -37,13 +37,6 @@ pub struct ScoredTag {
     pub tag: String,
     pub score: f32,
     pub attention: Vec<f32>,
-}
-
-/// The shipped class → hashtag table (`HASHTALE_CONCEPTS` overrides it).
-pub fn default_concepts_path() -> PathBuf {
-    std::env::var_os("HASHTALE_CONCEPTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| assets_dir().join("concepts/concepts.tsv"))
 }
 
 /// The fusion weights of a hashtag model: they are tuned for that decoder and its encoder's
@@ -112,13 +105,6 @@ pub struct TagModel {
     pub net: TagNet,
     /// Short content hash of the weights, part of the model version.
     pub weights_digest: String,
-}
-
-/// Default directory of the shipped hashtag model (`HASHTALE_TAG_MODEL` overrides it).
-pub fn default_model_dir() -> PathBuf {
-    std::env::var_os("HASHTALE_TAG_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| assets_dir().join("tags"))
 }
 
 /// FNV-1a over the bytes, as 12 hex digits: enough to tell shipped weights apart.
