@@ -57,6 +57,7 @@ async fn api_suite(env: Env) {
     );
     let (st, v, _) = call(&app, post_json(body.clone(), Some(TOKEN))).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["queued"], true, "{v}");
     let (post_id, job_id) = (
         v["post_id"].as_i64().unwrap(),
         v["job_id"].as_i64().unwrap(),
@@ -275,5 +276,74 @@ async fn writes_are_refused_without_a_configured_token() {
     )
     .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    env.cleanup().await;
+}
+
+/// Issue 13: with the broker away, a post is committed and answered 202 with `queued: false`
+/// (never a 500 after the commit), `/readyz` says not ready, a client's retry is answered 200;
+/// once the broker is back, the retry hands the pending job over and `/readyz` is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_are_accepted_while_the_broker_is_away() {
+    use pipeline_support::{amqp_url, host_port, pg_url, wait_until, Proxy};
+    let proxy = Proxy::start(host_port(&amqp_url())).await;
+    let env = Env::postgres_rabbit_at("api_outage", &pg_url(), &proxy.url_for(&amqp_url())).await;
+    let rabbit = env.queue.rabbit().unwrap().clone();
+    let app = app(&env).await;
+    let b64 = |seed| base64::engine::general_purpose::STANDARD.encode(png(seed));
+    let (st, v, _) = call(
+        &app,
+        post_json(serde_json::json!({ "image_base64": b64(1) }), Some(TOKEN)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["queued"], true, "{v}");
+
+    proxy.cut();
+    wait_until(10, "readyz to report the broker away", || async {
+        let (st, v, _) = call(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        st == StatusCode::SERVICE_UNAVAILABLE && v["broker"] == "unreachable"
+    })
+    .await;
+    let body = serde_json::json!({ "image_base64": b64(2) });
+    let (st, v, _) = call(&app, post_json(body.clone(), Some(TOKEN))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "committed, so never a 500: {v}");
+    assert_eq!(
+        (v["new"].as_bool(), v["queued"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    let job_id = v["job_id"].as_i64().unwrap();
+    assert_eq!(
+        env.store.job(job_id).await.unwrap().unwrap().state,
+        state::PENDING
+    );
+    // The client retries while the broker is still away: known post, still not queued.
+    let (st, v, _) = call(&app, post_json(body.clone(), Some(TOKEN))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["job_id"].as_i64(), v["queued"].as_bool()),
+        (Some(job_id), Some(false))
+    );
+
+    proxy.restore();
+    wait_until(20, "readyz to be ready again", || async {
+        call(&app, Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .0
+            == StatusCode::OK
+    })
+    .await;
+    // A retry now hands the pending job over.
+    let (st, v, _) = call(&app, post_json(body, Some(TOKEN))).await;
+    assert_eq!(
+        (st, v["queued"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    assert_eq!(
+        env.store.job(job_id).await.unwrap().unwrap().state,
+        state::QUEUED
+    );
+    assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 2);
     env.cleanup().await;
 }

@@ -11,7 +11,7 @@ use hashtale_core::queue::{error_header, JobQueue, Rabbit};
 use hashtale_core::store::state;
 use hashtale_core::types::{ImageSource, IngestMessage, NewPost};
 use hashtale_scheduler::Ingestor;
-use pipeline_support::{amqp_url, jobs_in, png, wait_until, Env};
+use pipeline_support::{amqp_url, host_port, jobs_in, pg_url, png, wait_until, Env, Proxy};
 
 fn post(id: u32) -> NewPost {
     NewPost {
@@ -317,5 +317,60 @@ async fn local_republish_leaves_running_jobs_alone() {
     let row = env.store.job(pending).await.unwrap().unwrap();
     assert_eq!(row.state.as_str(), state::QUEUED);
     assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 0);
+    env.cleanup().await;
+}
+
+/// A broker outage (the connection cut under the pipeline's feet): the job consumer subscribes
+/// again by itself and gets what it had not acknowledged; a job committed meanwhile stays
+/// `pending` (the ingest still succeeds) and is published once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_and_publisher_recover_from_a_broker_outage() {
+    let proxy = Proxy::start(host_port(&amqp_url())).await;
+    let env = Env::postgres_rabbit_at("outage", &pg_url(), &proxy.url_for(&amqp_url())).await;
+    let rabbit = env.queue.rabbit().unwrap().clone();
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let before = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
+    let mut c = env.queue.consumer(4).await.unwrap();
+    let held = next(&mut c).await;
+    assert_eq!(held.msg.job_id, before);
+
+    proxy.cut();
+    wait_until(10, "the connection loss to be noticed", || async {
+        !rabbit.is_connected()
+    })
+    .await;
+    // Committed although the broker is away: pending until it is back.
+    let during = ing.ingest(&post(2)).await.unwrap().job_id.unwrap();
+    assert_eq!(
+        env.store.job(during).await.unwrap().unwrap().state,
+        state::PENDING
+    );
+    // The held delivery's channel is gone with the connection.
+    assert!(held.ack().await.is_err());
+    assert!(!env.queue.check_ready().await);
+
+    proxy.restore();
+    let maintain = tokio::spawn(env.queue.clone().maintain(env.store.clone()));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let d = next(&mut c).await;
+        got.push((d.msg.job_id, d.redelivered));
+        d.ack().await.unwrap();
+    }
+    got.sort();
+    // The unacknowledged job again (redelivered), and the pending one, published once.
+    assert_eq!(got, vec![(before, true), (during, false)]);
+    assert!(rabbit.is_connected() && rabbit.connects() >= 2);
+    // (The row is marked after the broker's confirm, so perhaps after the delivery.)
+    wait_until(5, "the published job marked queued", || async {
+        env.store.job(during).await.unwrap().unwrap().state == state::QUEUED
+    })
+    .await;
+    let none = c
+        .next(Some(tokio::time::Instant::now() + Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert!(none.is_none(), "a job was published twice");
+    maintain.abort();
     env.cleanup().await;
 }

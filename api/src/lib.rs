@@ -81,6 +81,14 @@ impl From<Error> for ApiError {
         match e {
             Error::BadInput(m) => ApiError(StatusCode::BAD_REQUEST, m),
             Error::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+            // The database is away (a restart, a network cut): worth retrying, not a bug.
+            e if e.is_unavailable() => {
+                tracing::warn!("api: {e}");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service unavailable, try again".into(),
+                )
+            }
             other => {
                 tracing::error!("api: {other}");
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
@@ -319,35 +327,80 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
         caption,
     };
     // Commit and enqueue on the tracker: once started, they finish even if the client hangs up
-    // or the server is stopping (which waits for them).
+    // or the server is stopping (which waits for them). Once the commit succeeded the answer is
+    // a success: a job the broker could not take stays `pending` and is published when it is
+    // back (`queued: false` says so).
     let (store, queue) = (state.store.clone(), state.queue.clone());
     let committed = state.tasks.spawn(async move {
         let r = store.ingest(&post, queue.initial_state()).await?;
-        if let Some(job_id) = r.job_id {
-            let job = JobMessage {
-                job_id,
-                post_id: r.post_id,
-            };
-            queue.enqueue(&store, &[job]).await?;
-            metrics::posts_ingested(1);
-        }
-        Ok::<_, Error>(r)
+        let Some(job_id) = r.job_id else {
+            return Ok::<_, Error>((r, None));
+        };
+        metrics::posts_ingested(1);
+        let queued = enqueue_or_leave_pending(&store, &queue, job_id, r.post_id).await;
+        Ok((r, Some((job_id, queued))))
     });
-    let r = committed
+    let (r, new_job) = committed
         .await
         .map_err(|e| Error::Other(format!("ingest task: {e}")))??;
-    let (job_id, status) = match r.job_id {
-        Some(job_id) => (job_id, StatusCode::ACCEPTED),
-        None => {
-            let job = state.store.job_for_post(r.post_id).await?;
-            (job.map_or(0, |j| j.id), StatusCode::OK)
-        }
+    let (job_id, status, queued) = match new_job {
+        Some((job_id, queued)) => (job_id, StatusCode::ACCEPTED, queued),
+        None => after_commit(&state, r.post_id).await,
     };
     Ok((
         status,
-        Json(json!({ "post_id": r.post_id, "job_id": job_id, "new": status == StatusCode::ACCEPTED })),
+        Json(json!({
+            "post_id": r.post_id,
+            "job_id": job_id,
+            "new": status == StatusCode::ACCEPTED,
+            "queued": queued,
+        })),
     )
         .into_response())
+}
+
+/// Hands a committed job to the queue; `false` (logged) when the broker cannot take it now.
+async fn enqueue_or_leave_pending(
+    store: &Store,
+    queue: &JobQueue,
+    job_id: i64,
+    post_id: i64,
+) -> bool {
+    match queue
+        .enqueue(store, &[JobMessage { job_id, post_id }])
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "api: job {job_id} committed but not queued yet ({e}); it is published once the broker is back"
+            );
+            false
+        }
+    }
+}
+
+/// A post that was already known: its job, and whether that job is with the queue. A job still
+/// `pending` (its first enqueue failed) is handed over again now, since the client is retrying.
+/// Errors here come after a commit, so they never turn into a 5xx: the job id is then unknown
+/// (0) and the job counted as not queued.
+async fn after_commit(state: &AppState, post_id: i64) -> (i64, StatusCode, bool) {
+    let job = match state.store.job_for_post(post_id).await {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!("api: reading the job of post {post_id}: {e}");
+            return (0, StatusCode::OK, false);
+        }
+    };
+    let Some(job) = job else {
+        return (0, StatusCode::OK, false);
+    };
+    let queued = if job.state == hashtale_core::store::state::PENDING {
+        enqueue_or_leave_pending(&state.store, &state.queue, job.id, post_id).await
+    } else {
+        true
+    };
+    (job.id, StatusCode::OK, queued)
 }
 
 type Parsed = (Option<String>, Option<String>, ImageSource, Option<String>);
@@ -456,9 +509,19 @@ async fn list_results(
     Ok(Json(json!({ "results": rows, "next_after": next_after })).into_response())
 }
 
+/// Longest `/readyz` waits for the database (a pool waits much longer for a connection while
+/// the database is down; a readiness probe must answer before its own timeout).
+const READYZ_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(state): State<AppState>) -> Response {
-    let db = state.store.ping().await;
-    let broker = state.queue.is_ready();
+    let db = match tokio::time::timeout(READYZ_DB_TIMEOUT, state.store.ping()).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Transient(format!(
+            "no answer within {READYZ_DB_TIMEOUT:?}"
+        ))),
+    };
+    // Also a reconnect attempt when the broker is down and the backoff allows one.
+    let broker = state.queue.check_ready().await;
     let ok = db.is_ok() && broker;
     if let Err(e) = &db {
         // The details stay in the log: they can name hosts, users and schemas.

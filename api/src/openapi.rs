@@ -24,7 +24,8 @@ pub fn document() -> Value {
               "image_base64": { "type": "string", "contentEncoding": "base64" },
               "caption": { "type": "string" } } },
           "Accepted": { "type": "object", "properties": {
-              "post_id": { "type": "integer" }, "job_id": { "type": "integer" }, "new": { "type": "boolean" } } },
+              "post_id": { "type": "integer" }, "job_id": { "type": "integer" }, "new": { "type": "boolean" },
+              "queued": { "type": "boolean", "description": "the job is with the queue; false: the broker is away, the post is stored and its job is queued once the broker is back" } } },
           "Job": { "type": "object", "properties": {
               "id": { "type": "integer" }, "post_id": { "type": "integer" },
               "state": { "type": "string", "enum": ["pending", "queued", "running", "retrying", "done", "failed"] },
@@ -50,9 +51,10 @@ pub fn document() -> Value {
                     "file": { "type": "string", "format": "binary" }, "image_url": { "type": "string" },
                     "source": { "type": "string" }, "external_id": { "type": "string" }, "caption": { "type": "string" } } } } } },
             "responses": {
-              "202": { "description": "new post, job queued", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } } },
+              "202": { "description": "new post stored; its job is queued (`queued: true`) or will be once the broker is back (`queued: false`)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } } },
               "200": { "description": "post already known", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } } },
-              "400": err, "401": err, "403": err, "413": { "description": "too large" }, "415": err } } },
+              "400": err, "401": err, "403": err, "413": { "description": "too large" }, "415": err,
+              "503": { "description": "the database is unavailable; try again (a retry of a post that did get stored answers 200)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } } } },
         "/v1/posts/{id}": { "get": { "summary": "A post with its job and results.", "parameters": id_param("post"),
             "responses": { "200": { "description": "the post" }, "404": err } } },
         "/v1/jobs/{id}": { "get": { "summary": "A job's state, attempts and last error.", "parameters": id_param("job"),
@@ -66,7 +68,7 @@ pub fn document() -> Value {
                 "results": { "type": "array", "items": { "$ref": "#/components/schemas/Result" } },
                 "next_after": { "type": ["integer", "null"] } } } } } } } } },
         "/healthz": { "get": { "summary": "Liveness.", "responses": { "200": { "description": "ok" } } } },
-        "/readyz": { "get": { "summary": "Database and broker reachable.", "responses": { "200": { "description": "ready" }, "503": { "description": "not ready" } } } },
+        "/readyz": { "get": { "summary": "Database and broker reachable (503 while either is away, e.g. during a broker restart).", "responses": { "200": { "description": "ready" }, "503": { "description": "not ready" } } } },
         "/metrics": { "get": { "summary": "Prometheus metrics.", "responses": { "200": { "description": "text exposition format" } } } },
         "/openapi.json": { "get": { "summary": "This document.", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
         "/admin/ratings/report.json": { "get": { "summary": "Human-rating report per model version (see docs/ratings.md).",

@@ -41,7 +41,39 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Error::BadInput(_) | Error::NotFound(_))
     }
+
+    /// Whether the error says the database or the broker cannot be reached right now (a
+    /// restart, a network cut), rather than that the request or the code is wrong.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                true
+            }
+            // SQLSTATE classes 08 (connection exception) and 57 (operator intervention: the
+            // server is shutting down or starting up).
+            Error::Db(sqlx::Error::Database(d)) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            Error::Amqp(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Result with the pipeline's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn lost_connections_are_unavailable_not_bugs() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(Error::Db(sqlx::Error::Io(io)).is_unavailable());
+        assert!(Error::Db(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!Error::Db(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!Error::BadInput("x".into()).is_unavailable());
+        assert!(!Error::Other("x".into()).is_unavailable());
+    }
+}

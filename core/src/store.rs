@@ -547,9 +547,14 @@ impl Store {
 
     /// Jobs written but not yet published to the broker (e.g. the publisher died in between).
     pub async fn pending_jobs(&self, limit: i64) -> Result<Vec<(i64, i64)>> {
+        self.pending_jobs_before(limit, i64::MAX).await
+    }
+
+    /// [`Store::pending_jobs`] last updated before `before_ms` (ms since the epoch).
+    pub async fn pending_jobs_before(&self, limit: i64, before_ms: i64) -> Result<Vec<(i64, i64)>> {
         on_pool!(self, p => {
-            let rows = sqlx::query("SELECT id, post_id FROM jobs WHERE state = $1 ORDER BY id LIMIT $2")
-                .bind(state::PENDING).bind(limit).fetch_all(p).await?;
+            let rows = sqlx::query("SELECT id, post_id FROM jobs WHERE state = $1 AND updated_at < $2 ORDER BY id LIMIT $3")
+                .bind(state::PENDING).bind(before_ms).bind(limit).fetch_all(p).await?;
             rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
         })
     }

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Watcher events queued at most; past this the folder is rescanned instead (nothing is lost).
 const EVENT_QUEUE: usize = 4096;
+/// A file whose post could not be stored (the database is away) is tried again after this.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 use crate::Ingestor;
 
@@ -149,11 +151,14 @@ pub async fn watch_dir(
     );
     // The sha256 each path had when it was last ingested.
     let mut ingested: HashMap<PathBuf, [u8; 32]> = HashMap::new();
-    for f in files {
-        ingest_file(&ing, &root, &f, max_bytes, &mut ingested).await;
-    }
-    // Paths seen changing, with their last size and when it was seen.
+    // Paths seen changing, with their last size and when it was seen (a time in the future
+    // holds a retry back until then).
     let mut settling: HashMap<PathBuf, (u64, Instant)> = HashMap::new();
+    for f in files {
+        if !ingest_file(&ing, &root, &f, max_bytes, &mut ingested).await {
+            retry_later(&mut settling, f).await;
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -194,8 +199,10 @@ pub async fn watch_dir(
                 }
                 for p in stable {
                     settling.remove(&p);
-                    if tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file()) {
-                        ingest_file(&ing, &root, &p, max_bytes, &mut ingested).await;
+                    if tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file())
+                        && !ingest_file(&ing, &root, &p, max_bytes, &mut ingested).await
+                    {
+                        retry_later(&mut settling, p).await;
                     }
                 }
             }
@@ -212,23 +219,34 @@ async fn scan_blocking(root: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::Other(format!("scan task: {e}")))?
 }
 
+/// Puts a file back among the settling ones, due again in [`RETRY_AFTER`].
+async fn retry_later(settling: &mut HashMap<PathBuf, (u64, Instant)>, p: PathBuf) {
+    let size = tokio::fs::metadata(&p)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(u64::MAX);
+    settling.insert(p, (size, Instant::now() + RETRY_AFTER));
+}
+
+/// Ingests one file; `false` when its post could not be stored and it should be tried again
+/// (a file that cannot be read or is refused is skipped for good: `true`).
 async fn ingest_file(
     ing: &Ingestor,
     root: &Path,
     path: &Path,
     max_bytes: u64,
     ingested: &mut HashMap<PathBuf, [u8; 32]>,
-) {
+) -> bool {
     let (r, p) = (root.to_path_buf(), path.to_path_buf());
     let post = match tokio::task::spawn_blocking(move || post_for(&r, &p, max_bytes)).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tracing::warn!("skipping {}: {e}", path.display());
-            return;
+            return true;
         }
         Err(e) => {
             tracing::error!("reading {}: {e}", path.display());
-            return;
+            return true;
         }
     };
     let digest: [u8; 32] = match &post.image {
@@ -236,7 +254,7 @@ async fn ingest_file(
         ImageSource::Url(u) => Sha256::digest(u.as_bytes()).into(),
     };
     if ingested.get(path) == Some(&digest) {
-        return; // same bytes as at its last ingest: nothing for the database
+        return true; // same bytes as at its last ingest: nothing for the database
     }
     match ing.ingest(&post).await {
         Ok(r) => {
@@ -244,8 +262,19 @@ async fn ingest_file(
             if r.job_id.is_some() {
                 tracing::debug!("new post {} from {}", r.post_id, path.display())
             }
+            true
         }
-        Err(e) => tracing::error!("ingesting {}: {e}", path.display()),
+        Err(e) if e.is_retryable() => {
+            tracing::error!(
+                "ingesting {}: {e} (trying again in {RETRY_AFTER:?})",
+                path.display()
+            );
+            false
+        }
+        Err(e) => {
+            tracing::error!("ingesting {}: {e}", path.display());
+            true
+        }
     }
 }
 

@@ -153,7 +153,8 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     for p in &posts {
         ingested.push(ing.ingest_only(p).await?);
     }
-    ing.enqueue(&ingested).await?;
+    // A job the broker cannot take now stays pending (published later): the posts are stored.
+    ing.enqueue(&ingested).await;
     // Remember the validators only once every post is safely stored.
     ing.store
         .set_feed_validators(source_id, new_etag.as_deref(), new_lm.as_deref())

@@ -1,10 +1,11 @@
 //! The RabbitMQ ingest queue: JSON messages `{source, external_id, image_url | image_base64,
 //! caption?}`. A message is acknowledged once its post (and job) is committed; a malformed
-//! one is rejected into the dead-letter queue.
+//! one is rejected into the dead-letter queue. The consumer subscribes again when the broker
+//! comes back after a loss; a message whose ack was lost with the connection comes again and
+//! finds its post known.
 use std::sync::Arc;
 
-use futures::StreamExt;
-use hashtale_core::queue::Rabbit;
+use hashtale_core::queue::{Rabbit, RawDelivery};
 use hashtale_core::types::IngestMessage;
 use hashtale_core::Result;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -19,30 +20,33 @@ pub async fn consume_ingest(
     rabbit: Arc<Rabbit>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let (_channel, mut consumer) = rabbit.consume(&rabbit.names.ingest, 64).await?;
+    let mut consumer = rabbit.consumer(&rabbit.names.ingest, 64).await?;
     loop {
         let next = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            d = consumer.next() => d,
+            _ = cancel.cancelled() => break,
+            d = consumer.next(None) => d,
         };
-        let Some(d) = next else { return Ok(()) };
-        let d = d?;
+        let Some(RawDelivery { delivery: d, .. }) = next else {
+            break;
+        };
         let post = serde_json::from_slice::<IngestMessage>(&d.data)
             .map_err(|e| hashtale_core::Error::BadInput(e.to_string()))
             .and_then(|m| m.into_new_post("ingest"));
-        match post {
+        let settled = match post {
             Ok(post) => match ing.ingest(&post).await {
-                Ok(_) => d.acker.ack(BasicAckOptions::default()).await?,
+                Ok(_) => d.acker.ack(BasicAckOptions::default()).await,
                 Err(e) => {
-                    // The store or broker is in trouble: leave the message for later.
+                    // The store is in trouble: leave the message for later.
                     tracing::error!("ingest: {e}");
-                    d.acker
+                    let r = d
+                        .acker
                         .nack(BasicNackOptions {
                             requeue: true,
                             ..Default::default()
                         })
-                        .await?;
+                        .await;
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    r
                 }
             },
             Err(e) => {
@@ -52,8 +56,13 @@ pub async fn consume_ingest(
                         requeue: false,
                         ..Default::default()
                     })
-                    .await?;
+                    .await
             }
+        };
+        if let Err(e) = settled {
+            // The channel went with the connection: the broker hands the message out again.
+            tracing::warn!("ingest: settling a message: {e}");
         }
     }
+    consumer.close().await
 }

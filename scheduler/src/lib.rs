@@ -26,19 +26,11 @@ impl Ingestor {
     }
 
     /// Stores one post; if it is new, its job is committed and then handed to the queue.
+    /// Succeeds once the post is committed: a job the broker could not take now stays
+    /// `pending` and is published when it is back (see [`JobQueue::maintain`]).
     pub async fn ingest(&self, post: &NewPost) -> Result<Ingested> {
         let r = self.ingest_only(post).await?;
-        if let Some(job_id) = r.job_id {
-            self.queue
-                .enqueue(
-                    &self.store,
-                    &[JobMessage {
-                        job_id,
-                        post_id: r.post_id,
-                    }],
-                )
-                .await?;
-        }
+        self.enqueue(std::slice::from_ref(&r)).await;
         Ok(r)
     }
 
@@ -59,12 +51,14 @@ impl Ingestor {
             .await?;
         let new = r.iter().filter(|i| i.job_id.is_some()).count();
         metrics::posts_ingested(new as u64);
-        self.enqueue(&r).await?;
+        self.enqueue(&r).await;
         Ok(r)
     }
 
-    /// Hands a chunk of new jobs to the queue.
-    pub async fn enqueue(&self, ingested: &[Ingested]) -> Result<()> {
+    /// Hands a chunk of new jobs to the queue; returns whether they were taken. Jobs it could
+    /// not hand over (the broker is away) stay `pending` in the store, which is what publishes
+    /// them later: a failure here is logged, not returned.
+    pub async fn enqueue(&self, ingested: &[Ingested]) -> bool {
         let msgs: Vec<JobMessage> = ingested
             .iter()
             .filter_map(|r| {
@@ -74,7 +68,16 @@ impl Ingestor {
                 })
             })
             .collect();
-        self.queue.enqueue(&self.store, &msgs).await
+        match self.queue.enqueue(&self.store, &msgs).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "{} new jobs committed but not queued yet ({e}); they are published once the broker is back",
+                    msgs.len()
+                );
+                false
+            }
+        }
     }
 }
 
@@ -105,6 +108,17 @@ pub fn spawn_sources(
             std::time::Duration::from_secs(cfg.scheduler.feed_interval_s.max(1)),
             cancel.clone(),
         ));
+    }
+    // Publishes what the broker could not take, once it is back.
+    if ing.queue.rabbit().is_some() {
+        let maintain = ing.queue.clone().maintain(ing.store.clone());
+        let c = cancel.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = c.cancelled() => {}
+                _ = maintain => {}
+            }
+        });
     }
     if cfg.scheduler.ingest {
         if let Some(r) = ing.queue.rabbit() {

@@ -25,6 +25,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let shutdown = shutdown_signal();
         let store = open_store(&cfg).await?;
         let queue = open_queue(&cfg, &store).await?;
+        // Reconnects to the broker when it comes back and publishes what it could not take.
+        tokio::spawn(queue.clone().maintain(store.clone()));
         let gauges = Some((store.clone(), queue.clone()));
         hashtale_api::serve_metrics(&cfg, "serve", gauges, shutdown.clone()).await?;
         let state = hashtale_api::AppState::new(store, queue, &cfg)?;

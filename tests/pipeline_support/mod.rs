@@ -50,12 +50,17 @@ pub struct Env {
 impl Env {
     /// Postgres (own schema) + RabbitMQ (own prefix).
     pub async fn postgres_rabbit(name: &str) -> Env {
+        Self::postgres_rabbit_at(name, &pg_url(), &amqp_url()).await
+    }
+
+    /// [`Env::postgres_rabbit`] on the given services (a proxy, an instance of the test's own).
+    pub async fn postgres_rabbit_at(name: &str, pg_url: &str, amqp_url: &str) -> Env {
         let id = unique(name);
         let mut cfg = base_config();
-        cfg.database.url = pg_url();
+        cfg.database.url = pg_url.to_string();
         cfg.database.schema = id.clone();
         cfg.queue.kind = QueueKind::Rabbitmq;
-        cfg.queue.amqp_url = amqp_url();
+        cfg.queue.amqp_url = amqp_url.to_string();
         cfg.queue.prefix = id.clone();
         Self::open(cfg, Some(id)).await
     }
@@ -239,4 +244,71 @@ pub async fn jobs_in(store: &Store, state: &str) -> i64 {
         .into_iter()
         .find(|(s, _)| s == state)
         .map_or(0, |(_, n)| n)
+}
+
+/// The `host:port` of a service URL (`scheme://[user[:password]@]host:port/…`).
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .to_string()
+}
+
+/// A TCP proxy in front of a service that a test can cut (every connection dropped, new ones
+/// closed at once) and restore: an outage of the shared broker or database as its clients see
+/// it, without touching the service.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    /// Forwards 127.0.0.1:random to `target` (`host:port`).
+    pub async fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    /// `url` with its `host:port` replaced by the proxy's.
+    pub fn url_for(&self, url: &str) -> String {
+        url.replacen(&host_port(url), &self.addr.to_string(), 1)
+    }
+
+    /// The outage begins: open connections are dropped, new ones refused.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    /// The service is back.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

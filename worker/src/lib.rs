@@ -11,6 +11,13 @@
 //! on the results exchange and its webhook call (`published_at`, `webhook_sent_at` NULL) until
 //! they are confirmed; a sweep at start and every [`SWEEP_EVERY`] delivers what a worker that
 //! died in between left owed. Consumers deduplicate by `result_id`.
+//!
+//! The worker outlives broker restarts: its consumer subscribes again once the broker is back
+//! (with backoff) and the pipeline goes on. Deliveries held across the loss cannot be
+//! acknowledged any more, so the broker hands them out again: a job already done is then only
+//! acknowledged, and one run twice keeps its first result (results are unique per post and
+//! model version). Store outages cost retries, not jobs: nothing is acknowledged before its
+//! outcome is committed.
 pub mod model;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -21,7 +28,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hashtale_core::config::Config;
 use hashtale_core::fetch::{decode_image, Fetcher};
 use hashtale_core::metrics;
-use hashtale_core::queue::{Delivery, JobConsumer, JobQueue};
+use hashtale_core::queue::{Delivery, DeliveryTag, JobConsumer, JobQueue, PENDING_GRACE};
 use hashtale_core::store::{self, state, NewResult, Owed, WorkItem};
 use hashtale_core::types::now_ms;
 use hashtale_core::types::{ImageSource, ResultMessage, Timings};
@@ -177,6 +184,20 @@ impl Worker {
                 if let Err(e) = sweep_outbox(&self.store, &self.queue, &webhook, SWEEP_GRACE).await
                 {
                     tracing::warn!("outbox sweep: {e}");
+                }
+                // Jobs a publisher left pending (e.g. a backfill while the broker was away),
+                // so that a deployment without a scheduler recovers them too.
+                if self.queue.rabbit().is_some() {
+                    let before = now_ms() - PENDING_GRACE.as_millis() as i64;
+                    match self
+                        .queue
+                        .republish_pending_before(&self.store, before)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("published {n} jobs left pending"),
+                        Err(e) => tracing::warn!("publishing pending jobs: {e}"),
+                    }
                 }
                 tokio::time::sleep(SWEEP_EVERY).await;
             }
@@ -339,7 +360,7 @@ impl Worker {
         };
         // The outcome is durable, and what it owes is in the outbox: acknowledge now.
         // One `multiple` ack, unless a late delivery with a lower tag is still unsettled.
-        let tags: Vec<u64> = deliveries.iter().filter_map(Delivery::tag).collect();
+        let tags: Vec<DeliveryTag> = deliveries.iter().filter_map(Delivery::tag).collect();
         let acked = if late.multiple_ack_ok(&tags) {
             Delivery::ack_all(deliveries).await
         } else {
@@ -400,17 +421,17 @@ async fn fail_delivery(
 /// own. While one is unsettled, a later batch must not acknowledge with one `multiple` ack up
 /// to its highest tag (that would take the late one too): it acknowledges job by job.
 #[derive(Clone, Default)]
-struct Late(Arc<Mutex<BTreeSet<u64>>>);
+struct Late(Arc<Mutex<BTreeSet<DeliveryTag>>>);
 
 impl Late {
-    fn hold(&self, tag: Option<u64>) {
+    fn hold(&self, tag: Option<DeliveryTag>) {
         if let Some(t) = tag {
             self.0.lock().expect("late set").insert(t);
         }
     }
 
     /// Call once the delivery is settled (acknowledged, requeued or failed).
-    fn settled(&self, tags: impl IntoIterator<Item = Option<u64>>) {
+    fn settled(&self, tags: impl IntoIterator<Item = Option<DeliveryTag>>) {
         let mut set = self.0.lock().expect("late set");
         for t in tags.into_iter().flatten() {
             set.remove(&t);
@@ -418,8 +439,8 @@ impl Late {
     }
 
     /// Whether a `multiple` ack up to the highest of `tags` takes no unsettled late delivery
-    /// outside `tags`.
-    fn multiple_ack_ok(&self, tags: &[u64]) -> bool {
+    /// outside `tags` (conservatively, any unsettled one from an earlier subscription counts).
+    fn multiple_ack_ok(&self, tags: &[DeliveryTag]) -> bool {
         let Some(&max) = tags.iter().max() else {
             return true;
         };
@@ -604,17 +625,17 @@ async fn prepare_loop(
             match first {
                 None => break Ok(()),
                 Some(Ok(Some(d))) => deliveries.push(d),
-                Some(Ok(None)) if until.is_some() && queue.is_ready() => {
+                // The wait was cut for the late fetches (the broker may be away meanwhile: the
+                // consumer subscribes again by itself).
+                Some(Ok(None)) if until.is_some() => {
                     if p.ready.is_empty() {
                         continue;
                     }
                 }
-                // The broker closed the consumer or the connection is gone: exit with an error
-                // so the supervisor restarts the worker (unacked jobs are redelivered).
+                // Only a consumer closed for good ends a wait without a deadline.
                 Some(Ok(None)) => {
                     break Err(Error::Transient("the job consumer was closed".into()))
                 }
-                Some(Err(e)) if !queue.is_ready() => break Err(e),
                 Some(Err(e)) => {
                     tracing::error!("receiving jobs: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
