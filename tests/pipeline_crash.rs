@@ -4,7 +4,7 @@
 //! stops it cleanly.
 mod pipeline_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
@@ -15,31 +15,11 @@ use hashtale_core::store::{state, Outbox};
 use hashtale_core::types::ResultMessage;
 use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_scheduler::Ingestor;
-use pipeline_support::{amqp_url, jobs_in, pg_url, png, wait_until, Env};
+use pipeline_support::{jobs_in, png, wait_until, Env};
 
 fn spawn_worker(env: &Env) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hashtale"))
-        .arg("worker")
-        .env("HASHTALE__DATABASE__URL", pg_url())
-        .env("HASHTALE__DATABASE__SCHEMA", env.schema.as_deref().unwrap())
-        .env("HASHTALE__QUEUE__KIND", "rabbitmq")
-        .env("HASHTALE__QUEUE__AMQP_URL", amqp_url())
-        .env("HASHTALE__QUEUE__PREFIX", &env.cfg.queue.prefix)
-        // The test's retry settings, so its clean-up knows every retry queue.
-        .env(
-            "HASHTALE__QUEUE__RETRY_BACKOFF_MS",
-            env.cfg.queue.retry_backoff_ms.to_string(),
-        )
-        .env(
-            "HASHTALE__QUEUE__MAX_ATTEMPTS",
-            env.cfg.queue.max_attempts.to_string(),
-        )
-        .env("HASHTALE__WORKER__BATCH_SIZE", "8")
-        .env("HASHTALE__WORKER__MAX_WAIT_MS", "20")
-        // Any free port for the metrics endpoint (two workers may overlap).
-        .env("HASHTALE__METRICS__LISTEN", "127.0.0.1:0")
+    env.hashtale(&["worker"])
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .spawn()
         .expect("starting hashtale worker")
 }

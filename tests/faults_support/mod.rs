@@ -400,28 +400,10 @@ impl Stack {
             ("worker", vec!["worker"]),
         ] {
             let log = stack.logs.path().join(format!("{name}.log"));
-            let child = Command::new(env!("CARGO_BIN_EXE_hashtale"))
-                .args(&args)
-                .env("HASHTALE__DATABASE__URL", &env.cfg.database.url)
-                .env("HASHTALE__DATABASE__SCHEMA", env.schema.as_deref().unwrap())
-                .env("HASHTALE__QUEUE__KIND", "rabbitmq")
-                .env("HASHTALE__QUEUE__AMQP_URL", &env.cfg.queue.amqp_url)
-                .env("HASHTALE__QUEUE__PREFIX", &env.cfg.queue.prefix)
-                // The test's retry settings, so its clean-up knows every retry queue.
-                .env(
-                    "HASHTALE__QUEUE__RETRY_BACKOFF_MS",
-                    env.cfg.queue.retry_backoff_ms.to_string(),
-                )
-                .env(
-                    "HASHTALE__QUEUE__MAX_ATTEMPTS",
-                    env.cfg.queue.max_attempts.to_string(),
-                )
+            let child = env
+                .hashtale(&args)
                 .env("HASHTALE__API__TOKEN", TOKEN)
-                .env("HASHTALE__WORKER__BATCH_SIZE", "8")
-                .env("HASHTALE__WORKER__MAX_WAIT_MS", "20")
-                .env("HASHTALE__METRICS__LISTEN", "127.0.0.1:0")
                 .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
                 .stdout(log_file(&log))
                 .stderr(log_file(&log))
                 .spawn()

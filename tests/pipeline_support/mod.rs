@@ -48,6 +48,34 @@ pub struct Env {
 }
 
 impl Env {
+    /// The `hashtale` binary pointed at this environment's database schema and queue prefix,
+    /// with the test's retry settings (so the clean-up knows every retry queue), small
+    /// batches, and any free port for its metrics (two processes may overlap).
+    pub fn hashtale(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hashtale"));
+        cmd.args(args)
+            .env("HASHTALE__DATABASE__URL", &self.cfg.database.url)
+            .env("HASHTALE__QUEUE__KIND", "rabbitmq")
+            .env("HASHTALE__QUEUE__AMQP_URL", &self.cfg.queue.amqp_url)
+            .env("HASHTALE__QUEUE__PREFIX", &self.cfg.queue.prefix)
+            .env(
+                "HASHTALE__QUEUE__RETRY_BACKOFF_MS",
+                self.cfg.queue.retry_backoff_ms.to_string(),
+            )
+            .env(
+                "HASHTALE__QUEUE__MAX_ATTEMPTS",
+                self.cfg.queue.max_attempts.to_string(),
+            )
+            .env("HASHTALE__WORKER__BATCH_SIZE", "8")
+            .env("HASHTALE__WORKER__MAX_WAIT_MS", "20")
+            .env("HASHTALE__METRICS__LISTEN", "127.0.0.1:0")
+            .stdin(std::process::Stdio::null());
+        if let Some(schema) = &self.schema {
+            cmd.env("HASHTALE__DATABASE__SCHEMA", schema);
+        }
+        cmd
+    }
+
     /// Postgres (own schema) + RabbitMQ (own prefix).
     pub async fn postgres_rabbit(name: &str) -> Env {
         Self::postgres_rabbit_at(name, &pg_url(), &amqp_url()).await
