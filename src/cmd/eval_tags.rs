@@ -79,6 +79,10 @@ pub struct TuneFusionArgs {
     /// Fuse without the decoder (concepts + probe only).
     #[arg(long)]
     pub no_decoder: bool,
+    /// Keep the probe from costing any dev set more than this much P@1 against the best
+    /// fusion without it (e.g. 0.01): only shifts within that floor are considered.
+    #[arg(long)]
+    pub max_regression: Option<f64>,
 }
 
 /// The split an evaluation reads when none is named: dev, or all without a splits file.
@@ -516,6 +520,32 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         vec![0.0]
     };
     let decoder_shifts: Vec<f64> = if a.no_decoder { vec![0.0] } else { shifts };
+    // With `--max-regression`: each set's floor is its P@1 under the best two-source fusion
+    // (probe left out, decoder shift by the same mean-P@1 rule) less the tolerance.
+    let floors: Option<Vec<f64>> = match a.max_regression {
+        Some(tolerance) if with_probe => {
+            let mut base: Option<(f64, Vec<f64>)> = None;
+            for &ds in &decoder_shifts {
+                let mut d = decoder;
+                d.bias += ds;
+                let w = FusionWeights {
+                    decoder: d,
+                    concepts,
+                    probe: None,
+                    fitted_on: serde_json::Value::Null,
+                };
+                let per: Vec<f64> = kept.iter().map(|set| figures(&w, set).0).collect();
+                let mean = per.iter().sum::<f64>() / per.len().max(1) as f64;
+                if base.as_ref().is_none_or(|(m, _)| mean > m + 1e-12) {
+                    base = Some((mean, per));
+                }
+            }
+            let (_, per) = base.expect("at least one shift tried");
+            eprintln!("two-source P@1 per set (the floors before the tolerance): {per:?}");
+            Some(per.into_iter().map(|p| p - tolerance).collect())
+        }
+        _ => None,
+    };
     // (mean P@1, mean R@5, decoder shift, probe shift, per-set figures)
     type Choice = (f64, f64, f64, f64, Vec<(f64, f64)>);
     let mut best: Option<Choice> = None;
@@ -532,6 +562,15 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
                 fitted_on: serde_json::Value::Null,
             };
             let per_set: Vec<(f64, f64)> = kept.iter().map(|set| figures(&w, set)).collect();
+            if let Some(floors) = &floors {
+                if per_set
+                    .iter()
+                    .zip(floors)
+                    .any(|(f, floor)| f.0 < floor - 1e-12)
+                {
+                    continue;
+                }
+            }
             let n = per_set.len().max(1) as f64;
             let p1 = per_set.iter().map(|f| f.0).sum::<f64>() / n;
             let r5 = per_set.iter().map(|f| f.1).sum::<f64>() / n;
@@ -550,7 +589,12 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let (mean_p1, mean_r5, shift, probe_shift, per_set) = best.expect("at least one shift tried");
+    let Some((mean_p1, mean_r5, shift, probe_shift, per_set)) = best else {
+        bail!(
+            "no shift keeps every dev set within --max-regression of its P@1 without the probe; \
+             tune with --no-probe (or a larger tolerance)"
+        );
+    };
     decoder.bias += shift;
     probe.bias += probe_shift;
     for (set, (p1, r5)) in sets.iter_mut().zip(&per_set) {
@@ -570,6 +614,7 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
             "probe_log_loss": with_probe.then_some(probe_log_loss),
             "decoder_bias_shift": shift,
             "probe_bias_shift": with_probe.then_some(probe_shift),
+            "max_regression": a.max_regression,
             "mean_fused_p_at_1": mean_p1,
             "mean_fused_r_at_5": mean_r5,
         }),
