@@ -96,11 +96,11 @@ fn samples_by_split(a: &DataArgs, data: &Path, split: &str) -> anyhow::Result<Ve
 /// split's rows over the union of the folders.
 pub fn load_split_features(
     a: &DataArgs,
+    paths: &hashtale_models::ModelPaths,
     splits: &[&str],
     device: &Device,
 ) -> anyhow::Result<(EfficientNetLite, FeatureSet, Vec<SplitRows>)> {
-    let paths = super::models::offline()?;
-    let encoder = load_encoder(a.variant()?, &paths, device).context("loading the encoder")?;
+    let encoder = load_encoder(a.variant()?, paths, device).context("loading the encoder")?;
     let mut sets = Vec::new();
     let mut per_split: Vec<Vec<Sample>> = vec![Vec::new(); splits.len()];
     for data in &a.data {

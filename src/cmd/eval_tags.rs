@@ -1,7 +1,7 @@
 //! `hashtale eval tags`: hashtag metrics of the taggers (decoder, concepts, probe, fused) or the
 //! frequency prior on a split, and `hashtale tune fusion`, which fits the fusion weights on dev
 //! sets.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use candle_core::Device;
@@ -124,18 +124,17 @@ struct Want {
 
 impl Taggers {
     fn load(
-        model_dir: Option<&PathBuf>,
+        paths: &hashtale_models::ModelPaths,
         encoder: &EfficientNetLite,
         want: Want,
         beam: usize,
         min_tags: usize,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        let paths = super::models::offline()?;
-        let dir = model_dir.cloned().unwrap_or(paths.tag_model);
+        let dir = &paths.tag_model;
         let probe = match want.probe {
-            Some(required) if required || LinearProbe::exists(&dir) => {
-                let p = LinearProbe::load(&dir, device)
+            Some(required) if required || LinearProbe::exists(dir) => {
+                let p = LinearProbe::load(dir, device)
                     .with_context(|| format!("loading the probe in {}", dir.display()))?;
                 if p.config.encoder != encoder.name() {
                     bail!(
@@ -151,7 +150,7 @@ impl Taggers {
         };
         let (with_model, with_concepts) = (want.model, want.concepts);
         let model = if with_model {
-            let m = TagModel::load(&dir, device)
+            let m = TagModel::load(dir, device)
                 .with_context(|| format!("loading the hashtag model {}", dir.display()))?;
             if m.config.encoder != encoder.name() {
                 bail!(
@@ -238,17 +237,9 @@ fn names(tags: &[ScoredTag]) -> Vec<String> {
 }
 
 /// The encoder an evaluation needs: the model's own when a model is read.
-fn encoder_for(
-    a: &DataArgs,
-    model: Option<&PathBuf>,
-    reads_model: bool,
-) -> anyhow::Result<DataArgs> {
+fn encoder_for(a: &DataArgs, dir: &Path, reads_model: bool) -> anyhow::Result<DataArgs> {
     let mut data = a.clone();
     if reads_model {
-        let dir = match model {
-            Some(d) => d.clone(),
-            None => super::models::offline()?.tag_model,
-        };
         let text = std::fs::read_to_string(dir.join("config.json"))
             .with_context(|| format!("reading {}/config.json", dir.display()))?;
         let cfg: TagModelConfig = serde_json::from_str(&text)
@@ -274,14 +265,15 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     }
     let reads_model = !a.prior && a.source != "concepts";
     let fused = a.source == "fused";
-    let data = encoder_for(&a.data, a.model.as_ref(), reads_model)?;
+    let paths = super::models::offline_with_tag_model(a.model.as_ref())?;
+    let data = encoder_for(&a.data, &paths.tag_model, reads_model)?;
     // Only the prior reads the train split.
     let splits: Vec<&str> = if a.prior && split != "train" {
         vec![split.as_str(), "train"]
     } else {
         vec![split.as_str()]
     };
-    let (encoder, features, mut split_rows) = load_split_features(&data, &splits, &device)?;
+    let (encoder, features, mut split_rows) = load_split_features(&data, &paths, &splits, &device)?;
     let (rows, gt) = split_rows.remove(0);
     let mut own: Vec<Vec<String>> = Vec::with_capacity(rows.len());
     let mut filled: Vec<Vec<String>> = Vec::with_capacity(rows.len());
@@ -302,24 +294,12 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
                 _ => None,
             },
         };
-        let taggers = Taggers::load(
-            a.model.as_ref(),
-            &encoder,
-            want,
-            a.beam,
-            a.min_tags,
-            &device,
-        )?;
+        let taggers = Taggers::load(&paths, &encoder, want, a.beam, a.min_tags, &device)?;
         let fusion: FusionWeights = if a.source == "fused" {
-            let path = a.fusion.clone().map_or_else(
-                || -> anyhow::Result<_> {
-                    Ok(fusion_path(&match &a.model {
-                        Some(d) => d.clone(),
-                        None => super::models::offline()?.tag_model,
-                    }))
-                },
-                Ok,
-            )?;
+            let path = a
+                .fusion
+                .clone()
+                .unwrap_or_else(|| fusion_path(&paths.tag_model));
             serde_json::from_slice(
                 &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
             )?
@@ -416,6 +396,7 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
 /// weighs the same), and writes the fusion weights.
 pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
+    let paths = super::models::offline_with_tag_model(a.model.as_ref())?;
     let mut decoder_samples: Vec<(Features, bool, f64)> = Vec::new();
     let mut concept_samples: Vec<(Features, bool, f64)> = Vec::new();
     let mut probe_samples: Vec<(Features, bool, f64)> = Vec::new();
@@ -426,12 +407,13 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     for folder in &a.data.data {
         let mut one = a.data.clone();
         one.data = vec![folder.clone()];
-        let one = encoder_for(&one, a.model.as_ref(), true)?;
+        let one = encoder_for(&one, &paths.tag_model, true)?;
         let split = default_split(&one)?;
-        let (encoder, features, mut rows) = load_split_features(&one, &[split.as_str()], &device)?;
+        let (encoder, features, mut rows) =
+            load_split_features(&one, &paths, &[split.as_str()], &device)?;
         let (rows, gt) = rows.remove(0);
         let taggers = Taggers::load(
-            a.model.as_ref(),
+            &paths,
             &encoder,
             Want {
                 model: !a.no_decoder,

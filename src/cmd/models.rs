@@ -57,6 +57,16 @@ pub fn offline() -> Result<ModelPaths> {
     Ok(resolve(&offline_config()?.models))
 }
 
+/// The model paths of an offline command with its `--model` flag (a hashtag model directory)
+/// in place of `models.tag_model`.
+pub fn offline_with_tag_model(model: Option<&PathBuf>) -> Result<ModelPaths> {
+    let mut paths = offline()?;
+    if let Some(dir) = model {
+        paths.tag_model = dir.clone();
+    }
+    Ok(paths)
+}
+
 /// The shipped sample photos.
 pub fn samples_dir(cfg: &ModelsConfig) -> PathBuf {
     assets_root(cfg).join("samples")

@@ -52,7 +52,9 @@ pub fn parse_kind(s: &str) -> anyhow::Result<ModelKind> {
 
 pub fn run(a: TrainTagsArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
-    let (encoder, features, rows) = load_split_features(&a.data, &["train", "dev"], &device)?;
+    let paths = super::models::offline()?;
+    let (encoder, features, rows) =
+        load_split_features(&a.data, &paths, &["train", "dev"], &device)?;
     let [train_rows, dev_rows]: [_; 2] = rows.try_into().expect("two splits asked");
     let vocab = Vocab::build(train_rows.1.iter(), a.min_count);
     eprintln!(
@@ -158,10 +160,8 @@ pub fn run_probe(a: TrainProbeArgs) -> anyhow::Result<()> {
     use hashtale_models::tags::TagModelConfig;
 
     let device = hashtale_models::device::best_device();
-    let model_dir = match &a.model {
-        Some(d) => d.clone(),
-        None => super::models::offline()?.tag_model,
-    };
+    let paths = super::models::offline_with_tag_model(a.model.as_ref())?;
+    let model_dir = paths.tag_model.clone();
     let cfg_path = model_dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .with_context(|| format!("reading {}", cfg_path.display()))?;
@@ -170,7 +170,7 @@ pub fn run_probe(a: TrainProbeArgs) -> anyhow::Result<()> {
     model_cfg.vocab.reindex();
     let mut data = a.data.clone();
     data.encoder = model_cfg.encoder.clone();
-    let (encoder, features, rows) = load_split_features(&data, &["train", "dev"], &device)?;
+    let (encoder, features, rows) = load_split_features(&data, &paths, &["train", "dev"], &device)?;
     let [train_rows, dev_rows]: [_; 2] = rows.try_into().expect("two splits asked");
     let tags: Vec<String> = model_cfg.vocab.tags().to_vec();
     let pick = |rows: &[u32]| -> anyhow::Result<candle_core::Tensor> {
