@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use hashtale_core::store::state;
 use hashtale_core::types::{ImageSource, NewPost};
+use hashtale_models::pipeline::ModelInput;
 use hashtale_scheduler::Ingestor;
 use hashtale_worker::{ModelStep, NoopModelForOverheadBench, Worker};
-use image::DynamicImage;
 use pipeline_support::{jobs_in, png, wait_until, Env};
 
 /// Width of the image the stand-in model panics on (the test's other images are 48 px wide).
@@ -26,9 +26,9 @@ impl ModelStep for CrashesOnOneImage {
     fn version(&self) -> String {
         "crashes-on-one-image".into()
     }
-    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String> {
+    fn run_batch(&self, images: &[ModelInput]) -> Result<Vec<serde_json::Value>, String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if images.iter().any(|i| i.width() == POISON_WIDTH) {
+        if images.iter().any(|i| i.image.width() == POISON_WIDTH) {
             panic!("index out of bounds in a layer");
         }
         NoopModelForOverheadBench.run_batch(images)

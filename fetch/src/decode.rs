@@ -138,6 +138,15 @@ fn side_error(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Optio
 
 /// Reads and decodes an image file within `limits`; errors name the file once.
 pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage, DecodeError> {
+    load_image_file(path, limits).map(|(_, img)| img)
+}
+
+/// Like [`load_image`], also returning the file's bytes (callers that name things by the
+/// file's digest, as the pipeline names story streams).
+pub fn load_image_file(
+    path: &Path,
+    limits: &DecodeLimits,
+) -> Result<(Vec<u8>, DynamicImage), DecodeError> {
     let name = || path.display().to_string();
     let len = std::fs::metadata(path)
         .map_err(|source| DecodeError::Io {
@@ -157,10 +166,11 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage, De
         path: name(),
         source,
     })?;
-    decode_image(&bytes, limits).map_err(|e| DecodeError::File {
+    let img = decode_image(&bytes, limits).map_err(|e| DecodeError::File {
         path: name(),
         source: Box::new(e),
-    })
+    })?;
+    Ok((bytes, img))
 }
 
 #[cfg(test)]

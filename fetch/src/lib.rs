@@ -9,4 +9,6 @@
 //! with the layout split.
 pub mod decode;
 
-pub use decode::{decode_image, load_image, sniff, DecodeError, DecodeLimits, ACCEPTED_FORMATS};
+pub use decode::{
+    decode_image, load_image, load_image_file, sniff, DecodeError, DecodeLimits, ACCEPTED_FORMATS,
+};

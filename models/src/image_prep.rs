@@ -17,18 +17,43 @@ pub fn load_image(path: &Path) -> Result<DynamicImage> {
 /// Squashes each image to `size`×`size` RGB (no crop, so nothing at the edges is lost; the
 /// Flickr8k training photos were squashed the same way) and stacks them as an NHWC f32 tensor
 /// normalised as `(x - 127) / 128`, the EfficientNet-Lite convention.
-pub fn images_to_tensor(images: &[DynamicImage], size: u32, device: &Device) -> Result<Tensor> {
+pub fn images_to_tensor<I: std::borrow::Borrow<DynamicImage>>(
+    images: &[I],
+    size: u32,
+    device: &Device,
+) -> Result<Tensor> {
     let s = size as usize;
     let mut data = Vec::with_capacity(images.len() * s * s * 3);
     for img in images {
-        let rgb = if img.width() == size && img.height() == size {
-            img.to_rgb8()
-        } else {
-            img.resize_exact(size, size, FilterType::Triangle).to_rgb8()
+        let img = img.borrow();
+        let owned;
+        let rgb = match img {
+            DynamicImage::ImageRgb8(rgb) if img.width() == size && img.height() == size => rgb,
+            _ => {
+                owned = squash(img, size);
+                &owned
+            }
         };
         data.extend(rgb.as_raw().iter().map(|&v| (v as f32 - 127.0) / 128.0));
     }
     Ok(Tensor::from_vec(data, (images.len(), s, s, 3), device)?)
+}
+
+fn squash(img: &DynamicImage, size: u32) -> image::RgbImage {
+    if img.width() == size && img.height() == size {
+        img.to_rgb8()
+    } else {
+        img.resize_exact(size, size, FilterType::Triangle).to_rgb8()
+    }
+}
+
+/// The encoder's input for an image, as [`images_to_tensor`] makes it: `size`×`size` RGB. An
+/// image already in that form passes through untouched.
+pub fn to_input(img: DynamicImage, size: u32) -> DynamicImage {
+    match img {
+        DynamicImage::ImageRgb8(_) if img.width() == size && img.height() == size => img,
+        _ => DynamicImage::ImageRgb8(squash(&img, size)),
+    }
 }
 
 #[cfg(test)]
@@ -43,5 +68,18 @@ mod tests {
         assert_eq!(t.dims(), &[1, 2, 2, 3]);
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(&v[..3], &[1.0, 0.0, -127.0 / 128.0]);
+    }
+
+    #[test]
+    fn prepared_input_gives_the_same_tensor() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_fn(37, 23, |x, y| {
+            image::Rgba([(x * 7) as u8, (y * 11) as u8, (x + y) as u8, 255])
+        }));
+        let direct = images_to_tensor(&[img.clone()], 8, &Device::Cpu).unwrap();
+        let prepared = to_input(img, 8);
+        assert_eq!((prepared.width(), prepared.height()), (8, 8));
+        let again = images_to_tensor(&[prepared], 8, &Device::Cpu).unwrap();
+        let d = (direct - again).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
     }
 }

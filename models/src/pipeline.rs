@@ -19,6 +19,32 @@ use crate::{Error, ModelPaths, Result};
 
 pub use crate::tags::ScoredTag;
 
+/// One image for the model step: its pixels and the RNG stream its story samples from.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    pub image: DynamicImage,
+    pub story_stream: u64,
+}
+
+impl ModelInput {
+    /// An image whose story stream is named by its file's bytes ([`story_stream`]).
+    pub fn new(image: DynamicImage, file_bytes: &[u8]) -> Self {
+        ModelInput {
+            image,
+            story_stream: story_stream(file_bytes),
+        }
+    }
+}
+
+/// The story stream of an image file: the first 8 bytes of its SHA-256 (the digest the store
+/// keeps for uploaded images), so the same file always gets the same story, whatever batch
+/// or slot it lands in, and no pixel is hashed.
+pub fn story_stream(file_bytes: &[u8]) -> u64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(file_bytes);
+    u64::from_be_bytes(d[..8].try_into().expect("a SHA-256 has 32 bytes"))
+}
+
 /// What the models say about one image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageResult {
@@ -203,12 +229,30 @@ impl Hashtale {
         v
     }
 
+    /// The encoder's input side in pixels.
+    pub fn input_size(&self) -> u32 {
+        self.encoder.input_size()
+    }
+
+    /// Squashes a decoded image to the encoder's input, as [`Hashtale::run_batch`] would: done
+    /// beforehand (in the worker's decode task), a full-size photo never reaches the model
+    /// thread.
+    pub fn prepare(&self, image: DynamicImage) -> DynamicImage {
+        crate::image_prep::to_input(image, self.input_size())
+    }
+
     /// Runs every model on a batch of decoded images; one result per image, in order.
-    pub fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<ImageResult>> {
-        if images.is_empty() {
+    pub fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<ImageResult>> {
+        if inputs.is_empty() {
             return Ok(vec![]);
         }
-        let enc = self.encoder.encode_images(images)?;
+        let images: Vec<&DynamicImage> = inputs.iter().map(|i| &i.image).collect();
+        let x = crate::image_prep::images_to_tensor(
+            &images,
+            self.encoder.input_size(),
+            self.encoder.device(),
+        )?;
+        let enc = self.encoder.encode(&x)?;
         let ranked = self.content_hashtags(&enc)?;
         let mut results: Vec<ImageResult> = ranked
             .into_iter()
@@ -251,12 +295,9 @@ impl Hashtale {
                     story.story_tags(&ranked)
                 })
                 .collect();
-            // One RNG stream per image, named by its pixels: the same photo always gets the same
+            // One RNG stream per image, named by its file: the same photo always gets the same
             // story, and images in the same batch slot of different batches do not share a stream.
-            let streams: Vec<u64> = images
-                .iter()
-                .map(|img| crate::hash::fnv1a(img.as_bytes()))
-                .collect();
+            let streams: Vec<u64> = inputs.iter().map(|i| i.story_stream).collect();
             let stories = story.generate_for_tags(&tag_lists, &streams, opts)?;
             for ((r, tags), text) in results.iter_mut().zip(tag_lists).zip(stories) {
                 r.story = Some(text);

@@ -4,14 +4,17 @@ mod support;
 
 use hashtale_models::device::best_device;
 use hashtale_models::image_prep::load_image;
-use hashtale_models::pipeline::{Hashtale, LoadOptions, TagSource};
+use hashtale_models::pipeline::{Hashtale, LoadOptions, ModelInput, TagSource};
 
-fn samples() -> Vec<(String, image::DynamicImage)> {
+/// The samples at full size, as `hashtale tag` reads them before preparing.
+fn samples() -> Vec<(String, ModelInput)> {
     ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"]
         .iter()
         .map(|f| {
-            let img = load_image(&support::assets().join("samples").join(f)).unwrap();
-            (f.to_string(), img)
+            let path = support::assets().join("samples").join(f);
+            let img = load_image(&path).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            (f.to_string(), ModelInput::new(img, &bytes))
         })
         .collect()
 }
@@ -38,6 +41,15 @@ fn fused_lists_are_unique_deterministic_and_mapped() {
     let first = m.run_batch(&images).unwrap();
     let again = m.run_batch(&images).unwrap();
     assert_eq!(first, again, "the same photos give the same hashtags");
+    // Prepared beforehand (the worker's decode task) or squashed in the step: the same result.
+    let prepared: Vec<ModelInput> = images
+        .iter()
+        .map(|i| ModelInput {
+            image: m.prepare(i.image.clone()),
+            story_stream: i.story_stream,
+        })
+        .collect();
+    assert_eq!(m.run_batch(&prepared).unwrap(), first);
     for (name, r) in names.iter().zip(&first) {
         assert!(r.hashtags.len() >= 3, "{name}: {:?}", r.hashtags);
         let mut tags: Vec<&str> = r.hashtags.iter().map(|t| t.tag.as_str()).collect();

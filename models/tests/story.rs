@@ -353,6 +353,55 @@ fn shipped_model_loads_and_batches_like_sequential() {
     assert!(letters * 10 > batch[0].chars().count() * 8, "{}", batch[0]);
 }
 
+/// The host story engine (fused step, refilled slots) writes what the tensor step writes, for
+/// every pool size: a story depends on its hashtags and stream only.
+#[test]
+fn story_engine_matches_the_tensor_path_for_any_pool() {
+    let dir = &support::shipped().story_model;
+    let host = StoryModel::load(dir, &Device::Cpu).unwrap();
+    assert!(host.uses_host_engine());
+    let tensor = StoryModel::load(dir, &Device::Cpu)
+        .unwrap()
+        .with_tensor_engine();
+    let words = [
+        "dog", "beach", "coffee", "friend", "cat", "car", "city", "food",
+    ];
+    let lists: Vec<Vec<String>> = (0..9)
+        .map(|i| {
+            (0..i % 3 + usize::from(i != 4))
+                .map(|j| words[(i + 3 * j) % words.len()].to_string())
+                .collect()
+        })
+        .collect();
+    let streams: Vec<u64> = (0..lists.len() as u64).map(|i| 1000 + 7 * i).collect();
+    for opts in [
+        GenerateOptions {
+            max_chars: 120,
+            top_k: Some(20),
+            ..Default::default()
+        },
+        GenerateOptions {
+            max_chars: 160,
+            stop_at_sentence_end: true,
+            seed: 11,
+            ..Default::default()
+        },
+        GenerateOptions {
+            max_chars: 60,
+            temperature: 0.0,
+            ..Default::default()
+        },
+    ] {
+        let expected = tensor.generate_for_tags(&lists, &streams, &opts).unwrap();
+        for slots in [1, 4, 64] {
+            let mut m = host.clone();
+            m.set_slots(slots);
+            let got = m.generate_for_tags(&lists, &streams, &opts).unwrap();
+            assert_eq!(got, expected, "slots {slots}, {opts:?}");
+        }
+    }
+}
+
 /// The conditioned model end to end on a tiny corpus, reading the hashtags as the prefix line
 /// only, and also as keyword vectors at every step.
 #[test]
@@ -432,6 +481,13 @@ fn conditioned_model_end_to_end(keyword_dim: usize) {
             .unwrap();
         assert_eq!(one[0], b[i]);
     }
+    let tensor = m.clone().with_tensor_engine();
+    assert_eq!(
+        tensor
+            .generate_for_tags(&lists, &[5, 6, 7], &sampled)
+            .unwrap(),
+        b
+    );
     assert_eq!(m.story_tags(&["#Dog", "park", "dog"]), ["dog", "park"]);
     assert_eq!(m.prompt_for(&["dog"]), "\n\n#dog\n");
     if keyword_dim > 0 {

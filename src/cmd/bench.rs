@@ -26,6 +26,22 @@ pub enum BenchCmd {
     /// Images/s of each encoder with its concept hashtags (resize + encoder + ImageNet head),
     /// measured in the same run, and their ratio.
     Encoders(EncoderBenchArgs),
+    /// Each stage on its own (decode, encoder, stories on both story engines, the whole model
+    /// step, tags only), one JSON object: what `scripts/bench_compare.sh` divides by PyTorch's.
+    Stages(StagesBenchArgs),
+}
+
+#[derive(Args)]
+pub struct StagesBenchArgs {
+    /// Images through the decode and encoder stages.
+    #[arg(long, default_value_t = 64)]
+    pub images: usize,
+    /// Characters per story.
+    #[arg(long, default_value_t = 500)]
+    pub chars: usize,
+    /// Batches timed per whole-model-step figure.
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
 }
 
 #[derive(Args)]
@@ -72,6 +88,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Pipeline(a) => runtime()?.block_on(bench_pipeline(a)),
         BenchCmd::Model(a) => bench_model(a),
         BenchCmd::Encoders(a) => bench_encoders(a),
+        BenchCmd::Stages(a) => bench_stages(a),
     }
 }
 
@@ -237,20 +254,36 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     if a.no_story {
         model.options.story = None;
     }
-    let samples = sample_images(&super::models::samples_dir(&cfg.models))?;
+    let files = sample_files(&super::models::samples_dir(&cfg.models))?;
+    let limits = cfg.fetch.decode_limits();
     println!(
-        "model bench: {} ({} sample images, cycled)",
+        "model bench: {} ({} sample files, cycled; each step decodes, resizes and runs the models)",
         model.model_version(),
-        samples.len()
+        files.len()
     );
+    // One step as the worker runs it: the files decoded and brought to the input size in
+    // parallel (the worker's decode tasks), then the batch through every model.
+    let step = |batch: &[&Vec<u8>]| -> Result<()> {
+        use rayon::prelude::*;
+        let inputs = batch
+            .par_iter()
+            .map(|bytes| {
+                let img = hashtale_fetch::decode_image(bytes, &limits)?;
+                Ok(hashtale_models::pipeline::ModelInput::new(
+                    model.prepare(img),
+                    bytes,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        model.run_batch(&inputs)?;
+        Ok(())
+    };
     for &bs in &sizes {
-        let batch: Vec<image::DynamicImage> = (0..bs)
-            .map(|i| samples[i % samples.len()].clone())
-            .collect();
-        model.run_batch(&batch)?; // warm-up
+        let batch: Vec<&Vec<u8>> = (0..bs).map(|i| &files[i % files.len()]).collect();
+        step(&batch)?; // warm-up
         let t = Instant::now();
         for _ in 0..a.iters {
-            model.run_batch(&batch)?;
+            step(&batch)?;
         }
         let s = t.elapsed().as_secs_f64();
         println!(
@@ -260,6 +293,18 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The shipped sample files' bytes.
+fn sample_files(dir: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    let files: Vec<Vec<u8>> = hashtale_scheduler::dir::scan(dir)?
+        .iter()
+        .map(std::fs::read)
+        .collect::<Result<_, _>>()?;
+    if files.is_empty() {
+        bail!("no sample images in {}", dir.display());
+    }
+    Ok(files)
 }
 
 /// The shipped sample photos, decoded at full size: the benchmarks' inputs.
@@ -311,5 +356,97 @@ fn bench_encoders(a: EncoderBenchArgs) -> Result<()> {
         rates.push(rate);
     }
     println!("lite2 / lite0: {:.2}×", rates[1] / rates[0]);
+    Ok(())
+}
+
+/// Rate of `count` items done by `f`, after one untimed warm-up call.
+fn rate(count: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let t = Instant::now();
+    f()?;
+    Ok(count as f64 / t.elapsed().as_secs_f64())
+}
+
+fn bench_stages(a: StagesBenchArgs) -> Result<()> {
+    use hashtale_models::encoder::{load_encoder, ImageEncoder, LiteVariant};
+    use hashtale_models::pipeline::ModelInput;
+    use hashtale_models::story::{GenerateOptions, StoryModel};
+    let cfg = super::models::offline_config()?;
+    let paths = super::models::resolve(&cfg.models);
+    let files = sample_files(&super::models::samples_dir(&cfg.models))?;
+    let limits = cfg.fetch.decode_limits();
+    let device = hashtale_models::device::best_device();
+    let n = a.images.max(8);
+    let encoder = load_encoder(LiteVariant::Lite0, &paths, &device)?;
+    let size = encoder.input_size();
+    let decode = |bytes: &[u8]| -> Result<image::DynamicImage> {
+        let img = hashtale_fetch::decode_image(bytes, &limits)?;
+        Ok(hashtale_models::image_prep::to_input(img, size))
+    };
+    let mut out = serde_json::Map::new();
+    let threads = rayon::current_num_threads();
+    out.insert("engine".into(), "hashtale".into());
+    out.insert("threads".into(), threads.into());
+    // Decode and squash one file after another, as the reference does.
+    let decode_rate = rate(n, || {
+        for i in 0..n {
+            decode(&files[i % files.len()])?;
+        }
+        Ok(())
+    })?;
+    out.insert("decode_images_per_s".into(), decode_rate.into());
+    let encoder_rate = rate(n, || {
+        for start in (0..n).step_by(8) {
+            let batch = (start..start + 8)
+                .map(|i| decode(&files[i % files.len()]))
+                .collect::<Result<Vec<_>>>()?;
+            encoder.encode_images(&batch)?;
+        }
+        Ok(())
+    })?;
+    out.insert("encoder_images_per_s".into(), encoder_rate.into());
+    // The plain char-LSTM (the reference's nn.LSTM shapes), on the host engine and on the
+    // tensor step it replaces; 500 characters each, no early stop.
+    let plain_dir = super::models::assets_root(&cfg.models).join("story-plain");
+    let host = StoryModel::load(&plain_dir, &device)?;
+    let tensor = StoryModel::load(&plain_dir, &device)?.with_tensor_engine();
+    let opts = GenerateOptions {
+        max_chars: a.chars,
+        ..GenerateOptions::default()
+    };
+    for (name, model) in [("", &host), ("_tensor", &tensor)] {
+        for batch in [8usize, 64] {
+            let seeds = vec![String::new(); batch];
+            let r = rate(batch * a.chars, || {
+                model.generate_batch(&seeds, &opts)?;
+                Ok(())
+            })?;
+            out.insert(format!("story_b{batch}{name}_chars_per_s"), r.into());
+        }
+    }
+    // The whole model step (decode in parallel, as the worker's decode tasks do).
+    let mut model = hashtale_models::pipeline::Hashtale::load_all(&paths)?;
+    let step_rate = |model: &hashtale_models::pipeline::Hashtale, bs: usize| -> Result<f64> {
+        let batch: Vec<&Vec<u8>> = (0..bs).map(|i| &files[i % files.len()]).collect();
+        rate(bs * a.iters, || {
+            for _ in 0..a.iters {
+                use rayon::prelude::*;
+                let inputs = batch
+                    .par_iter()
+                    .map(|bytes| {
+                        let img = hashtale_fetch::decode_image(bytes, &limits)?;
+                        Ok(ModelInput::new(model.prepare(img), bytes))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                model.run_batch(&inputs)?;
+            }
+            Ok(())
+        })
+    };
+    out.insert("model_b8_images_per_s".into(), step_rate(&model, 8)?.into());
+    out.insert("model_b1_images_per_s".into(), step_rate(&model, 1)?.into());
+    model.options.story = None;
+    out.insert("tags_b8_images_per_s".into(), step_rate(&model, 8)?.into());
+    println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

@@ -156,9 +156,9 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
         let mut images = Vec::new();
         let mut names = Vec::new();
         for f in chunk {
-            match hashtale_fetch::load_image(f, &limits) {
-                Ok(img) => {
-                    images.push(img);
+            match load_input(&model, f, &limits) {
+                Ok(input) => {
+                    images.push(input);
                     names.push(f);
                 }
                 Err(e) => {
@@ -197,4 +197,18 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failures} image(s) could not be read");
     }
     Ok(())
+}
+
+/// Reads, decodes and prepares one image file the way the worker does: the story stream comes
+/// from the file's bytes, so `tag --story` writes what the pipeline writes for the same file.
+fn load_input(
+    model: &Hashtale,
+    path: &Path,
+    limits: &hashtale_fetch::DecodeLimits,
+) -> Result<hashtale_models::pipeline::ModelInput, hashtale_fetch::DecodeError> {
+    let (bytes, img) = hashtale_fetch::load_image_file(path, limits)?;
+    Ok(hashtale_models::pipeline::ModelInput::new(
+        model.prepare(img),
+        &bytes,
+    ))
 }

@@ -33,7 +33,7 @@ use hashtale_core::store::{self, state, NewResult, Owed, WorkItem};
 use hashtale_core::types::now_ms;
 use hashtale_core::types::{ImageSource, ResultMessage, Timings};
 use hashtale_core::{Error, Result, Store};
-use image::DynamicImage;
+use hashtale_models::pipeline::ModelInput;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 pub use model::{ModelStep, NoopModelForOverheadBench};
@@ -83,7 +83,7 @@ impl Worker {
         let mut consumer = self.queue.consumer(batch_size * 8).await?;
         let fetcher = Fetcher::new(&self.cfg.fetch)?;
         let webhook = Webhook::new(&self.cfg)?;
-        let (tx, mut rx) = mpsc::channel::<(Vec<Ready>, Vec<DynamicImage>)>(1);
+        let (tx, mut rx) = mpsc::channel::<(Vec<Ready>, Vec<ModelInput>)>(1);
         let version = self.model.version();
         let late = Late::default();
         tracing::info!(
@@ -96,6 +96,7 @@ impl Worker {
             &self.queue,
             &self.cfg,
             &fetcher,
+            self.model.clone(),
             late.clone(),
             &mut consumer,
             tx,
@@ -221,7 +222,7 @@ impl Worker {
     async fn infer(
         &self,
         mut batch: Vec<Ready>,
-        images: Vec<DynamicImage>,
+        images: Vec<ModelInput>,
         late: &Late,
     ) -> Option<Inferred> {
         if batch.is_empty() {
@@ -280,7 +281,7 @@ impl Worker {
     /// result count that does not match is an error.
     async fn run_model(
         &self,
-        images: Arc<Vec<DynamicImage>>,
+        images: Arc<Vec<ModelInput>>,
         only: Option<usize>,
     ) -> std::result::Result<Vec<serde_json::Value>, String> {
         let model = self.model.clone();
@@ -467,7 +468,7 @@ async fn fail_late(
 }
 
 /// A fetch (and decode) in flight: its job id and its outcome.
-type Fetch = futures::future::BoxFuture<'static, (i64, Result<(DynamicImage, Timings)>)>;
+type Fetch = futures::future::BoxFuture<'static, (i64, Result<(ModelInput, Timings)>)>;
 
 /// What the prepare stage holds between batches.
 struct Prep<'a> {
@@ -475,6 +476,7 @@ struct Prep<'a> {
     queue: &'a JobQueue,
     cfg: &'a Config,
     fetcher: &'a Fetcher,
+    model: Arc<dyn ModelStep>,
     late: Late,
     permits: Arc<Semaphore>,
     /// Claimed jobs whose image is being fetched, by job id.
@@ -482,7 +484,7 @@ struct Prep<'a> {
     /// The fetches in flight, this batch's and late ones alike.
     fetches: FuturesUnordered<Fetch>,
     /// Jobs with their image ready for the model, oldest first.
-    ready: VecDeque<(Ready, DynamicImage)>,
+    ready: VecDeque<(Ready, ModelInput)>,
 }
 
 impl Prep<'_> {
@@ -493,15 +495,16 @@ impl Prep<'_> {
         let fetcher = self.fetcher.clone();
         let cfg = Arc::new(self.cfg.fetch.clone());
         let permits = self.permits.clone();
+        let model = self.model.clone();
         self.fetching.insert(job_id, (d, item));
         self.fetches.push(Box::pin(async move {
             let _permit = permits.acquire_owned().await;
-            (job_id, load_image(&fetcher, &cfg, &src).await)
+            (job_id, load_image(&fetcher, &cfg, &src, model).await)
         }));
     }
 
     /// A fetch finished: its job is ready, or fails on its own.
-    async fn landed(&mut self, job_id: i64, r: Result<(DynamicImage, Timings)>) {
+    async fn landed(&mut self, job_id: i64, r: Result<(ModelInput, Timings)>) {
         let Some((d, item)) = self.fetching.remove(&job_id) else {
             return;
         };
@@ -540,7 +543,7 @@ impl Prep<'_> {
     }
 
     /// The next batch: up to `n` ready jobs, oldest first. What stays behind is late.
-    fn take_batch(&mut self, n: usize) -> (Vec<Ready>, Vec<DynamicImage>) {
+    fn take_batch(&mut self, n: usize) -> (Vec<Ready>, Vec<ModelInput>) {
         let n = n.min(self.ready.len());
         let (batch, images) = self.ready.drain(..n).unzip();
         for (r, _) in &self.ready {
@@ -581,9 +584,10 @@ async fn prepare_loop(
     queue: &JobQueue,
     cfg: &Config,
     fetcher: &Fetcher,
+    model: Arc<dyn ModelStep>,
     late: Late,
     consumer: &mut JobConsumer,
-    tx: mpsc::Sender<(Vec<Ready>, Vec<DynamicImage>)>,
+    tx: mpsc::Sender<(Vec<Ready>, Vec<ModelInput>)>,
     shutdown: &mut watch::Receiver<bool>,
     batch_size: usize,
     max_wait: Duration,
@@ -594,6 +598,7 @@ async fn prepare_loop(
         queue,
         cfg,
         fetcher,
+        model,
         late,
         permits: Arc::new(Semaphore::new(cfg.worker.fetch_concurrency.max(1))),
         fetching: HashMap::new(),
@@ -748,7 +753,8 @@ async fn load_image(
     fetcher: &Fetcher,
     cfg: &Arc<hashtale_core::config::FetchConfig>,
     src: &ImageSource,
-) -> Result<(DynamicImage, Timings)> {
+    model: Arc<dyn ModelStep>,
+) -> Result<(ModelInput, Timings)> {
     let t0 = Instant::now();
     let bytes = match src {
         ImageSource::Url(u) => fetcher.fetch_image(u).await?,
@@ -757,11 +763,15 @@ async fn load_image(
     let fetch_ms = t0.elapsed().as_secs_f64() * 1e3;
     let limits = cfg.decode_limits();
     let t1 = Instant::now();
-    let image = tokio::task::spawn_blocking(move || decode_image(&bytes, &limits))
-        .await
-        .map_err(|e| Error::Other(format!("decode task: {e}")))??;
+    // Decoded and brought to the model's input size off the model thread; the story stream
+    // comes from the file's bytes, not its pixels.
+    let input = tokio::task::spawn_blocking(move || {
+        decode_image(&bytes, &limits).map(|img| ModelInput::new(model.prepare(img), &bytes))
+    })
+    .await
+    .map_err(|e| Error::Other(format!("decode task: {e}")))??;
     Ok((
-        image,
+        input,
         Timings {
             fetch_ms,
             decode_ms: t1.elapsed().as_secs_f64() * 1e3,

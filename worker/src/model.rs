@@ -1,13 +1,19 @@
 //! The model step behind a small trait, so the worker can run the real models and the
 //! overhead benchmark can run a stand-in that costs nothing.
+use hashtale_models::pipeline::ModelInput;
 use image::DynamicImage;
 
 /// Turns a batch of decoded images into one JSON answer per image, in order.
 pub trait ModelStep: Send + Sync + 'static {
     /// Names the exact weights; stored with every result.
     fn version(&self) -> String;
+    /// Brings a freshly decoded image to the form the model reads (its input size), on the
+    /// decode task's thread, so the model thread only runs the model.
+    fn prepare(&self, image: DynamicImage) -> DynamicImage {
+        image
+    }
     /// Runs the batch (CPU/GPU-bound: the worker calls it on a blocking thread).
-    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String>;
+    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<serde_json::Value>, String>;
 }
 
 /// The real models: encoder → batched beam search (hashtags) → stories.
@@ -16,8 +22,12 @@ impl ModelStep for hashtale_models::pipeline::Hashtale {
         self.model_version()
     }
 
-    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String> {
-        let out = hashtale_models::pipeline::Hashtale::run_batch(self, images)
+    fn prepare(&self, image: DynamicImage) -> DynamicImage {
+        hashtale_models::pipeline::Hashtale::prepare(self, image)
+    }
+
+    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<serde_json::Value>, String> {
+        let out = hashtale_models::pipeline::Hashtale::run_batch(self, inputs)
             .map_err(|e| format!("model: {e}"))?;
         out.iter()
             .map(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
@@ -34,8 +44,8 @@ impl ModelStep for NoopModelForOverheadBench {
         "noop-overhead-bench".into()
     }
 
-    fn run_batch(&self, images: &[DynamicImage]) -> Result<Vec<serde_json::Value>, String> {
-        Ok(images
+    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<serde_json::Value>, String> {
+        Ok(inputs
             .iter()
             .map(|_| serde_json::json!({ "hashtags": [], "story": null, "stand_in": "noop-overhead-bench" }))
             .collect())

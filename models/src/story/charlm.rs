@@ -43,13 +43,13 @@ pub struct CharLmConfig {
 #[derive(Debug, Clone)]
 pub struct LstmCell {
     /// (in, 4·hidden)
-    w_x: Tensor,
+    pub(crate) w_x: Tensor,
     /// (hidden, 4·hidden)
-    w_h: Tensor,
+    pub(crate) w_h: Tensor,
     /// (4·hidden)
-    b: Tensor,
+    pub(crate) b: Tensor,
     /// (keyword_dim, 4·hidden): how the keyword vector moves the gates, when there is one.
-    w_k: Option<Tensor>,
+    pub(crate) w_k: Option<Tensor>,
     hidden: usize,
 }
 
@@ -119,11 +119,11 @@ impl LmState {
 #[derive(Debug, Clone)]
 pub struct CharLm {
     cfg: CharLmConfig,
-    embed: Embedding,
+    pub(crate) embed: Embedding,
     /// (keywords, keyword_dim), when the model is keyword-conditioned.
-    keyword_table: Option<Tensor>,
-    cells: Vec<LstmCell>,
-    out: Linear,
+    pub(crate) keyword_table: Option<Tensor>,
+    pub(crate) cells: Vec<LstmCell>,
+    pub(crate) out: Linear,
     device: Device,
 }
 

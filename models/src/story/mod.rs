@@ -5,7 +5,8 @@
 //! - [`charlm`]: the model (embedding, stacked LSTM, output layer).
 //! - [`rmsprop`]: the RMSProp optimizer candle-nn lacks.
 //! - [`train`]: training and bits-per-character evaluation.
-//! - [`generate`]: batched sampling.
+//! - [`generate`]: batched sampling through candle tensors (training-time checks, GPU).
+//! - [`engine`]: the host story engine: a fused LSTM step over a pool of refilled slots (CPU).
 //! - [`checkpoint`]: safetensors + JSON checkpoints.
 //! - [`llama2c`], [`llama_tokenizer`]: llama2.c-format transformer story models and their
 //!   tokenizer (`stories15M.bin` and kin), prompted from the hashtags.
@@ -16,6 +17,7 @@ use candle_core::Device;
 pub mod charlm;
 pub mod checkpoint;
 pub mod corpus;
+pub mod engine;
 pub mod generate;
 pub mod keywords;
 pub mod llama2c;
@@ -159,7 +161,15 @@ pub struct StoryModel {
     hash: String,
     /// The keyword table of a hashtag-conditioned model.
     keywords: Option<KeywordExtractor>,
+    /// The host engine's copy of the weights (CPU models); `None` writes through tensors.
+    host: Option<std::sync::Arc<engine::HostLm>>,
+    /// Stories the host engine advances together.
+    slots: usize,
 }
+
+/// Stories the host engine advances together by default: enough rows that a step is a
+/// matrix-matrix product, few enough that a batch of images does not wait on a long queue.
+pub const DEFAULT_STORY_SLOTS: usize = 64;
 
 impl StoryModel {
     /// Loads a checkpoint directory (`model.safetensors` + `config.json`).
@@ -183,13 +193,63 @@ impl StoryModel {
                 )));
             }
         }
+        let host = match device {
+            Device::Cpu => Some(std::sync::Arc::new(engine::HostLm::from_lm(&lm)?)),
+            _ => None,
+        };
         Ok(StoryModel {
             lm,
             alphabet: checkpoint::read_codec(dir, &meta)?,
             meta,
             hash,
             keywords,
+            host,
+            slots: DEFAULT_STORY_SLOTS,
         })
+    }
+
+    /// Writes through candle tensors step by step (the path a GPU model takes) instead of the
+    /// host engine: for comparisons and benchmarks.
+    pub fn with_tensor_engine(mut self) -> Self {
+        self.host = None;
+        self
+    }
+
+    /// How many stories the host engine advances together (at least 1).
+    pub fn set_slots(&mut self, slots: usize) {
+        self.slots = slots.max(1);
+    }
+
+    /// Whether stories are written by the host engine.
+    pub fn uses_host_engine(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// Writes one story per prompt, on the host engine when there is one.
+    fn write(
+        &self,
+        prompts: &[String],
+        keywords: Option<&[Vec<u32>]>,
+        streams: &[u64],
+        opts: &GenerateOptions,
+    ) -> Result<Vec<String>> {
+        let Some(host) = &self.host else {
+            return generate::generate(&self.lm, &self.alphabet, prompts, keywords, streams, opts);
+        };
+        if keywords.is_some_and(|k| k.len() != prompts.len()) {
+            return Err(crate::Error::msg("one keyword set per prompt"));
+        }
+        let requests: Vec<engine::StoryRequest> = prompts
+            .iter()
+            .zip(streams)
+            .enumerate()
+            .map(|(i, (p, &stream))| engine::StoryRequest {
+                prompt: self.alphabet.encode(p),
+                keywords: keywords.map(|k| k[i].clone()).unwrap_or_default(),
+                stream,
+            })
+            .collect();
+        engine::generate(host, &self.alphabet, &requests, opts, self.slots)
     }
 
     /// Whether the model was trained on hashtag prefixes (see [`keywords`]); otherwise it is the
@@ -239,14 +299,7 @@ impl StoryModel {
         }
         let prompts: Vec<String> = tag_lists.iter().map(|t| self.prompt_for(t)).collect();
         let keywords = self.keyword_ids(tag_lists);
-        generate::generate(
-            &self.lm,
-            &self.alphabet,
-            &prompts,
-            keywords.as_deref(),
-            streams,
-            opts,
-        )
+        self.write(&prompts, keywords.as_deref(), streams, opts)
     }
 
     /// One story per seed (usually a hashtag such as `#friend`), all advanced together; seed i
@@ -276,7 +329,7 @@ impl StoryModel {
             return self.generate_for_tags(&tag_lists, streams, opts);
         }
         let prompts: Vec<String> = seeds.iter().map(|s| generate::prompt(s)).collect();
-        generate::generate(&self.lm, &self.alphabet, &prompts, None, streams, opts)
+        self.write(&prompts, None, streams, opts)
     }
 
     /// The keyword ids each hashtag list gives a model with a keyword table: the tags of its

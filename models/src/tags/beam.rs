@@ -193,9 +193,15 @@ pub fn beam_search<M: StepDecoder>(
         if finished.iter().all(Option::is_some) {
             break;
         }
+        // Every row picks a row of its own image's k, whose annotations are the same: only
+        // the recurrent state moves.
+        debug_assert!(next_rows
+            .iter()
+            .enumerate()
+            .all(|(r, &src)| r / k == src as usize / k));
         state = out
             .state
-            .select(&Tensor::new(next_rows.as_slice(), &device)?)?;
+            .select_recurrent(&Tensor::new(next_rows.as_slice(), &device)?)?;
         prev = next_prev;
     }
     Ok(finished

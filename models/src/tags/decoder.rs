@@ -26,6 +26,17 @@ impl DecodeState {
             },
         })
     }
+
+    /// Keeps rows `idx` of the recurrent state and shares the memory as it is: for a reordering
+    /// that only moves rows among copies of the same image (beam search), whose annotation rows
+    /// are identical, so copying them every step would change nothing.
+    pub fn select_recurrent(&self, idx: &Tensor) -> Result<Self> {
+        Ok(Self {
+            h: self.h.index_select(idx, 0)?,
+            c: self.c.index_select(idx, 0)?,
+            memory: self.memory.clone(),
+        })
+    }
 }
 
 /// Output of one decoding step.
