@@ -196,6 +196,9 @@ pub struct WorkerConfig {
     /// began, the batch goes on with the images that are ready, and the late ones go on
     /// fetching (up to `fetch.timeout_ms`) to join a later batch or fail on their own.
     pub fetch_wait_ms: u64,
+    /// Batches in the model at once: their stories share the story engine's steps (up to its
+    /// 64 slots), which is what makes batching pay for the story model.
+    pub batches_in_flight: usize,
     /// Optional URL POSTed with every result (body signed with `webhook_secret`).
     pub webhook_url: String,
     pub webhook_secret: Secret,
@@ -380,6 +383,7 @@ impl Default for WorkerConfig {
             max_wait_ms: 50,
             fetch_concurrency: 8,
             fetch_wait_ms: 500,
+            batches_in_flight: 4,
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
         }

@@ -75,7 +75,7 @@ mod tests {
         let img = DynamicImage::ImageRgba8(image::RgbaImage::from_fn(37, 23, |x, y| {
             image::Rgba([(x * 7) as u8, (y * 11) as u8, (x + y) as u8, 255])
         }));
-        let direct = images_to_tensor(&[img.clone()], 8, &Device::Cpu).unwrap();
+        let direct = images_to_tensor(std::slice::from_ref(&img), 8, &Device::Cpu).unwrap();
         let prepared = to_input(img, 8);
         assert_eq!((prepared.width(), prepared.height()), (8, 8));
         let again = images_to_tensor(&[prepared], 8, &Device::Cpu).unwrap();

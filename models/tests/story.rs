@@ -395,10 +395,33 @@ fn story_engine_matches_the_tensor_path_for_any_pool() {
         let expected = tensor.generate_for_tags(&lists, &streams, &opts).unwrap();
         for slots in [1, 4, 64] {
             let mut m = host.clone();
-            m.set_slots(slots);
+            m.set_slots(slots).unwrap();
             let got = m.generate_for_tags(&lists, &streams, &opts).unwrap();
             assert_eq!(got, expected, "slots {slots}, {opts:?}");
         }
+        // Callers on several threads share the engine's pool (as the worker's batches in flight
+        // do): each gets what it would alone.
+        let mut shared = host.clone();
+        shared.set_slots(5).unwrap();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|part| {
+                    let (m, lists, streams, opts) = (&shared, &lists, &streams, &opts);
+                    scope.spawn(move || {
+                        let idx: Vec<usize> = (part..lists.len()).step_by(3).collect();
+                        let l: Vec<Vec<String>> = idx.iter().map(|&i| lists[i].clone()).collect();
+                        let s: Vec<u64> = idx.iter().map(|&i| streams[i]).collect();
+                        (idx, m.generate_for_tags(&l, &s, opts).unwrap())
+                    })
+                })
+                .collect();
+            for h in handles {
+                let (idx, got) = h.join().unwrap();
+                for (i, text) in idx.into_iter().zip(got) {
+                    assert_eq!(text, expected[i], "story {i} written beside other callers'");
+                }
+            }
+        });
     }
 }
 

@@ -359,6 +359,32 @@ fn bench_encoders(a: EncoderBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `iters` whole model steps of `bs` sample files (decoded in parallel, then the models).
+fn step_rate_once(
+    model: &hashtale_models::pipeline::Hashtale,
+    files: &[Vec<u8>],
+    limits: &hashtale_fetch::DecodeLimits,
+    bs: usize,
+    iters: usize,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let batch: Vec<&Vec<u8>> = (0..bs).map(|i| &files[i % files.len()]).collect();
+    for _ in 0..iters {
+        let inputs = batch
+            .par_iter()
+            .map(|bytes| {
+                let img = hashtale_fetch::decode_image(bytes, limits)?;
+                Ok(hashtale_models::pipeline::ModelInput::new(
+                    model.prepare(img),
+                    bytes,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        model.run_batch(&inputs)?;
+    }
+    Ok(())
+}
+
 /// Rate of `count` items done by `f`, after one untimed warm-up call.
 fn rate(count: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -369,7 +395,6 @@ fn rate(count: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 fn bench_stages(a: StagesBenchArgs) -> Result<()> {
     use hashtale_models::encoder::{load_encoder, ImageEncoder, LiteVariant};
-    use hashtale_models::pipeline::ModelInput;
     use hashtale_models::story::{GenerateOptions, StoryModel};
     let cfg = super::models::offline_config()?;
     let paths = super::models::resolve(&cfg.models);
@@ -427,24 +452,25 @@ fn bench_stages(a: StagesBenchArgs) -> Result<()> {
     // The whole model step (decode in parallel, as the worker's decode tasks do).
     let mut model = hashtale_models::pipeline::Hashtale::load_all(&paths)?;
     let step_rate = |model: &hashtale_models::pipeline::Hashtale, bs: usize| -> Result<f64> {
-        let batch: Vec<&Vec<u8>> = (0..bs).map(|i| &files[i % files.len()]).collect();
         rate(bs * a.iters, || {
-            for _ in 0..a.iters {
-                use rayon::prelude::*;
-                let inputs = batch
-                    .par_iter()
-                    .map(|bytes| {
-                        let img = hashtale_fetch::decode_image(bytes, &limits)?;
-                        Ok(ModelInput::new(model.prepare(img), bytes))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                model.run_batch(&inputs)?;
-            }
-            Ok(())
+            step_rate_once(model, &files, &limits, bs, a.iters)
         })
     };
     out.insert("model_b8_images_per_s".into(), step_rate(&model, 8)?.into());
     out.insert("model_b1_images_per_s".into(), step_rate(&model, 1)?.into());
+    // As the worker runs it: 4 batches of 8 in the model at once (worker.batches_in_flight),
+    // their stories sharing the story engine's steps.
+    let in_flight = 4;
+    let pooled = rate(in_flight * 8 * a.iters, || {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..in_flight)
+                .map(|_| scope.spawn(|| step_rate_once(&model, &files, &limits, 8, a.iters)))
+                .collect();
+            runs.into_iter()
+                .try_for_each(|r| r.join().expect("a bench thread panicked"))
+        })
+    })?;
+    out.insert("model_b8_x4_images_per_s".into(), pooled.into());
     model.options.story = None;
     out.insert("tags_b8_images_per_s".into(), step_rate(&model, 8)?.into());
     println!("{}", serde_json::Value::Object(out));

@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use hashtale_core::config::Config;
 use hashtale_core::fetch::{decode_image, Fetcher};
 use hashtale_core::metrics;
@@ -77,10 +77,13 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let batch_size = self.cfg.worker.batch_size.max(1);
         let max_wait = Duration::from_millis(self.cfg.worker.max_wait_ms);
-        // Room for the batch filling, the one being prepared, the one prepared, the one in the
+        // Room for the batch filling, the one being prepared, the one prepared, the ones in the
         // model, the two waiting for their commit and the one being committed, plus one spare
         // so a batch never closes early only because the prefetch ran out.
-        let mut consumer = self.queue.consumer(batch_size * 8).await?;
+        let mut consumer = self
+            .queue
+            .consumer(batch_size * (7 + self.cfg.worker.batches_in_flight.max(1)))
+            .await?;
         let fetcher = Fetcher::new(&self.cfg.fetch)?;
         let webhook = Webhook::new(&self.cfg)?;
         let (tx, mut rx) = mpsc::channel::<(Vec<Ready>, Vec<ModelInput>)>(1);
@@ -104,14 +107,29 @@ impl Worker {
             batch_size,
             max_wait,
         );
-        // The model runs batch after batch while the previous one is committed.
+        // Up to `batches_in_flight` batches are in the model at once, so the story engine
+        // writes their stories in the same steps (one wide product instead of several narrow
+        // ones); results leave in the order the batches came, while earlier ones are committed.
         let (done_tx, mut done_rx) = mpsc::channel::<Inferred>(2);
+        let in_flight = self.cfg.worker.batches_in_flight.max(1);
         let infer = async {
-            while let Some((batch, images)) = rx.recv().await {
-                if let Some(inferred) = self.infer(batch, images, &late).await {
-                    if done_tx.send(inferred).await.is_err() {
-                        break;
+            let mut running = FuturesOrdered::new();
+            let mut more = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(r) = running.next(), if !running.is_empty() => {
+                        if let Some(inferred) = r {
+                            if done_tx.send(inferred).await.is_err() {
+                                break;
+                            }
+                        }
                     }
+                    next = rx.recv(), if more && running.len() < in_flight => match next {
+                        Some((batch, images)) => running.push_back(self.infer(batch, images, &late)),
+                        None => more = false,
+                    },
+                    else => break,
                 }
             }
             drop(done_tx);

@@ -21,7 +21,6 @@ use candle_core::{DType, Device, Tensor};
 use rand09::distr::weighted::WeightedIndex;
 use rand09::distr::Distribution;
 use rand09::SeedableRng;
-use rayon::prelude::*;
 
 use super::charlm::CharLm;
 use super::corpus::Codec;
@@ -154,11 +153,13 @@ impl HostLm {
     }
 }
 
-/// `dst (m×n) += lhs (m×k) · rhs (k×n)`, all row-major. Split over the rayon pool when the
-/// product is big enough to pay for it (a split never changes a sum's order).
+/// `dst (m×n) += lhs (m×k) · rhs (k×n)`, all row-major. Few rows: the matmul is split over
+/// the rayon pool by columns, so each thread reads only its share of the weights (a small step
+/// is bound by reading them); many rows: the step already splits its rows between threads, and
+/// this runs on the calling thread. No split changes a sum's order.
 fn matmul_acc(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    let parallelism = if m * k * n >= 1 << 18 {
+    let parallelism = if m < ROWS_TO_SPLIT && m * k * n >= 1 << 18 {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
@@ -284,13 +285,25 @@ pub struct StoryRequest {
     pub stream: u64,
 }
 
-/// The live state of one slot.
-struct Slot {
-    request: usize,
+/// How one row writes: its options, resolved once.
+#[derive(Debug, Clone, Copy)]
+struct RowRules {
+    pick: Pick,
+    max_chars: usize,
+    min_len: usize,
+    stop_at_sentence_end: bool,
+}
+
+/// The live state of one row.
+struct Slot<T> {
+    token: T,
+    prompt: Vec<u32>,
     prompt_pos: usize,
     written: usize,
     ids: Vec<u32>,
     rng: rand09::rngs::StdRng,
+    rules: RowRules,
+    opts: GenerateOptions,
 }
 
 /// Slot buffers, each `slots` rows wide.
@@ -331,65 +344,288 @@ impl Buffers {
     }
 }
 
+/// Row-range views of the slot buffers: rows are independent in a step, so a step can run on
+/// disjoint ranges of rows at once.
+struct Rows<'a> {
+    h: Vec<&'a mut [f32]>,
+    c: Vec<&'a mut [f32]>,
+    row_bias: Vec<&'a [f32]>,
+    gates: &'a mut [f32],
+    xh: &'a mut [f32],
+    logits: &'a mut [f32],
+    input: &'a [u32],
+}
+
+impl<'a> Rows<'a> {
+    fn of(b: &'a mut Buffers) -> Self {
+        Rows {
+            h: b.h.iter_mut().map(|v| v.as_mut_slice()).collect(),
+            c: b.c.iter_mut().map(|v| v.as_mut_slice()).collect(),
+            row_bias: b.row_bias.iter().map(|v| v.as_slice()).collect(),
+            gates: &mut b.gates,
+            xh: &mut b.xh,
+            logits: &mut b.logits,
+            input: &b.input,
+        }
+    }
+
+    /// The first `r` rows and the rest.
+    fn split_at(self, r: usize, hidden: usize, vocab: usize) -> (Self, Self) {
+        let (h, g) = (hidden, 4 * hidden);
+        let split_mut = |v: Vec<&'a mut [f32]>, w: usize| -> (Vec<_>, Vec<_>) {
+            v.into_iter().map(|s| s.split_at_mut(r * w)).unzip()
+        };
+        let (h0, h1) = split_mut(self.h, h);
+        let (c0, c1) = split_mut(self.c, h);
+        let (b0, b1) = self.row_bias.into_iter().map(|s| s.split_at(r * g)).unzip();
+        let (g0, g1) = self.gates.split_at_mut(r * g);
+        let (x0, x1) = self.xh.split_at_mut(r * 2 * h);
+        let (l0, l1) = self.logits.split_at_mut(r * vocab);
+        let (i0, i1) = self.input.split_at(r);
+        (
+            Rows {
+                h: h0,
+                c: c0,
+                row_bias: b0,
+                gates: g0,
+                xh: x0,
+                logits: l0,
+                input: i0,
+            },
+            Rows {
+                h: h1,
+                c: c1,
+                row_bias: b1,
+                gates: g1,
+                xh: x1,
+                logits: l1,
+                input: i1,
+            },
+        )
+    }
+}
+
+/// Rows from which a step is split between threads by rows (below, its matmuls are split by
+/// columns instead).
+const ROWS_TO_SPLIT: usize = 32;
+/// Fewest rows a thread takes when a step is split by rows.
+const MIN_ROWS_PER_THREAD: usize = 16;
+
 /// One step of every live row: their inputs in `b.input[..rows]`, their logits out in
-/// `b.logits[..rows · vocab]`.
+/// `b.logits[..rows · vocab]`. The rows are split into one range per thread, each range a whole
+/// step of its own (one join per step, instead of a fork and join in every matmul and gate
+/// pass).
 fn step(lm: &HostLm, b: &mut Buffers, rows: usize) {
+    let threads = rayon::current_num_threads();
+    let parts = if rows < ROWS_TO_SPLIT {
+        1
+    } else {
+        threads.min(rows / MIN_ROWS_PER_THREAD).max(1)
+    };
+    step_parts(lm, Rows::of(b), rows, parts);
+}
+
+fn step_parts(lm: &HostLm, rows: Rows<'_>, n: usize, parts: usize) {
+    if parts <= 1 {
+        return step_rows(lm, rows, n);
+    }
+    let left_parts = parts / 2;
+    let mid = n * left_parts / parts;
+    let (a, b) = rows.split_at(mid, lm.hidden, lm.vocab);
+    rayon::join(
+        || step_parts(lm, a, mid, left_parts),
+        || step_parts(lm, b, n - mid, parts - left_parts),
+    );
+}
+
+/// One step of `n` rows on this thread.
+fn step_rows(lm: &HostLm, rows: Rows<'_>, n: usize) {
     let (h, g, v) = (lm.hidden, 4 * lm.hidden, lm.vocab);
-    let par = rows >= 16;
-    let gates = &mut b.gates[..rows * g];
+    let Rows {
+        h: mut hs,
+        c: mut cs,
+        row_bias,
+        gates,
+        xh,
+        logits,
+        input,
+    } = rows;
+    let gates = &mut gates[..n * g];
     // Layer 0: the looked-up input term and the story's keyword term, then h · W_h.
     for (r, dst) in gates.chunks_mut(g).enumerate() {
-        let id = b.input[r] as usize;
+        let id = input[r] as usize;
         let t = &lm.input_table[id * g..(id + 1) * g];
-        let kb = &b.row_bias[0][r * g..(r + 1) * g];
+        let kb = &row_bias[0][r * g..(r + 1) * g];
         dst.iter_mut()
             .zip(t.iter().zip(kb))
             .for_each(|(d, (t, k))| *d = t + k);
     }
-    matmul_acc(gates, &b.h[0][..rows * h], &lm.w_h0, rows, h, g);
-    update(gates, &mut b.h[0], &mut b.c[0], rows, h, par);
+    matmul_acc(gates, &hs[0][..n * h], &lm.w_h0, n, h, g);
+    update(gates, hs[0], cs[0], n, h);
     for l in 1..lm.layers() {
-        let (below, this) = b.h.split_at_mut(l);
-        for r in 0..rows {
-            let xh = &mut b.xh[r * 2 * h..(r + 1) * 2 * h];
-            xh[..h].copy_from_slice(&below[l - 1][r * h..(r + 1) * h]);
-            xh[h..].copy_from_slice(&this[0][r * h..(r + 1) * h]);
+        let (below, this) = hs.split_at_mut(l);
+        for r in 0..n {
+            let x = &mut xh[r * 2 * h..(r + 1) * 2 * h];
+            x[..h].copy_from_slice(&below[l - 1][r * h..(r + 1) * h]);
+            x[h..].copy_from_slice(&this[0][r * h..(r + 1) * h]);
         }
-        gates.copy_from_slice(&b.row_bias[l][..rows * g]);
-        matmul_acc(
-            gates,
-            &b.xh[..rows * 2 * h],
-            &lm.w_xh[l - 1],
-            rows,
-            2 * h,
-            g,
-        );
-        update(gates, &mut this[0], &mut b.c[l], rows, h, par);
+        gates.copy_from_slice(&row_bias[l][..n * g]);
+        matmul_acc(gates, &xh[..n * 2 * h], &lm.w_xh[l - 1], n, 2 * h, g);
+        update(gates, this[0], cs[l], n, h);
     }
-    let logits = &mut b.logits[..rows * v];
+    let logits = &mut logits[..n * v];
     for dst in logits.chunks_mut(v) {
         dst.copy_from_slice(&lm.b_out);
     }
-    let top = &b.h[lm.layers() - 1][..rows * h];
-    matmul_acc(logits, top, &lm.w_out, rows, h, v);
+    let top = &hs[lm.layers() - 1][..n * h];
+    matmul_acc(logits, top, &lm.w_out, n, h, v);
 }
 
-fn update(gates: &[f32], h: &mut [f32], c: &mut [f32], rows: usize, hidden: usize, par: bool) {
+fn update(gates: &[f32], h: &mut [f32], c: &mut [f32], rows: usize, hidden: usize) {
     let g = 4 * hidden;
-    let h = &mut h[..rows * hidden];
-    let c = &mut c[..rows * hidden];
-    if par {
-        gates
-            .par_chunks(g)
-            .zip(h.par_chunks_mut(hidden).zip(c.par_chunks_mut(hidden)))
-            .for_each(|(gr, (hr, cr))| lstm_row(gr, hr, cr));
-    } else {
-        for (gr, (hr, cr)) in gates
-            .chunks(g)
-            .zip(h.chunks_mut(hidden).zip(c.chunks_mut(hidden)))
-        {
-            lstm_row(gr, hr, cr);
+    for (gr, (hr, cr)) in gates[..rows * g].chunks(g).zip(
+        h[..rows * hidden]
+            .chunks_mut(hidden)
+            .zip(c[..rows * hidden].chunks_mut(hidden)),
+    ) {
+        lstm_row(gr, hr, cr);
+    }
+}
+
+/// Up to `capacity` stories advancing together. Stories enter with [`StoryPool::admit`] while
+/// there is room, each with its own options and a caller's token; [`StoryPool::step`] advances
+/// them all by one piece and hands back the ones that finished, whose rows are dropped.
+pub struct StoryPool<'a, T> {
+    lm: &'a HostLm,
+    codec: &'a Codec,
+    banned: Vec<u32>,
+    buffers: Buffers,
+    live: Vec<Slot<T>>,
+    capacity: usize,
+    order: Vec<usize>,
+}
+
+impl<'a, T> StoryPool<'a, T> {
+    pub fn new(lm: &'a HostLm, codec: &'a Codec, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        StoryPool {
+            lm,
+            codec,
+            banned: codec.story_banned(),
+            buffers: Buffers::new(lm, capacity),
+            live: Vec::with_capacity(capacity),
+            capacity,
+            order: Vec::new(),
         }
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.live.len() < self.capacity
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Stories in the pool.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Drops every story in the pool and returns their tokens (after a failed step).
+    pub fn clear(&mut self) -> Vec<T> {
+        self.live.drain(..).map(|s| s.token).collect()
+    }
+
+    /// Puts a story into the next free row (fresh state, its keyword term, its RNG stream).
+    /// A story of `max_chars` 0 is refused: it has nothing to write (see [`generate`]).
+    pub fn admit(&mut self, req: StoryRequest, opts: &GenerateOptions, token: T) -> Result<()> {
+        if !self.has_room() {
+            return Err(Error::msg("the story pool is full"));
+        }
+        if req.prompt.is_empty() {
+            return Err(Error::msg("a story prompt is empty"));
+        }
+        if opts.max_chars == 0 {
+            return Err(Error::msg("a story of 0 characters"));
+        }
+        if let Some(&bad) = req.prompt.iter().find(|&&id| id as usize >= self.lm.vocab) {
+            return Err(Error::msg(format!(
+                "input id {bad} outside a vocabulary of {}",
+                self.lm.vocab
+            )));
+        }
+        let (row, h) = (self.live.len(), self.lm.hidden);
+        let b = &mut self.buffers;
+        self.lm.row_bias(&req.keywords, &mut b.row_bias, row)?;
+        for l in 0..self.lm.layers() {
+            b.h[l][row * h..(row + 1) * h].fill(0.0);
+            b.c[l][row * h..(row + 1) * h].fill(0.0);
+        }
+        b.input[row] = req.prompt[0];
+        self.live.push(Slot {
+            token,
+            rng: rand09::rngs::StdRng::seed_from_u64(stream_seed(opts.seed, req.stream)),
+            prompt: req.prompt,
+            prompt_pos: 0,
+            written: 0,
+            ids: Vec::new(),
+            rules: RowRules {
+                pick: Pick::new(opts),
+                max_chars: opts.max_chars,
+                min_len: opts.max_chars * 4 / 5,
+                stop_at_sentence_end: opts.stop_at_sentence_end,
+            },
+            opts: opts.clone(),
+        });
+        Ok(())
+    }
+
+    /// Advances every story by one piece; returns the stories that finished, with their tokens.
+    pub fn step(&mut self) -> Result<Vec<(T, String)>> {
+        let rows = self.live.len();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let v = self.lm.vocab;
+        step(self.lm, &mut self.buffers, rows);
+        let mut finished = Vec::new();
+        for (r, slot) in self.live.iter_mut().enumerate() {
+            slot.prompt_pos += 1;
+            if slot.prompt_pos < slot.prompt.len() {
+                self.buffers.input[r] = slot.prompt[slot.prompt_pos];
+                continue;
+            }
+            let row = &mut self.buffers.logits[r * v..(r + 1) * v];
+            for &x in &self.banned {
+                row[x as usize] = f32::NEG_INFINITY;
+            }
+            let id = slot.rules.pick.draw(row, &mut slot.rng, &mut self.order)?;
+            let piece = self.codec.piece(id);
+            slot.written += piece.chars().count();
+            let ends_sentence = piece.trim_end().ends_with(is_sentence_end);
+            slot.ids.push(id);
+            self.buffers.input[r] = id;
+            let rules = &slot.rules;
+            if slot.written >= rules.max_chars
+                || (rules.stop_at_sentence_end && slot.written >= rules.min_len && ends_sentence)
+            {
+                finished.push(r);
+            }
+        }
+        // Highest row first, so moving the last live row into a hole never moves a finished one.
+        let mut out = Vec::with_capacity(finished.len());
+        for &r in finished.iter().rev() {
+            let last = self.live.len() - 1;
+            if r != last {
+                self.buffers.move_row(last, r, self.lm.hidden);
+            }
+            let slot = self.live.swap_remove(r);
+            // Decoded whole: a subword piece may hold half of a character's bytes.
+            let text = finish(&self.codec.decode(&slot.ids), &slot.opts);
+            out.push((slot.token, text));
+        }
+        Ok(out)
     }
 }
 
@@ -403,111 +639,28 @@ pub fn generate(
     opts: &GenerateOptions,
     slots: usize,
 ) -> Result<Vec<String>> {
-    if requests.iter().any(|r| r.prompt.is_empty()) {
-        return Err(Error::msg("a story prompt is empty"));
-    }
-    if let Some(&bad) = requests
-        .iter()
-        .flat_map(|r| &r.prompt)
-        .find(|&&id| id as usize >= lm.vocab)
-    {
-        return Err(Error::msg(format!(
-            "input id {bad} outside a vocabulary of {}",
-            lm.vocab
-        )));
-    }
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); requests.len()];
-    if opts.max_chars > 0 && !requests.is_empty() {
-        run_slots(lm, codec, requests, opts, slots.max(1), &mut out)?;
-    }
-    // Decoded whole: a subword piece may hold half of a character's bytes.
-    Ok(out
-        .iter()
-        .map(|ids| finish(&codec.decode(ids), opts))
-        .collect())
-}
-
-fn run_slots(
-    lm: &HostLm,
-    codec: &Codec,
-    requests: &[StoryRequest],
-    opts: &GenerateOptions,
-    slots: usize,
-    out: &mut [Vec<u32>],
-) -> Result<()> {
-    let (h, v) = (lm.hidden, lm.vocab);
-    let slots = slots.min(requests.len());
-    let mut b = Buffers::new(lm, slots);
-    let pick = Pick::new(opts);
-    let banned = codec.story_banned();
-    let min_len = opts.max_chars * 4 / 5;
-    let mut live: Vec<Slot> = Vec::with_capacity(slots);
-    let mut next_request = 0;
-    let mut order = Vec::new();
-    // Puts request `next_request` into row `row` (fresh state, its keyword term).
-    let admit = |b: &mut Buffers, row: usize, req: usize| -> Result<Slot> {
-        for l in 0..lm.layers() {
-            b.h[l][row * h..(row + 1) * h].fill(0.0);
-            b.c[l][row * h..(row + 1) * h].fill(0.0);
+    let mut out: Vec<String> = vec![String::new(); requests.len()];
+    if opts.max_chars == 0 {
+        if requests.iter().any(|r| r.prompt.is_empty()) {
+            return Err(Error::msg("a story prompt is empty"));
         }
-        lm.row_bias(&requests[req].keywords, &mut b.row_bias, row)?;
-        b.input[row] = requests[req].prompt[0];
-        Ok(Slot {
-            request: req,
-            prompt_pos: 0,
-            written: 0,
-            ids: Vec::new(),
-            rng: rand09::rngs::StdRng::seed_from_u64(stream_seed(opts.seed, requests[req].stream)),
-        })
-    };
-    while live.len() < slots {
-        live.push(admit(&mut b, live.len(), next_request)?);
-        next_request += 1;
+        return Ok(out);
     }
-    while !live.is_empty() {
-        let rows = live.len();
-        step(lm, &mut b, rows);
-        let mut finished = Vec::new();
-        for (r, slot) in live.iter_mut().enumerate() {
-            slot.prompt_pos += 1;
-            let prompt = &requests[slot.request].prompt;
-            if slot.prompt_pos < prompt.len() {
-                b.input[r] = prompt[slot.prompt_pos];
-                continue;
-            }
-            let row = &mut b.logits[r * v..(r + 1) * v];
-            for &x in &banned {
-                row[x as usize] = f32::NEG_INFINITY;
-            }
-            let id = pick.draw(row, &mut slot.rng, &mut order)?;
-            let piece = codec.piece(id);
-            slot.written += piece.chars().count();
-            let ends_sentence = piece.trim_end().ends_with(is_sentence_end);
-            slot.ids.push(id);
-            b.input[r] = id;
-            if slot.written >= opts.max_chars
-                || (opts.stop_at_sentence_end && slot.written >= min_len && ends_sentence)
-            {
-                finished.push(r);
-            }
+    let mut pool = StoryPool::new(lm, codec, slots);
+    let mut pending = requests.iter().enumerate();
+    loop {
+        while pool.has_room() {
+            let Some((i, r)) = pending.next() else { break };
+            pool.admit(r.clone(), opts, i)?;
         }
-        // Highest row first, so moving the last live row into a hole never moves a finished one.
-        for &r in finished.iter().rev() {
-            let done = std::mem::take(&mut live[r].ids);
-            out[live[r].request] = done;
-            if next_request < requests.len() {
-                live[r] = admit(&mut b, r, next_request)?;
-                next_request += 1;
-            } else {
-                let last = live.len() - 1;
-                if r != last {
-                    b.move_row(last, r, h);
-                }
-                live.swap_remove(r);
-            }
+        if pool.is_empty() {
+            break;
+        }
+        for (i, text) in pool.step()? {
+            out[i] = text;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`train`]: training and bits-per-character evaluation.
 //! - [`generate`]: batched sampling through candle tensors (training-time checks, GPU).
 //! - [`engine`]: the host story engine: a fused LSTM step over a pool of refilled slots (CPU).
+//! - [`service`]: that engine on its own thread, one pool shared by every caller.
 //! - [`checkpoint`]: safetensors + JSON checkpoints.
 //! - [`llama2c`], [`llama_tokenizer`]: llama2.c-format transformer story models and their
 //!   tokenizer (`stories15M.bin` and kin), prompted from the hashtags.
@@ -25,6 +26,7 @@ pub mod llama_host;
 pub mod llama_tokenizer;
 pub mod quality;
 pub mod rmsprop;
+pub mod service;
 pub mod subword;
 pub mod train;
 
@@ -163,8 +165,8 @@ pub struct StoryModel {
     keywords: Option<KeywordExtractor>,
     /// The host engine's copy of the weights (CPU models); `None` writes through tensors.
     host: Option<std::sync::Arc<engine::HostLm>>,
-    /// Stories the host engine advances together.
-    slots: usize,
+    /// The engine thread every clone of this model shares (with `host`).
+    service: Option<std::sync::Arc<service::StoryService>>,
 }
 
 /// Stories the host engine advances together by default: enough rows that a step is a
@@ -193,18 +195,27 @@ impl StoryModel {
                 )));
             }
         }
-        let host = match device {
-            Device::Cpu => Some(std::sync::Arc::new(engine::HostLm::from_lm(&lm)?)),
-            _ => None,
+        let alphabet = checkpoint::read_codec(dir, &meta)?;
+        let (host, service) = match device {
+            Device::Cpu => {
+                let host = std::sync::Arc::new(engine::HostLm::from_lm(&lm)?);
+                let service = service::StoryService::start(
+                    host.clone(),
+                    alphabet.clone(),
+                    DEFAULT_STORY_SLOTS,
+                )?;
+                (Some(host), Some(std::sync::Arc::new(service)))
+            }
+            _ => (None, None),
         };
         Ok(StoryModel {
             lm,
-            alphabet: checkpoint::read_codec(dir, &meta)?,
+            alphabet,
             meta,
             hash,
             keywords,
             host,
-            slots: DEFAULT_STORY_SLOTS,
+            service,
         })
     }
 
@@ -212,17 +223,23 @@ impl StoryModel {
     /// host engine: for comparisons and benchmarks.
     pub fn with_tensor_engine(mut self) -> Self {
         self.host = None;
+        self.service = None;
         self
     }
 
-    /// How many stories the host engine advances together (at least 1).
-    pub fn set_slots(&mut self, slots: usize) {
-        self.slots = slots.max(1);
+    /// How many stories the host engine advances together (at least 1): a new engine thread for
+    /// this model (clones made before keep the old one).
+    pub fn set_slots(&mut self, slots: usize) -> Result<()> {
+        if let Some(host) = &self.host {
+            let s = service::StoryService::start(host.clone(), self.alphabet.clone(), slots)?;
+            self.service = Some(std::sync::Arc::new(s));
+        }
+        Ok(())
     }
 
     /// Whether stories are written by the host engine.
     pub fn uses_host_engine(&self) -> bool {
-        self.host.is_some()
+        self.service.is_some()
     }
 
     /// Writes one story per prompt, on the host engine when there is one.
@@ -233,7 +250,7 @@ impl StoryModel {
         streams: &[u64],
         opts: &GenerateOptions,
     ) -> Result<Vec<String>> {
-        let Some(host) = &self.host else {
+        let Some(service) = &self.service else {
             return generate::generate(&self.lm, &self.alphabet, prompts, keywords, streams, opts);
         };
         if keywords.is_some_and(|k| k.len() != prompts.len()) {
@@ -249,7 +266,7 @@ impl StoryModel {
                 stream,
             })
             .collect();
-        engine::generate(host, &self.alphabet, &requests, opts, self.slots)
+        service.write(requests, opts)
     }
 
     /// Whether the model was trained on hashtag prefixes (see [`keywords`]); otherwise it is the

@@ -1,0 +1,135 @@
+//! The story engine as a long-lived thread: every caller's stories share one [`StoryPool`], so
+//! the stories of several image batches in flight at once (the worker runs more than one) are
+//! written in the same steps, as one wide matrix product instead of several narrow ones.
+//!
+//! A story's text depends on its prompt, keywords, options and stream only, so what a caller
+//! gets does not depend on what else was in the pool (tested).
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::Arc;
+
+use super::corpus::Codec;
+use super::engine::{HostLm, StoryPool, StoryRequest};
+use super::generate::GenerateOptions;
+use crate::{Error, Result};
+
+type Reply = mpsc::Sender<(usize, std::result::Result<String, String>)>;
+
+struct Job {
+    request: StoryRequest,
+    opts: GenerateOptions,
+    index: usize,
+    reply: Reply,
+}
+
+/// A handle on the engine thread; the thread ends when the last handle is dropped and its
+/// stories are written.
+#[derive(Debug)]
+pub struct StoryService {
+    jobs: mpsc::Sender<Job>,
+    slots: usize,
+}
+
+impl StoryService {
+    /// Starts the engine thread with room for `slots` stories at once.
+    pub fn start(lm: Arc<HostLm>, codec: Codec, slots: usize) -> Result<Self> {
+        let (jobs, rx) = mpsc::channel();
+        let slots = slots.max(1);
+        std::thread::Builder::new()
+            .name("story-engine".into())
+            .spawn(move || serve(&lm, &codec, slots, rx))
+            .map_err(|e| Error::msg(format!("starting the story engine: {e}")))?;
+        Ok(StoryService { jobs, slots })
+    }
+
+    /// Stories the engine advances together.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Writes one story per request (blocking until all are written), in request order.
+    pub fn write(
+        &self,
+        requests: Vec<StoryRequest>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<String>> {
+        let n = requests.len();
+        let (reply, answers) = mpsc::channel();
+        for (index, request) in requests.into_iter().enumerate() {
+            let job = Job {
+                request,
+                opts: opts.clone(),
+                index,
+                reply: reply.clone(),
+            };
+            self.jobs
+                .send(job)
+                .map_err(|_| Error::msg("the story engine has stopped"))?;
+        }
+        drop(reply);
+        let mut out = vec![String::new(); n];
+        for _ in 0..n {
+            let (i, text) = answers
+                .recv()
+                .map_err(|_| Error::msg("the story engine has stopped"))?;
+            out[i] = text.map_err(Error::msg)?;
+        }
+        Ok(out)
+    }
+}
+
+fn admit(pool: &mut StoryPool<'_, (usize, Reply)>, job: Job) {
+    if job.opts.max_chars == 0 {
+        let result = if job.request.prompt.is_empty() {
+            Err("a story prompt is empty".to_string())
+        } else {
+            Ok(String::new())
+        };
+        let _ = job.reply.send((job.index, result));
+        return;
+    }
+    let token = (job.index, job.reply.clone());
+    if let Err(e) = pool.admit(job.request, &job.opts, token) {
+        let _ = job.reply.send((job.index, Err(e.to_string())));
+    }
+}
+
+fn serve(lm: &HostLm, codec: &Codec, slots: usize, jobs: mpsc::Receiver<Job>) {
+    let mut pool = StoryPool::new(lm, codec, slots);
+    let mut open = true;
+    loop {
+        if pool.is_empty() {
+            if !open {
+                return;
+            }
+            match jobs.recv() {
+                Ok(job) => admit(&mut pool, job),
+                Err(_) => return,
+            }
+        }
+        while pool.has_room() && open {
+            match jobs.try_recv() {
+                Ok(job) => admit(&mut pool, job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        // A failing step (or a bug that panics) fails the stories in the pool, not the engine:
+        // later stories still get written.
+        match catch_unwind(AssertUnwindSafe(|| pool.step())) {
+            Ok(Ok(done)) => {
+                for ((index, reply), text) in done {
+                    let _ = reply.send((index, Ok(text)));
+                }
+            }
+            Ok(Err(e)) => fail_all(&mut pool, &e.to_string()),
+            Err(_) => fail_all(&mut pool, "the story engine panicked"),
+        }
+    }
+}
+
+fn fail_all(pool: &mut StoryPool<'_, (usize, Reply)>, why: &str) {
+    for (index, reply) in pool.clear() {
+        let _ = reply.send((index, Err(why.to_string())));
+    }
+}
