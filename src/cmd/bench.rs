@@ -263,28 +263,10 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     );
     // One step as the worker runs it: the files decoded and brought to the input size in
     // parallel (the worker's decode tasks), then the batch through every model.
-    let step = |batch: &[&Vec<u8>]| -> Result<()> {
-        use rayon::prelude::*;
-        let inputs = batch
-            .par_iter()
-            .map(|bytes| {
-                let img = hashtale_fetch::decode_image(bytes, &limits)?;
-                Ok(hashtale_models::pipeline::ModelInput::new(
-                    model.prepare(img),
-                    bytes,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        model.run_batch(&inputs)?;
-        Ok(())
-    };
     for &bs in &sizes {
-        let batch: Vec<&Vec<u8>> = (0..bs).map(|i| &files[i % files.len()]).collect();
-        step(&batch)?; // warm-up
+        run_model_steps(&model, &files, &limits, bs, 1)?; // warm-up
         let t = Instant::now();
-        for _ in 0..a.iters {
-            step(&batch)?;
-        }
+        run_model_steps(&model, &files, &limits, bs, a.iters)?;
         let s = t.elapsed().as_secs_f64();
         println!(
             "batch {bs:>3}: {:.2} images/s ({:.1} ms per batch)",
@@ -360,7 +342,7 @@ fn bench_encoders(a: EncoderBenchArgs) -> Result<()> {
 }
 
 /// `iters` whole model steps of `bs` sample files (decoded in parallel, then the models).
-fn step_rate_once(
+fn run_model_steps(
     model: &hashtale_models::pipeline::Hashtale,
     files: &[Vec<u8>],
     limits: &hashtale_fetch::DecodeLimits,
@@ -453,7 +435,7 @@ fn bench_stages(a: StagesBenchArgs) -> Result<()> {
     let mut model = hashtale_models::pipeline::Hashtale::load_all(&paths)?;
     let step_rate = |model: &hashtale_models::pipeline::Hashtale, bs: usize| -> Result<f64> {
         rate(bs * a.iters, || {
-            step_rate_once(model, &files, &limits, bs, a.iters)
+            run_model_steps(model, &files, &limits, bs, a.iters)
         })
     };
     out.insert("model_b8_images_per_s".into(), step_rate(&model, 8)?.into());
@@ -464,7 +446,7 @@ fn bench_stages(a: StagesBenchArgs) -> Result<()> {
     let pooled = rate(in_flight * 8 * a.iters, || {
         std::thread::scope(|scope| {
             let runs: Vec<_> = (0..in_flight)
-                .map(|_| scope.spawn(|| step_rate_once(&model, &files, &limits, 8, a.iters)))
+                .map(|_| scope.spawn(|| run_model_steps(&model, &files, &limits, 8, a.iters)))
                 .collect();
             runs.into_iter()
                 .try_for_each(|r| r.join().expect("a bench thread panicked"))

@@ -12,11 +12,11 @@
 //! - the gate nonlinearities and the state update are one pass over each row;
 //! - sampling reads one host logits buffer.
 //!
-//! Slots: up to `slots` stories advance together; when one finishes, the next request takes its
-//! row (zero state, its own keyword term and RNG stream), and once no request is left finished
-//! rows are dropped, so every step multiplies a (live rows × width) matrix. A story's
-//! characters depend only on its prompt, keywords and stream, never on which slot or step it
-//! ran in (tested: pooled = one at a time = the tensor path).
+//! Slots: up to `capacity` stories advance together ([`StoryPool`]); a finished story leaves
+//! (the last live row moves into its row) and a waiting one enters with a zero state, its own
+//! keyword term and RNG stream, so every step multiplies a (live rows × width) matrix. A
+//! story's characters depend only on its prompt, keywords, options and stream, never on which
+//! row or step it ran in (tested: pooled = one at a time = the tensor path).
 use candle_core::{DType, Device, Tensor};
 use rand09::distr::weighted::WeightedIndex;
 use rand09::distr::Distribution;
