@@ -133,3 +133,82 @@ fn fail_all(pool: &mut StoryPool<'_, (usize, Reply)>, why: &str) {
         let _ = reply.send((index, Err(why.to_string())));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::story::charlm::{CharLm, CharLmConfig};
+    use crate::story::corpus::Alphabet;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn service(slots: usize) -> (StoryService, Codec) {
+        let alphabet = Alphabet::new("\n abcdefgh.".chars());
+        let cfg = CharLmConfig {
+            vocab: alphabet.len(),
+            emb: 4,
+            hidden: 8,
+            layers: 2,
+            dropout: 0.0,
+            keywords: 0,
+            keyword_dim: 0,
+        };
+        let vm = VarMap::new();
+        let lm = CharLm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let codec = Codec::Chars(alphabet);
+        let host = Arc::new(HostLm::from_lm(&lm).unwrap());
+        (
+            StoryService::start(host, codec.clone(), slots).unwrap(),
+            codec,
+        )
+    }
+
+    fn request(codec: &Codec, prompt: &str, stream: u64) -> StoryRequest {
+        StoryRequest {
+            prompt: codec.encode(prompt),
+            keywords: vec![],
+            stream,
+        }
+    }
+
+    #[test]
+    fn a_bad_request_fails_alone_and_the_engine_goes_on() {
+        let (svc, codec) = service(2);
+        let opts = GenerateOptions {
+            max_chars: 20,
+            ..Default::default()
+        };
+        let good = svc
+            .write(
+                vec![request(&codec, "\n\nab", 1), request(&codec, "\n\nc", 2)],
+                &opts,
+            )
+            .unwrap();
+        assert!(good.iter().all(|s| !s.is_empty()), "{good:?}");
+        // An id outside the vocabulary is refused with a reason...
+        let bad = StoryRequest {
+            prompt: vec![0, 99],
+            keywords: vec![],
+            stream: 3,
+        };
+        let err = svc.write(vec![bad], &opts).unwrap_err().to_string();
+        assert!(err.contains("outside a vocabulary"), "{err}");
+        // ...and the same stories come out afterwards, whatever shared the pool before.
+        let again = svc
+            .write(
+                vec![request(&codec, "\n\nab", 1), request(&codec, "\n\nc", 2)],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(again, good);
+        // Zero characters: an empty story, without entering the pool.
+        let none = GenerateOptions {
+            max_chars: 0,
+            ..opts
+        };
+        assert_eq!(
+            svc.write(vec![request(&codec, "\n\na", 4)], &none).unwrap(),
+            [""]
+        );
+    }
+}
