@@ -120,8 +120,12 @@ fn tiny_model(vocab: usize, seed: f32) -> (VarMap, CharLm) {
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();
-    // Deterministic, non-trivial weights so the distribution is far from uniform.
-    for (k, (_, var)) in varmap.data().lock().unwrap().iter().enumerate() {
+    // Deterministic, non-trivial weights so the distribution is far from uniform (by sorted
+    // name: the map's own order changes from run to run).
+    let data = varmap.data().lock().unwrap();
+    let mut vars: Vec<(&String, &candle_core::Var)> = data.iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, (_, var)) in vars.into_iter().enumerate() {
         let n = var.elem_count();
         let v: Vec<f32> = (0..n)
             .map(|i| ((i as f32 * 0.7 + k as f32 * 1.3 + seed).sin()) * 1.5)
@@ -129,6 +133,7 @@ fn tiny_model(vocab: usize, seed: f32) -> (VarMap, CharLm) {
         var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
             .unwrap();
     }
+    drop(data);
     (varmap, lm)
 }
 
@@ -221,11 +226,18 @@ fn save_load_round_trip_gives_identical_logits() {
     let text = "hello, world. what a day!";
     assert_eq!(logits_of(&lm, &a, text), logits_of(m.lm(), &a, text));
     assert!(m.version().starts_with("story-test-"));
-    // Batched generation through the loaded model equals the in-memory one.
+    // Batched generation through the loaded model equals the in-memory one (both through the
+    // tensor step: these sine weights are chaotic enough that the host engine's different
+    // rounding can change a character after a few hundred; its step is held equal to the
+    // tensor step's up to rounding in `engine`'s unit tests, and its stories equal on the
+    // shipped model in `story_engine_matches_the_tensor_path_for_any_pool`).
     let opts = GenerateOptions::default();
     let seeds = vec!["#day".to_string(), "#night".to_string()];
     assert_eq!(
-        m.generate_batch(&seeds, &opts).unwrap(),
+        m.clone()
+            .with_tensor_engine()
+            .generate_batch(&seeds, &opts)
+            .unwrap(),
         generate(
             &lm,
             &a.clone().into(),

@@ -666,6 +666,59 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::story::charlm::CharLmConfig;
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// The host step's logits follow the tensor step's up to rounding, over several layers,
+    /// keyword vectors and rows of different keyword sets.
+    #[test]
+    fn host_step_matches_the_tensor_step() {
+        let cfg = CharLmConfig {
+            vocab: 11,
+            emb: 6,
+            hidden: 12,
+            layers: 3,
+            dropout: 0.0,
+            keywords: 5,
+            keyword_dim: 4,
+        };
+        let vm = VarMap::new();
+        let lm = CharLm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        // `w_k` starts at zero: give every weight a value.
+        for var in vm.all_vars() {
+            var.set(&Tensor::randn(0f32, 0.4, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        let host = HostLm::from_lm(&lm).unwrap();
+        let sets: Vec<Vec<u32>> = vec![vec![], vec![1, 4], vec![2]];
+        let rows = sets.len();
+        let mut b = Buffers::new(&host, rows);
+        for (r, set) in sets.iter().enumerate() {
+            host.row_bias(set, &mut b.row_bias, r).unwrap();
+        }
+        let kv = lm.keyword_vectors(&sets).unwrap();
+        let mut state = lm.zero_state(rows).unwrap();
+        for t in 0..30u32 {
+            let ids: Vec<u32> = (0..rows as u32).map(|r| (t * 7 + r * 3) % 11).collect();
+            b.input[..rows].copy_from_slice(&ids);
+            step(&host, &mut b, rows);
+            let (logits, next) = lm
+                .step(
+                    &Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(),
+                    &state,
+                    kv.as_ref(),
+                )
+                .unwrap();
+            state = next;
+            let want = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (i, (&h, &w)) in b.logits[..rows * 11].iter().zip(&want).enumerate() {
+                assert!(
+                    (h - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "step {t}, logit {i}: {h} vs {w}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn top_k_draws_only_among_the_k_most_likely() {
