@@ -24,7 +24,7 @@ use rand09::SeedableRng;
 
 use super::charlm::CharLm;
 use super::corpus::Codec;
-use super::generate::{finish, is_sentence_end, stream_seed, GenerateOptions};
+use super::generate::{argmax, finish, is_sentence_end, softmax, stream_seed, GenerateOptions};
 use crate::{Error, Result};
 
 /// A loaded [`CharLm`]'s weights laid out for the host step.
@@ -121,11 +121,8 @@ impl HostLm {
         let g = 4 * self.hidden;
         let mut kv = vec![0f32; self.keyword_dim];
         let table_rows = self.keyword_table.len() / self.keyword_dim.max(1);
-        for &id in keywords {
+        for &id in keywords.iter().filter(|_| self.keyword_dim > 0) {
             let id = id as usize;
-            if self.keyword_dim == 0 {
-                break;
-            }
             if id >= table_rows {
                 return Err(Error::msg(format!(
                     "keyword id {id} outside a table of {table_rows}"
@@ -238,29 +235,12 @@ impl Pick {
         order: &mut Vec<usize>,
     ) -> Result<u32> {
         let (inv_t, k) = match self {
-            Pick::ArgMax => {
-                let mut best = 0;
-                for (i, &v) in row.iter().enumerate() {
-                    if v > row[best] {
-                        best = i;
-                    }
-                }
-                return Ok(best as u32);
-            }
+            Pick::ArgMax => return Ok(argmax(row)),
             Pick::All { inv_t } => (inv_t, row.len()),
             Pick::TopK { k, inv_t } => (inv_t, k),
         };
-        let mut max = f32::NEG_INFINITY;
-        for v in row.iter_mut() {
-            *v *= inv_t;
-            max = max.max(*v);
-        }
-        let mut sum = 0f32;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        row.iter_mut().for_each(|v| *v /= sum);
+        row.iter_mut().for_each(|v| *v *= inv_t);
+        softmax(row);
         let bad = |e| Error::msg(format!("story sampling: {e}"));
         if k >= row.len() {
             return Ok(WeightedIndex::new(&*row).map_err(bad)?.sample(rng) as u32);
@@ -285,15 +265,6 @@ pub struct StoryRequest {
     pub stream: u64,
 }
 
-/// How one row writes: its options, resolved once.
-#[derive(Debug, Clone, Copy)]
-struct RowRules {
-    pick: Pick,
-    max_chars: usize,
-    min_len: usize,
-    stop_at_sentence_end: bool,
-}
-
 /// The live state of one row.
 struct Slot<T> {
     token: T,
@@ -302,7 +273,7 @@ struct Slot<T> {
     written: usize,
     ids: Vec<u32>,
     rng: rand09::rngs::StdRng,
-    rules: RowRules,
+    pick: Pick,
     opts: GenerateOptions,
 }
 
@@ -538,7 +509,8 @@ impl<'a, T> StoryPool<'a, T> {
     }
 
     /// Puts a story into the next free row (fresh state, its keyword term, its RNG stream).
-    /// A story of `max_chars` 0 is refused: it has nothing to write (see [`generate`]).
+    /// A story of `max_chars` 0 is refused: it has nothing to write (the service answers it
+    /// with an empty story without admitting it).
     pub fn admit(&mut self, req: StoryRequest, opts: &GenerateOptions, token: T) -> Result<()> {
         if !self.has_room() {
             return Err(Error::msg("the story pool is full"));
@@ -570,12 +542,7 @@ impl<'a, T> StoryPool<'a, T> {
             prompt_pos: 0,
             written: 0,
             ids: Vec::new(),
-            rules: RowRules {
-                pick: Pick::new(opts),
-                max_chars: opts.max_chars,
-                min_len: opts.max_chars * 4 / 5,
-                stop_at_sentence_end: opts.stop_at_sentence_end,
-            },
+            pick: Pick::new(opts),
             opts: opts.clone(),
         });
         Ok(())
@@ -600,15 +567,15 @@ impl<'a, T> StoryPool<'a, T> {
             for &x in &self.banned {
                 row[x as usize] = f32::NEG_INFINITY;
             }
-            let id = slot.rules.pick.draw(row, &mut slot.rng, &mut self.order)?;
+            let id = slot.pick.draw(row, &mut slot.rng, &mut self.order)?;
             let piece = self.codec.piece(id);
             slot.written += piece.chars().count();
             let ends_sentence = piece.trim_end().ends_with(is_sentence_end);
             slot.ids.push(id);
             self.buffers.input[r] = id;
-            let rules = &slot.rules;
-            if slot.written >= rules.max_chars
-                || (rules.stop_at_sentence_end && slot.written >= rules.min_len && ends_sentence)
+            let o = &slot.opts;
+            if slot.written >= o.max_chars
+                || (o.stop_at_sentence_end && slot.written >= o.max_chars * 4 / 5 && ends_sentence)
             {
                 finished.push(r);
             }
@@ -627,40 +594,6 @@ impl<'a, T> StoryPool<'a, T> {
         }
         Ok(out)
     }
-}
-
-/// Writes one story per request with up to `slots` of them advancing together, and returns each
-/// request's story (in request order). Same options and stopping rules as
-/// [`super::generate::generate`].
-pub fn generate(
-    lm: &HostLm,
-    codec: &Codec,
-    requests: &[StoryRequest],
-    opts: &GenerateOptions,
-    slots: usize,
-) -> Result<Vec<String>> {
-    let mut out: Vec<String> = vec![String::new(); requests.len()];
-    if opts.max_chars == 0 {
-        if requests.iter().any(|r| r.prompt.is_empty()) {
-            return Err(Error::msg("a story prompt is empty"));
-        }
-        return Ok(out);
-    }
-    let mut pool = StoryPool::new(lm, codec, slots);
-    let mut pending = requests.iter().enumerate();
-    loop {
-        while pool.has_room() {
-            let Some((i, r)) = pending.next() else { break };
-            pool.admit(r.clone(), opts, i)?;
-        }
-        if pool.is_empty() {
-            break;
-        }
-        for (i, text) in pool.step()? {
-            out[i] = text;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

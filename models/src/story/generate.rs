@@ -88,7 +88,8 @@ pub(crate) fn finish(text: &str, opts: &GenerateOptions) -> String {
     t.trim().to_string()
 }
 
-fn argmax(row: &[f32]) -> u32 {
+/// The first id of the largest logit.
+pub(crate) fn argmax(row: &[f32]) -> u32 {
     row.iter()
         .enumerate()
         .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
@@ -99,6 +100,19 @@ fn argmax(row: &[f32]) -> u32 {
             }
         })
         .0 as u32
+}
+
+/// Softmax in place: `e^(x - max)` over the row's sum.
+pub(crate) fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
 }
 
 /// Samples one id from a row of logits on the host: the most likely id at temperature 0 or

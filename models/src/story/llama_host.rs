@@ -10,6 +10,7 @@
 use candle_transformers::models::llama2_c::Config;
 use rayon::prelude::*;
 
+use super::generate::softmax;
 use crate::Result;
 
 struct Layer {
@@ -76,18 +77,6 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let s = 1.0 / ss.sqrt();
     for ((o, xi), wi) in out.iter_mut().zip(x).zip(w) {
         *o = wi * (s * xi);
-    }
-}
-
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
     }
 }
 

@@ -27,7 +27,6 @@ struct Job {
 #[derive(Debug)]
 pub struct StoryService {
     jobs: mpsc::Sender<Job>,
-    slots: usize,
 }
 
 impl StoryService {
@@ -39,12 +38,7 @@ impl StoryService {
             .name("story-engine".into())
             .spawn(move || serve(&lm, &codec, slots, rx))
             .map_err(|e| Error::msg(format!("starting the story engine: {e}")))?;
-        Ok(StoryService { jobs, slots })
-    }
-
-    /// Stories the engine advances together.
-    pub fn slots(&self) -> usize {
-        self.slots
+        Ok(StoryService { jobs })
     }
 
     /// Writes one story per request (blocking until all are written), in request order.
