@@ -342,11 +342,15 @@ impl Hashtale {
                     Some(p) => p.tag(enc, max_tags)?,
                     None => vec![vec![]; enc.pooled.dim(0)?],
                 };
+                let gate = concepts.fusion.object_photo(&enc.pooled)?;
                 decoder()?
                     .iter()
                     .zip(concepts.tagger.tag(enc, opts)?)
                     .zip(&probe)
-                    .map(|((d, c), p)| fuse_with_probe(d, &c, p, &concepts.fusion, max_tags, cells))
+                    .zip(gate)
+                    .map(|(((d, c), p), g)| {
+                        fuse_with_probe(d, &c, p, g, &concepts.fusion, max_tags, cells)
+                    })
                     .collect()
             }
         })

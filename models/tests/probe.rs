@@ -183,6 +183,7 @@ fn the_probe_in_the_fused_list_stays_unique_deterministic_and_mapped() {
             concept_top: -0.2,
             decoder_top: 0.2,
             probe_top: 0.1,
+            object_photo: -0.4,
         },
         concepts: Calibration {
             bias: -0.8,
@@ -190,6 +191,7 @@ fn the_probe_in_the_fused_list_stays_unique_deterministic_and_mapped() {
             concept_top: 0.2,
             decoder_top: -0.2,
             probe_top: -0.3,
+            object_photo: 0.6,
         },
         probe: Some(Calibration {
             bias: 0.2,
@@ -197,14 +199,16 @@ fn the_probe_in_the_fused_list_stays_unique_deterministic_and_mapped() {
             concept_top: -0.1,
             decoder_top: 0.0,
             probe_top: 0.3,
+            object_photo: -0.2,
         }),
+        gate: None,
         fitted_on: serde_json::Value::Null,
     };
     for p in &probe_lists {
-        let fused = fuse_with_probe(&decoder, &concepts, p, &weights, 10, CELLS);
+        let fused = fuse_with_probe(&decoder, &concepts, p, 0.7, &weights, 10, CELLS);
         assert_eq!(
             fused,
-            fuse_with_probe(&decoder, &concepts, p, &weights, 10, CELLS)
+            fuse_with_probe(&decoder, &concepts, p, 0.7, &weights, 10, CELLS)
         );
         let mut names: Vec<&str> = fused.iter().map(|t| t.tag.as_str()).collect();
         assert_eq!(

@@ -13,6 +13,7 @@ use hashtale_models::tags::features::FeatureSet;
 use hashtale_models::tags::fuse::{
     fit_calibration, fuse_with_probe, log_loss, Context as ListContext, Features, FusionWeights,
 };
+use hashtale_models::tags::gate::{fit_gate, out_of_fold, GateFit};
 use hashtale_models::tags::probe::LinearProbe;
 use hashtale_models::tags::{fusion_path, BeamOptions, ScoredTag, TagModel, TagModelConfig};
 
@@ -83,6 +84,14 @@ pub struct TuneFusionArgs {
     /// fusion without it (e.g. 0.01): only shifts within that floor are considered.
     #[arg(long)]
     pub max_regression: Option<f64>,
+    /// Also fit the object-photo gate (a logistic regression on the pooled encoder vector that
+    /// predicts whether the first concept hashtag is relevant) and use its score as one more
+    /// calibration term; the calibrations see out-of-fold gate scores.
+    #[arg(long)]
+    pub gate: bool,
+    /// The gate's L2 penalty on standardised features.
+    #[arg(long, default_value_t = 0.05)]
+    pub gate_l2: f64,
 }
 
 /// The split an evaluation reads when none is named: dev, or all without a splits file.
@@ -110,6 +119,10 @@ struct Outputs {
     fill: Vec<String>,
     concepts: Vec<ScoredTag>,
     probe: Vec<ScoredTag>,
+    /// The pooled encoder vector, for the fusion's gate.
+    pooled: Vec<f32>,
+    /// The gate's score (0: no gate), set by whoever fuses.
+    object_photo: f32,
 }
 
 /// Which taggers to load.
@@ -219,14 +232,25 @@ impl Taggers {
                 Some(p) => p.tag(&enc, self.beam.max_tags)?,
                 None => vec![vec![]; chunk.len()],
             };
-            out.extend(decoded.into_iter().zip(concepts).zip(probe).map(
-                |(((decoder, fill), concepts), probe)| Outputs {
-                    decoder,
-                    fill,
-                    concepts,
-                    probe,
-                },
-            ));
+            let pooled = enc
+                .pooled
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec2::<f32>()?;
+            out.extend(
+                decoded
+                    .into_iter()
+                    .zip(concepts)
+                    .zip(probe)
+                    .zip(pooled)
+                    .map(|((((decoder, fill), concepts), probe), pooled)| Outputs {
+                        decoder,
+                        fill,
+                        concepts,
+                        probe,
+                        pooled,
+                        object_photo: 0.0,
+                    }),
+            );
         }
         Ok(out)
     }
@@ -307,7 +331,12 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
             FusionWeights::default()
         };
         let cells = features.grid.dim(1)?;
-        let outputs = taggers.run(&features, &rows, &device)?;
+        let mut outputs = taggers.run(&features, &rows, &device)?;
+        if let Some(gate) = &fusion.gate {
+            for o in &mut outputs {
+                o.object_photo = gate.score(&o.pooled);
+            }
+        }
         if let Some(path) = &a.per_image {
             let score = |l: &[ScoredTag]| -> Vec<(String, f32)> {
                 l.iter().map(|t| (t.tag.clone(), t.score)).collect()
@@ -319,6 +348,7 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
                     "decoder": score(&o.decoder),
                     "concepts": score(&o.concepts),
                     "probe": score(&o.probe),
+                    "object_photo": o.object_photo,
                 });
                 text.push_str(&format!("{line}\n"));
             }
@@ -337,6 +367,7 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
                     &o.decoder,
                     &o.concepts,
                     &o.probe,
+                    o.object_photo,
                     &fusion,
                     taggers.beam.max_tags,
                     cells,
@@ -426,44 +457,84 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         )?;
         with_probe = taggers.probe.is_some();
         let outputs = taggers.run(&features, &rows, &device)?;
+        sets.push(serde_json::json!({
+            "data": folder.display().to_string(),
+            "split": split,
+            "images": rows.len(),
+        }));
+        kept.push(gt.into_iter().zip(outputs).collect());
+    }
+    // The gate: fitted on every dev image (each set weighs the same); the calibrations below
+    // read its out-of-fold scores.
+    let gate = if a.gate {
+        let (mut x, mut y, mut w) = (Vec::new(), Vec::new(), Vec::new());
+        for set in &kept {
+            for (truth, o) in set {
+                x.push(o.pooled.clone());
+                y.push(o.concepts.first().is_some_and(|t| truth.contains(&t.tag)));
+                w.push(1.0 / set.len().max(1) as f64);
+            }
+        }
+        let fit = GateFit {
+            l2: a.gate_l2,
+            ..GateFit::default()
+        };
+        let oof = out_of_fold(&x, &y, &w, 5, fit);
+        let mut next = oof.into_iter();
+        for set in &mut kept {
+            for (_, o) in set.iter_mut() {
+                o.object_photo = next.next().expect("one score per image");
+            }
+        }
+        let right = kept
+            .iter()
+            .flatten()
+            .zip(&y)
+            .filter(|((_, o), &t)| (o.object_photo > 0.5) == t)
+            .count();
+        eprintln!(
+            "gate: {} of {} dev images right out of fold ({:.3})",
+            right,
+            y.len(),
+            right as f64 / y.len().max(1) as f64
+        );
+        Some(fit_gate(&x, &y, &w, fit))
+    } else {
+        None
+    };
+    for (set, info) in kept.iter().zip(sets.iter_mut()) {
         let (mut d_set, mut c_set, mut p_set) = (Vec::new(), Vec::new(), Vec::new());
-        for (o, truth) in outputs.iter().zip(&gt) {
-            let ctx = ListContext::of(&o.decoder, &o.concepts, &o.probe);
-            for (list, set) in [
+        for (truth, o) in set {
+            let ctx = ListContext::of(&o.decoder, &o.concepts, &o.probe).gated(o.object_photo);
+            for (list, samples) in [
                 (&o.decoder, &mut d_set),
                 (&o.concepts, &mut c_set),
                 (&o.probe, &mut p_set),
             ] {
                 for t in list {
-                    set.push((ctx.with(t.score), truth.contains(&t.tag)));
+                    samples.push((ctx.with(t.score), truth.contains(&t.tag)));
                 }
             }
         }
-        for (set, samples) in [
+        for (one, samples) in [
             (&d_set, &mut decoder_samples),
             (&c_set, &mut concept_samples),
             (&p_set, &mut probe_samples),
         ] {
-            let w = 1.0 / set.len().max(1) as f64;
-            samples.extend(set.iter().map(|&(s, y)| (s, y, w)));
+            let w = 1.0 / one.len().max(1) as f64;
+            samples.extend(one.iter().map(|&(s, y)| (s, y, w)));
         }
-        sets.push(serde_json::json!({
-            "data": folder.display().to_string(),
-            "split": split,
-            "images": rows.len(),
-            "decoder_tags": d_set.len(),
-            "concept_tags": c_set.len(),
-            "probe_tags": p_set.len(),
-        }));
+        info["decoder_tags"] = serde_json::json!(d_set.len());
+        info["concept_tags"] = serde_json::json!(c_set.len());
+        info["probe_tags"] = serde_json::json!(p_set.len());
         eprintln!(
-            "{} [{split}]: {} images, {} decoder, {} concept and {} probe hashtags",
-            folder.display(),
-            rows.len(),
+            "{}: {} images, {} decoder, {} concept and {} probe hashtags",
+            info["data"],
+            set.len(),
             d_set.len(),
             c_set.len(),
             p_set.len()
         );
-        kept.push(gt.into_iter().zip(outputs).collect());
     }
     let fit = |samples: &[(Features, bool, f64)]| {
         let c = fit_calibration(samples);
@@ -479,7 +550,15 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     let figures = |w: &FusionWeights, set: &[(Vec<String>, Outputs)]| -> (f64, f64) {
         let (mut p1, mut r5) = (0.0, 0.0);
         for (truth, o) in set {
-            let f = fuse_with_probe(&o.decoder, &o.concepts, &o.probe, w, TOP_K, 49);
+            let f = fuse_with_probe(
+                &o.decoder,
+                &o.concepts,
+                &o.probe,
+                o.object_photo,
+                w,
+                TOP_K,
+                49,
+            );
             if f.first().is_some_and(|t| truth.contains(&t.tag)) {
                 p1 += 1.0;
             }
@@ -514,6 +593,7 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
                     decoder: d,
                     concepts,
                     probe: None,
+                    gate: None,
                     fitted_on: serde_json::Value::Null,
                 };
                 let per: Vec<f64> = kept.iter().map(|set| figures(&w, set).0).collect();
@@ -541,6 +621,7 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
                 decoder: d,
                 concepts,
                 probe: with_probe.then_some(p),
+                gate: None,
                 fitted_on: serde_json::Value::Null,
             };
             let per_set: Vec<(f64, f64)> = kept.iter().map(|set| figures(&w, set)).collect();
@@ -587,6 +668,7 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
         decoder,
         concepts,
         probe: with_probe.then_some(probe),
+        gate,
         fitted_on: serde_json::json!({
             "command": "hashtale tune fusion",
             "sets": sets,
@@ -597,6 +679,7 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
             "decoder_bias_shift": shift,
             "probe_bias_shift": with_probe.then_some(probe_shift),
             "max_regression": a.max_regression,
+            "gate_l2": a.gate.then_some(a.gate_l2),
             "mean_fused_p_at_1": mean_p1,
             "mean_fused_r_at_5": mean_r5,
         }),

@@ -9,8 +9,13 @@
 //! the probe does (people at the beach), which a per-source Platt scaling cannot. A hashtag named
 //! by several sources gets the noisy-or of their calibrated scores, and the score-weighted mean
 //! of their maps.
+//!
+//! Where the weights carry a gate (`gate.rs`), one more context term enters every calibration:
+//! logit(g), g = P(the ImageNet head's first hashtag is relevant) read from the pooled encoder
+//! vector, which tells an object photo from a scene the head has no class for.
 use serde::{Deserialize, Serialize};
 
+use super::gate::PhotoGate;
 use super::ScoredTag;
 
 /// A logistic calibration of one source's scores.
@@ -26,10 +31,13 @@ pub struct Calibration {
     /// Weight of logit(the image's top probe score); 0 in weights fitted without a probe.
     #[serde(default)]
     pub probe_top: f64,
+    /// Weight of logit(the gate's score); 0 in weights fitted without a gate.
+    #[serde(default)]
+    pub object_photo: f64,
 }
 
 /// Number of weights of a calibration.
-const N: usize = 5;
+const N: usize = 6;
 
 impl Calibration {
     /// The identity map: calibrated = raw.
@@ -39,6 +47,7 @@ impl Calibration {
         concept_top: 0.0,
         decoder_top: 0.0,
         probe_top: 0.0,
+        object_photo: 0.0,
     };
 
     fn weights(&self) -> [f64; N] {
@@ -48,6 +57,7 @@ impl Calibration {
             self.concept_top,
             self.decoder_top,
             self.probe_top,
+            self.object_photo,
         ]
     }
 
@@ -58,6 +68,7 @@ impl Calibration {
             concept_top: w[2],
             decoder_top: w[3],
             probe_top: w[4],
+            object_photo: w[5],
         }
     }
 
@@ -76,6 +87,8 @@ pub struct Features {
     pub concept_top: f32,
     pub decoder_top: f32,
     pub probe_top: f32,
+    /// The gate's score (0: no gate, the term is left out).
+    pub object_photo: f32,
 }
 
 /// The image-level part of the features: each source's top score.
@@ -84,6 +97,7 @@ pub struct Context {
     pub concept_top: f32,
     pub decoder_top: f32,
     pub probe_top: f32,
+    pub object_photo: f32,
 }
 
 impl Context {
@@ -93,6 +107,15 @@ impl Context {
             concept_top: top(concepts),
             decoder_top: top(decoder),
             probe_top: top(probe),
+            object_photo: 0.0,
+        }
+    }
+
+    /// With the gate's score of the image (0: no gate).
+    pub fn gated(self, object_photo: f32) -> Self {
+        Self {
+            object_photo,
+            ..self
         }
     }
 
@@ -103,6 +126,7 @@ impl Context {
             concept_top: self.concept_top,
             decoder_top: self.decoder_top,
             probe_top: self.probe_top,
+            object_photo: self.object_photo,
         }
     }
 }
@@ -116,6 +140,7 @@ impl Features {
             present(self.concept_top),
             present(self.decoder_top),
             present(self.probe_top),
+            present(self.object_photo),
         ]
     }
 
@@ -136,6 +161,9 @@ pub struct FusionWeights {
     /// then left out of the fusion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Calibration>,
+    /// The object-photo gate (absent: weights fitted without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<PhotoGate>,
     /// Free-form provenance (dev sets, sample counts, fit log-loss).
     #[serde(default)]
     pub fitted_on: serde_json::Value,
@@ -147,7 +175,18 @@ impl Default for FusionWeights {
             decoder: Calibration::IDENTITY,
             concepts: Calibration::IDENTITY,
             probe: None,
+            gate: None,
             fitted_on: serde_json::Value::Null,
+        }
+    }
+}
+
+impl FusionWeights {
+    /// The gate's score of each row of a (B, D) pooled tensor; 0 (no term) without a gate.
+    pub fn object_photo(&self, pooled: &candle_core::Tensor) -> crate::error::Result<Vec<f32>> {
+        match &self.gate {
+            Some(g) => g.scores(pooled),
+            None => Ok(vec![0.0; pooled.dim(0)?]),
         }
     }
 }
@@ -171,21 +210,23 @@ pub fn fuse(
     max_tags: usize,
     grid_cells: usize,
 ) -> Vec<ScoredTag> {
-    fuse_with_probe(decoder, concepts, &[], weights, max_tags, grid_cells)
+    fuse_with_probe(decoder, concepts, &[], 0.0, weights, max_tags, grid_cells)
 }
 
 /// As [`fuse`], with the linear probe's list as a third source (left out when the weights have
-/// no probe calibration). Any list may be empty.
+/// no probe calibration) and the image's gate score `object_photo` (0 without a gate, see
+/// [`FusionWeights::object_photo`]). Any list may be empty.
 pub fn fuse_with_probe(
     decoder: &[ScoredTag],
     concepts: &[ScoredTag],
     probe: &[ScoredTag],
+    object_photo: f32,
     weights: &FusionWeights,
     max_tags: usize,
     grid_cells: usize,
 ) -> Vec<ScoredTag> {
     let probe: &[ScoredTag] = if weights.probe.is_some() { probe } else { &[] };
-    let context = Context::of(decoder, concepts, probe);
+    let context = Context::of(decoder, concepts, probe).gated(object_photo);
     // Per hashtag: the fused tag, and the sum of the calibrated scores its map is weighted by.
     let mut out: Vec<(ScoredTag, f32)> = Vec::new();
     let sources = [
@@ -362,6 +403,7 @@ mod tests {
                 concept_top: -0.3,
                 decoder_top: 0.1,
                 probe_top: 0.0,
+                object_photo: 0.0,
             },
             concepts: Calibration {
                 bias: 0.1,
@@ -369,8 +411,10 @@ mod tests {
                 concept_top: 0.2,
                 decoder_top: -0.4,
                 probe_top: 0.0,
+                object_photo: 0.0,
             },
             probe: None,
+            gate: None,
             fitted_on: serde_json::Value::Null,
         };
         let fused = fuse(&decoder, &concepts, &w, 10, 49);
@@ -390,6 +434,7 @@ mod tests {
             concept_top: 0.8,
             decoder_top: 0.6,
             probe_top: 0.0,
+            object_photo: 0.0,
         };
         let d = w.decoder.apply(&at(0.6));
         let c = w.concepts.apply(&at(0.8));
@@ -417,6 +462,7 @@ mod tests {
             concept_top: 0.5,
             decoder_top: -0.7,
             probe_top: 0.0,
+            object_photo: 0.0,
         };
         let mut samples = Vec::new();
         for i in 1..20 {
@@ -427,6 +473,7 @@ mod tests {
                         concept_top: j as f32 / 10.0,
                         decoder_top: k as f32 / 10.0,
                         probe_top: 0.0,
+                        object_photo: 0.0,
                     };
                     let p = truth.apply(&x) as f64;
                     samples.push((x, true, p));
@@ -442,6 +489,36 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_moves_the_lead_between_the_decoder_and_the_concepts() {
+        let decoder = vec![tag("man", 0.6, peak(3))];
+        let concepts = vec![tag("jersey", 0.6, peak(10))];
+        let gated = |object_photo: f64| Calibration {
+            object_photo,
+            ..Calibration::IDENTITY
+        };
+        let w = FusionWeights {
+            decoder: gated(-1.0),
+            concepts: gated(1.0),
+            ..FusionWeights::default()
+        };
+        let first = |g: f32| {
+            fuse_with_probe(&decoder, &concepts, &[], g, &w, 10, 49)[0]
+                .tag
+                .clone()
+        };
+        assert_eq!(
+            first(0.9),
+            "jersey",
+            "an object photo: the ImageNet head leads"
+        );
+        assert_eq!(first(0.1), "man", "a scene: the decoder leads");
+        // No gate (0): the term is left out and the equal scores tie by name.
+        assert_eq!(first(0.0), "jersey");
+        let none = fuse_with_probe(&decoder, &concepts, &[], 0.0, &w, 10, 49);
+        assert!((none[0].score - none[1].score).abs() < 1e-6);
+    }
+
+    #[test]
     fn a_probe_is_a_third_source_merged_without_duplicates() {
         let decoder = vec![tag("dog", 0.6, peak(3)), tag("grass", 0.3, peak(40))];
         let concepts = vec![tag("dog", 0.8, peak(10))];
@@ -452,16 +529,17 @@ mod tests {
             concept_top: -0.2,
             decoder_top: 0.1,
             probe_top: 0.4,
+            object_photo: 0.0,
         };
         let mut w = FusionWeights::default();
         // Without a probe calibration its list is left out.
-        let two = fuse_with_probe(&decoder, &concepts, &probe, &w, 10, 49);
+        let two = fuse_with_probe(&decoder, &concepts, &probe, 0.0, &w, 10, 49);
         assert_eq!(two, fuse(&decoder, &concepts, &w, 10, 49));
         w.probe = Some(probe_cal);
-        let fused = fuse_with_probe(&decoder, &concepts, &probe, &w, 10, 49);
+        let fused = fuse_with_probe(&decoder, &concepts, &probe, 0.0, &w, 10, 49);
         assert_eq!(
             fused,
-            fuse_with_probe(&decoder, &concepts, &probe, &w, 10, 49)
+            fuse_with_probe(&decoder, &concepts, &probe, 0.0, &w, 10, 49)
         );
         let names: Vec<&str> = fused.iter().map(|t| t.tag.as_str()).collect();
         assert_eq!(names.len(), 3, "{names:?}");

@@ -7,6 +7,7 @@ pub mod concepts;
 pub mod decoder;
 pub mod features;
 pub mod fuse;
+pub mod gate;
 pub mod lstm;
 pub mod multilabel;
 pub mod probe;
