@@ -20,7 +20,7 @@ if [ "$step" = train ] || [ "$step" = all ]; then
 fi
 if [ "$step" = probe ] || [ "$step" = all ]; then
   "$bin" train probe --model "$out" --data "$data/flickr8k" --data "$data/corel5k" \
-    --loss bce --weight-decay 0.3 --out "$out" --half
+    --mixture --loss bce --lr 3e-4 --weight-decay 0.3 --out "$out" --half
 fi
 if [ "$step" = tune ] || [ "$step" = all ]; then
   "$bin" tune fusion --model "$out" --gate --data "$data/flickr8k" --data "$data/corel5k" \

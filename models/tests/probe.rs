@@ -4,7 +4,8 @@ use candle_core::{Device, Tensor};
 use hashtale_models::encoder::Encoded;
 use hashtale_models::tags::fuse::{fuse_with_probe, Calibration, FusionWeights};
 use hashtale_models::tags::probe::{
-    tag_ids, train_probe, LinearProbe, ProbeConfig, ProbeData, ProbeLoss, ProbeTrainConfig,
+    tag_ids, train_mixture, train_probe, LinearProbe, ProbeConfig, ProbeData, ProbeLoss, ProbePart,
+    ProbeTrainConfig,
 };
 use hashtale_models::tags::ScoredTag;
 use rand::rngs::StdRng;
@@ -49,6 +50,7 @@ fn config(loss: ProbeLoss) -> ProbeConfig {
         encoder: "synthetic".into(),
         loss,
         tags: TAGS.iter().map(|t| t.to_string()).collect(),
+        experts: Vec::new(),
         training: serde_json::Value::Null,
     }
 }
@@ -230,6 +232,125 @@ fn the_probe_in_the_fused_list_stays_unique_deterministic_and_mapped() {
                 pair[0].score > pair[1].score
                     || (pair[0].score == pair[1].score && pair[0].tag < pair[1].tag)
             );
+        }
+    }
+}
+
+/// Two labelled folders of the same kinds of photos with different conventions: folder 0 tags
+/// a beach photo `beach water`, folder 1 only `water`. Each folder's photos carry a marker
+/// channel (14 or 15) that the router can read.
+fn folder(n: usize, seed: u64, which: usize) -> (Tensor, Tensor, Vec<Vec<String>>) {
+    let (grid, _, mut lists) = synthetic(n, seed);
+    let mut marker = vec![0f32; n * CELLS * D];
+    for cell in marker.chunks_mut(D) {
+        cell[14 + which] = 1.5;
+    }
+    let marker = Tensor::from_vec(marker, (n, CELLS, D), &Device::Cpu).unwrap();
+    let grid = (grid + marker).unwrap();
+    if which == 1 {
+        for l in &mut lists {
+            l.retain(|t| t != "beach");
+            if l.is_empty() {
+                l.push("water".into());
+            }
+        }
+    }
+    let pooled = grid.mean(1).unwrap();
+    (grid, pooled, lists)
+}
+
+#[test]
+fn a_mixture_routes_each_folder_to_its_own_labelling_and_round_trips() {
+    let tags = config(ProbeLoss::Bce).tags;
+    let cfg = ProbeTrainConfig {
+        loss: ProbeLoss::Bce,
+        epochs: 30,
+        batch_size: 32,
+        learning_rate: 0.05,
+        weight_decay: 1e-4,
+        patience: 30,
+        seed: 7,
+    };
+    let sets: Vec<_> = (0..2)
+        .map(|k| {
+            let (_, train_x, train_tags) = folder(200, 10 + k as u64, k);
+            let (dev_grid, dev_x, dev_tags) = folder(40, 20 + k as u64, k);
+            let (train_t, dev_t) = (tag_ids(&tags, &train_tags), tag_ids(&tags, &dev_tags));
+            (train_x, train_t, dev_grid, dev_x, dev_t, dev_tags)
+        })
+        .collect();
+    let parts: Vec<ProbePart> = sets
+        .iter()
+        .enumerate()
+        .map(|(k, s)| ProbePart {
+            name: format!("folder{k}"),
+            train: ProbeData {
+                pooled: &s.0,
+                targets: &s.1,
+            },
+            dev: ProbeData {
+                pooled: &s.3,
+                targets: &s.4,
+            },
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let (probe, history) = train_mixture(
+        &cfg,
+        &ProbeTrainConfig {
+            loss: ProbeLoss::Softmax,
+            ..cfg.clone()
+        },
+        config(ProbeLoss::Bce),
+        &parts,
+        &Device::Cpu,
+        |name, e, _| seen.push((name.to_string(), e.epoch)),
+    )
+    .unwrap();
+    assert!(probe.is_mixture());
+    assert_eq!(probe.config.experts, ["folder0", "folder1"]);
+    assert_eq!(history.experts.len(), 2);
+    assert!(seen.iter().any(|(n, _)| n == "router"), "{seen:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    probe.save(dir.path(), true).unwrap();
+    let loaded = LinearProbe::load(dir.path(), &Device::Cpu).unwrap();
+    assert!(loaded.is_mixture());
+    for (k, s) in sets.iter().enumerate() {
+        let enc = Encoded {
+            grid: s.2.clone(),
+            pooled: s.3.clone(),
+        };
+        // The router sends each folder's photos to its own expert.
+        let pi = probe.routing(&enc.pooled).unwrap().unwrap();
+        let pi = pi.to_vec2::<f32>().unwrap();
+        assert!(pi.iter().all(|row| row[k] > 0.9), "folder {k}: {pi:?}");
+        let tagged = probe.tag(&enc, 4).unwrap();
+        let from_file = loaded.tag(&enc, 4).unwrap();
+        for ((tags, truth), back) in tagged.iter().zip(&s.5).zip(&from_file) {
+            assert!(
+                truth.contains(&tags[0].tag),
+                "folder {k}: {tags:?} for {truth:?}"
+            );
+            assert_eq!(tags[0].tag, back[0].tag);
+            assert!((tags[0].score - back[0].score).abs() < 1e-2);
+            let beach = tags
+                .iter()
+                .find(|t| t.tag == "beach")
+                .map_or(0.0, |t| t.score);
+            if truth.contains(&"water".to_string()) {
+                // Folder 0 says `beach` on its beach photos, folder 1 never does.
+                if k == 0 {
+                    assert!(beach > 0.5, "{tags:?}");
+                } else {
+                    assert!(beach < 0.5, "{tags:?}");
+                }
+            }
+            for t in tags {
+                let sum: f32 = t.attention.iter().sum();
+                assert_eq!(t.attention.len(), CELLS);
+                assert!((sum - 1.0).abs() < 1e-4, "{}: {sum}", t.tag);
+            }
         }
     }
 }

@@ -625,6 +625,12 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
                 fitted_on: serde_json::Value::Null,
             };
             let per_set: Vec<(f64, f64)> = kept.iter().map(|set| figures(&w, set)).collect();
+            tracing::debug!(
+                decoder_shift = ds,
+                probe_shift = ps,
+                ?per_set,
+                "fusion shift"
+            );
             if let Some(floors) = &floors {
                 if per_set
                     .iter()

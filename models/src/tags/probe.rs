@@ -60,34 +60,37 @@ pub struct ProbeConfig {
     pub loss: ProbeLoss,
     /// One hashtag per output row.
     pub tags: Vec<String>,
+    /// A mixture's experts, one per labelled folder, in the router's order (empty: one layer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<String>,
     /// Free-form provenance (data, epochs, dev figures).
     #[serde(default)]
     pub training: serde_json::Value,
 }
 
-/// A trained probe, ready to tag encoded batches.
-pub struct LinearProbe {
-    pub config: ProbeConfig,
+/// One linear layer over the pooled vector.
+#[derive(Clone)]
+struct Layer {
     /// (V, D).
     weight: Tensor,
     /// (D, V), for pooled · Wᵀ and grid · Wᵀ.
     weight_t: Tensor,
     /// (V).
     bias: Tensor,
-    /// Short content hash of the weights file (part of the model version).
-    pub digest: String,
+    /// The vocabulary rows it was trained on, when fewer than all: the others score
+    /// [`UNSEEN_TAG_BIAS`] and are not stored.
+    seen: Option<Vec<u32>>,
 }
 
-impl LinearProbe {
-    /// `weight` (V, D) and `bias` (V), any float dtype; V must match `config.tags`.
-    pub fn new(config: ProbeConfig, weight: Tensor, bias: Tensor) -> Result<Self> {
+impl Layer {
+    /// `weight` (rows, D) and `bias` (rows), any float dtype.
+    fn new(weight: Tensor, bias: Tensor, rows: usize, what: &str) -> Result<Self> {
         let weight = weight.to_dtype(DType::F32)?;
         let bias = bias.to_dtype(DType::F32)?;
         let (v, _) = weight.dims2()?;
-        if v != config.tags.len() || bias.dims1()? != v {
+        if v != rows || bias.dims1()? != v {
             return Err(Error::msg(format!(
-                "probe: {} tags but a {v}-row layer with {} biases",
-                config.tags.len(),
+                "probe: {what} needs {rows} rows but has a {v}-row layer with {} biases",
                 bias.dims1()?
             )));
         }
@@ -95,9 +98,102 @@ impl LinearProbe {
             weight_t: weight.t()?.contiguous()?,
             weight,
             bias,
+            seen: None,
+        })
+    }
+
+    fn logits(&self, pooled: &Tensor) -> Result<Tensor> {
+        let w = self.weight_t.to_device(pooled.device())?;
+        let b = self.bias.to_device(pooled.device())?;
+        Ok(pooled.matmul(&w)?.broadcast_add(&b)?)
+    }
+
+    fn rounded_to_f16(&self) -> Result<Self> {
+        let r = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
+        let (rows, _) = self.weight.dims2()?;
+        let mut layer = Self::new(r(&self.weight)?, r(&self.bias)?, rows, "a rounded layer")?;
+        layer.seen = self.seen.clone();
+        Ok(layer)
+    }
+
+    /// (L, k): each grid cell's share of the logits of the rows `ids`.
+    fn cell_shares(&self, grid: &Tensor, ids: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let w = self
+            .weight_t
+            .index_select(&ids.to_device(self.weight_t.device())?, 1)?
+            .to_device(grid.device())?;
+        Ok(grid.matmul(&w)?.to_vec2::<f32>()?)
+    }
+}
+
+/// A trained probe, ready to tag encoded batches: one linear layer, or a mixture of one layer
+/// per labelled folder with a softmax router over the folders (score = Σ_k π_k · s_k), so that
+/// each folder's labelling convention (Corel's `sky` on every landscape, Flickr8k's caption
+/// words) is learned by its own expert and the router picks the convention a photo looks like.
+pub struct LinearProbe {
+    pub config: ProbeConfig,
+    experts: Vec<Layer>,
+    /// Over `config.experts`, for a mixture.
+    router: Option<Layer>,
+    /// Short content hash of the weights file (part of the model version).
+    pub digest: String,
+}
+
+impl LinearProbe {
+    /// One layer: `weight` (V, D) and `bias` (V), any float dtype; V must match `config.tags`.
+    pub fn new(config: ProbeConfig, weight: Tensor, bias: Tensor) -> Result<Self> {
+        if !config.experts.is_empty() {
+            return Err(Error::msg("probe: a config with experts needs a mixture"));
+        }
+        let layer = Layer::new(weight, bias, config.tags.len(), "the layer")?;
+        Ok(Self {
+            experts: vec![layer],
+            router: None,
             config,
             digest: "unsaved".into(),
         })
+    }
+
+    /// A mixture: one (weight, bias) per name in `config.experts`, each over all of
+    /// `config.tags`, and the router's (weight (K, D), bias (K)).
+    pub fn mixture(
+        config: ProbeConfig,
+        experts: Vec<(Tensor, Tensor)>,
+        router: (Tensor, Tensor),
+    ) -> Result<Self> {
+        let k = config.experts.len();
+        if k < 2 || experts.len() != k {
+            return Err(Error::msg(format!(
+                "probe: a mixture needs two or more experts, one per name ({k} names, {} layers)",
+                experts.len()
+            )));
+        }
+        let experts = experts
+            .into_iter()
+            .zip(&config.experts)
+            .map(|((w, b), name)| Layer::new(w, b, config.tags.len(), &format!("expert {name}")))
+            .collect::<Result<Vec<_>>>()?;
+        let router = Layer::new(router.0, router.1, k, "the router")?;
+        Self::from_layers(config, experts, router)
+    }
+
+    fn from_layers(config: ProbeConfig, experts: Vec<Layer>, router: Layer) -> Result<Self> {
+        if experts.len() != config.experts.len() || experts.len() < 2 {
+            return Err(Error::msg(
+                "probe: a mixture needs one layer per expert, two or more",
+            ));
+        }
+        Ok(Self {
+            experts,
+            router: Some(router),
+            config,
+            digest: "unsaved".into(),
+        })
+    }
+
+    /// Whether this probe is a mixture of experts.
+    pub fn is_mixture(&self) -> bool {
+        self.router.is_some()
     }
 
     /// Whether `dir` holds a probe.
@@ -120,7 +216,41 @@ impl LinearProbe {
                 .cloned()
                 .ok_or_else(|| Error::msg(format!("{}: missing tensor {k}", w_path.display())))
         };
-        let mut probe = Self::new(config, get("weight")?, get("bias")?)?;
+        let mut probe = if config.experts.is_empty() {
+            Self::new(config, get("weight")?, get("bias")?)?
+        } else {
+            let vocab = config.tags.len();
+            let mut experts = Vec::with_capacity(config.experts.len());
+            for k in 0..config.experts.len() {
+                let (w, b) = (
+                    get(&format!("expert.{k}.weight"))?,
+                    get(&format!("expert.{k}.bias"))?,
+                );
+                // Stored over the rows it was trained on, or over all of them.
+                let layer = match tensors.get(&format!("expert.{k}.rows")) {
+                    None => Layer::new(w, b, vocab, &format!("expert {k}"))?,
+                    Some(rows) => {
+                        let rows = rows.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                        if rows.iter().any(|&r| r as usize >= vocab) {
+                            return Err(Error::msg(format!(
+                                "{}: expert {k} names a row past the {vocab} tags",
+                                w_path.display()
+                            )));
+                        }
+                        let sub = Layer::new(w, b, rows.len(), &format!("expert {k}"))?;
+                        widen(&sub, &rows, vocab)?
+                    }
+                };
+                experts.push(layer);
+            }
+            let router = Layer::new(
+                get("router.weight")?,
+                get("router.bias")?,
+                config.experts.len(),
+                "the router",
+            )?;
+            Self::from_layers(config, experts, router)?
+        };
         probe.digest = digest;
         Ok(probe)
     }
@@ -129,11 +259,32 @@ impl LinearProbe {
     pub fn save(&self, dir: &Path, half: bool) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let dtype = if half { DType::F16 } else { DType::F32 };
-        let tensors: HashMap<String, Tensor> = [
-            ("weight".to_string(), self.weight.to_dtype(dtype)?),
-            ("bias".to_string(), self.bias.to_dtype(dtype)?),
-        ]
-        .into();
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        match &self.router {
+            None => {
+                tensors.insert("weight".into(), self.experts[0].weight.to_dtype(dtype)?);
+                tensors.insert("bias".into(), self.experts[0].bias.to_dtype(dtype)?);
+            }
+            Some(router) => {
+                for (k, e) in self.experts.iter().enumerate() {
+                    let (weight, bias) = match &e.seen {
+                        None => (e.weight.clone(), e.bias.clone()),
+                        Some(rows) => {
+                            let ids = Tensor::new(rows.as_slice(), e.weight.device())?;
+                            tensors.insert(format!("expert.{k}.rows"), ids.clone());
+                            (
+                                e.weight.index_select(&ids, 0)?,
+                                e.bias.index_select(&ids, 0)?,
+                            )
+                        }
+                    };
+                    tensors.insert(format!("expert.{k}.weight"), weight.to_dtype(dtype)?);
+                    tensors.insert(format!("expert.{k}.bias"), bias.to_dtype(dtype)?);
+                }
+                tensors.insert("router.weight".into(), router.weight.to_dtype(dtype)?);
+                tensors.insert("router.bias".into(), router.bias.to_dtype(dtype)?);
+            }
+        }
         candle_core::safetensors::save(&tensors, dir.join(PROBE_WEIGHTS))?;
         let cfg_path = dir.join(PROBE_CONFIG);
         std::fs::write(
@@ -147,33 +298,77 @@ impl LinearProbe {
     /// The same probe with its weights rounded through f16 (what [`LinearProbe::save`] with
     /// `half` stores), for evaluating exactly what ships.
     pub fn rounded_to_f16(&self) -> Result<Self> {
-        let r = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
-        Self::new(self.config.clone(), r(&self.weight)?, r(&self.bias)?)
-    }
-
-    /// Logits (B, V) of pooled features (B, D).
-    pub fn logits(&self, pooled: &Tensor) -> Result<Tensor> {
-        let w = self.weight_t.to_device(pooled.device())?;
-        let b = self.bias.to_device(pooled.device())?;
-        Ok(pooled.matmul(&w)?.broadcast_add(&b)?)
-    }
-
-    /// Scores (B, V): softmax or sigmoid of the logits, as trained.
-    pub fn scores(&self, pooled: &Tensor) -> Result<Tensor> {
-        let logits = self.logits(pooled)?;
-        Ok(match self.config.loss {
-            ProbeLoss::Softmax => candle_nn::ops::softmax(&logits, D::Minus1)?,
-            ProbeLoss::Bce => candle_nn::ops::sigmoid(&logits)?,
+        Ok(Self {
+            config: self.config.clone(),
+            experts: self
+                .experts
+                .iter()
+                .map(Layer::rounded_to_f16)
+                .collect::<Result<_>>()?,
+            router: self
+                .router
+                .as_ref()
+                .map(Layer::rounded_to_f16)
+                .transpose()?,
+            digest: self.digest.clone(),
         })
     }
 
+    /// The router's share of each expert (B, K) for pooled features (B, D); `None` for one layer.
+    pub fn routing(&self, pooled: &Tensor) -> Result<Option<Tensor>> {
+        self.router
+            .as_ref()
+            .map(|r| Ok(candle_nn::ops::softmax(&r.logits(pooled)?, D::Minus1)?))
+            .transpose()
+    }
+
+    /// Each expert's part of the scores, (B, V) each: π_k · s_k (s for one layer); they sum to
+    /// [`LinearProbe::scores`].
+    fn score_parts(&self, pooled: &Tensor) -> Result<Vec<Tensor>> {
+        let activate = |logits: Tensor| -> Result<Tensor> {
+            Ok(match self.config.loss {
+                ProbeLoss::Softmax => candle_nn::ops::softmax(&logits, D::Minus1)?,
+                ProbeLoss::Bce => candle_nn::ops::sigmoid(&logits)?,
+            })
+        };
+        let routing = self.routing(pooled)?;
+        self.experts
+            .iter()
+            .enumerate()
+            .map(|(k, e)| {
+                let s = activate(e.logits(pooled)?)?;
+                Ok(match &routing {
+                    None => s,
+                    Some(pi) => s.broadcast_mul(&pi.narrow(1, k, 1)?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Scores (B, V): softmax or sigmoid of the logits, as trained (for a mixture, their
+    /// router-weighted sum).
+    pub fn scores(&self, pooled: &Tensor) -> Result<Tensor> {
+        let mut parts = self.score_parts(pooled)?.into_iter();
+        let first = parts.next().expect("a probe has a layer");
+        parts.try_fold(first, |acc, p| Ok((acc + p)?))
+    }
+
     /// The `max_tags` best hashtags of each image (ties by name), each with its class
-    /// activation map over the grid.
+    /// activation map over the grid (for a mixture, the experts' maps weighed by their share
+    /// of the hashtag's score).
     pub fn tag(&self, enc: &Encoded, max_tags: usize) -> Result<Vec<Vec<ScoredTag>>> {
-        let scores = self.scores(&enc.pooled)?.to_vec2::<f32>()?;
+        let parts: Vec<Vec<Vec<f32>>> = self
+            .score_parts(&enc.pooled)?
+            .iter()
+            .map(|p| p.to_vec2::<f32>())
+            .collect::<std::result::Result<_, _>>()?;
         let tags = &self.config.tags;
-        let mut out = Vec::with_capacity(scores.len());
-        for (i, s) in scores.iter().enumerate() {
+        let images = parts[0].len();
+        let mut out = Vec::with_capacity(images);
+        for i in 0..images {
+            let s: Vec<f32> = (0..tags.len())
+                .map(|c| parts.iter().map(|p| p[i][c]).sum())
+                .collect();
             let mut order: Vec<usize> = (0..s.len()).collect();
             order.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(tags[a].cmp(&tags[b])));
             order.truncate(max_tags);
@@ -182,27 +377,56 @@ impl LinearProbe {
                 continue;
             }
             let ids: Vec<u32> = order.iter().map(|&c| c as u32).collect();
-            let ids = Tensor::new(ids.as_slice(), self.weight_t.device())?;
-            let w = self
-                .weight_t
-                .index_select(&ids, 1)?
-                .to_device(enc.grid.device())?;
-            // (L, k): each cell's share of each chosen hashtag's logit.
-            let cam = enc.grid.get(i)?.matmul(&w)?.to_vec2::<f32>()?;
+            let ids = Tensor::new(ids.as_slice(), enc.grid.device())?;
+            let grid = enc.grid.get(i)?;
+            let shares: Vec<Vec<Vec<f32>>> = self
+                .experts
+                .iter()
+                .map(|e| e.cell_shares(&grid, &ids))
+                .collect::<Result<_>>()?;
             out.push(
                 order
                     .iter()
                     .enumerate()
-                    .map(|(column, &c)| ScoredTag {
-                        tag: tags[c].clone(),
-                        score: s[c],
-                        attention: class_map(&cam, column),
+                    .map(|(column, &c)| {
+                        let maps: Vec<(f32, Vec<f32>)> = shares
+                            .iter()
+                            .zip(&parts)
+                            .map(|(cam, part)| (part[i][c], class_map(cam, column)))
+                            .collect();
+                        ScoredTag {
+                            tag: tags[c].clone(),
+                            score: s[c],
+                            attention: blend(&maps),
+                        }
                     })
                     .collect(),
             );
         }
         Ok(out)
     }
+}
+
+/// The weighted mean of maps that each sum to 1 (equal weights when they are all zero), so it
+/// sums to 1 too; one map is returned as it is.
+fn blend(maps: &[(f32, Vec<f32>)]) -> Vec<f32> {
+    if maps.len() == 1 {
+        return maps[0].1.clone();
+    }
+    let total: f32 = maps.iter().map(|(w, _)| w.max(0.0)).sum();
+    let cells = maps[0].1.len();
+    let mut out = vec![0f32; cells];
+    for (w, map) in maps {
+        let share = if total > 0.0 && total.is_finite() {
+            w.max(0.0) / total
+        } else {
+            1.0 / maps.len() as f32
+        };
+        for (o, v) in out.iter_mut().zip(map) {
+            *o += share * v;
+        }
+    }
+    out
 }
 
 /// Knobs of probe training.
@@ -291,6 +515,33 @@ fn target_matrix(
     Ok(Tensor::from_vec(t, (rows.len(), vocab), device)?)
 }
 
+/// Each tag's train prior as a bias, smoothed by half an image: its log-odds (bce) or its log
+/// share of the tag mass (softmax).
+fn prior_bias(
+    targets: &[Vec<u32>],
+    vocab: usize,
+    loss: ProbeLoss,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut counts = vec![0.5f64; vocab];
+    for &t in targets.iter().flatten() {
+        counts[t as usize] += 1.0;
+    }
+    let n = targets.len() as f64 + 1.0;
+    let total: f64 = counts.iter().sum();
+    let bias: Vec<f32> = counts
+        .iter()
+        .map(|&c| match loss {
+            ProbeLoss::Bce => {
+                let p = (c / n).min(1.0 - 1e-6);
+                (p / (1.0 - p)).ln() as f32
+            }
+            ProbeLoss::Softmax => (c / total).ln() as f32,
+        })
+        .collect();
+    Ok(Tensor::from_vec(bias, vocab, device)?)
+}
+
 /// Mean loss per image of logits (B, V) against targets (B, V).
 fn loss_of(logits: &Tensor, targets: &Tensor, loss: ProbeLoss) -> Result<Tensor> {
     let b = logits.dim(0)? as f64;
@@ -338,7 +589,10 @@ pub fn train_probe(
     let xs = standardise(&x)?;
     let xd = standardise(dev.pooled)?;
     let w = Var::zeros((d, vocab), DType::F32, device)?;
-    let b = Var::zeros(vocab, DType::F32, device)?;
+    // The bias starts at each tag's train prior (the features are centred, so that is the
+    // whole initial score): from zero, Adam's small steps spend tens of epochs pushing
+    // hundreds of rare tags down, and that falling loss hides the ranking's.
+    let b = Var::from_tensor(&prior_bias(train.targets, vocab, cfg.loss, device)?)?;
     let mut opt = AdamW::new(
         vec![w.clone(), b.clone()],
         ParamsAdamW {
@@ -401,6 +655,167 @@ pub fn train_probe(
     Ok((fold(&w_best, &b_best)?, history))
 }
 
+/// The bias of a tag an expert never saw in training: its score is about 1e-7 (sigmoid) or
+/// adds about e⁻¹⁶ of mass (softmax), so it only ranks where nothing else does.
+const UNSEEN_TAG_BIAS: f32 = -16.0;
+
+/// A layer over some rows (`rows[i]` is row i's index in the full vocabulary) widened to all
+/// `vocab` rows: the others get no weights and [`UNSEEN_TAG_BIAS`].
+fn widen(layer: &Layer, rows: &[u32], vocab: usize) -> Result<Layer> {
+    let weight = layer.weight.to_vec2::<f32>()?;
+    let bias = layer.bias.to_vec1::<f32>()?;
+    let d = layer.weight.dim(1)?;
+    let mut w = vec![0f32; vocab * d];
+    let mut b = vec![UNSEEN_TAG_BIAS; vocab];
+    for (i, &r) in rows.iter().enumerate() {
+        w[r as usize * d..(r as usize + 1) * d].copy_from_slice(&weight[i]);
+        b[r as usize] = bias[i];
+    }
+    let device = layer.weight.device();
+    let mut wide = Layer::new(
+        Tensor::from_vec(w, (vocab, d), device)?,
+        Tensor::from_vec(b, vocab, device)?,
+        vocab,
+        "a widened expert",
+    )?;
+    wide.seen = Some(rows.to_vec());
+    Ok(wide)
+}
+
+/// One labelled folder of a mixture: its name (the router's label) and its splits.
+pub struct ProbePart<'a> {
+    pub name: String,
+    pub train: ProbeData<'a>,
+    pub dev: ProbeData<'a>,
+}
+
+/// How a mixture was trained: each expert's epochs, then the router's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MixtureHistory {
+    pub experts: Vec<(String, Vec<ProbeEpoch>)>,
+    pub router: Vec<ProbeEpoch>,
+}
+
+/// Trains a mixture over `config.tags`: one expert per part (each [`train_probe`] on its own
+/// folder over the tags that folder's train split uses, early-stopped on that folder's dev
+/// split), then a router (softmax over the parts'
+/// names, with `router_cfg`) on every part's train features, labelled by part. `on_epoch` sees
+/// each expert's epochs (with the part's name) and then the router's (name `router`).
+pub fn train_mixture<'a>(
+    cfg: &ProbeTrainConfig,
+    router_cfg: &ProbeTrainConfig,
+    mut config: ProbeConfig,
+    parts: &'a [ProbePart<'a>],
+    device: &Device,
+    mut on_epoch: impl FnMut(&str, &ProbeEpoch, &LinearProbe),
+) -> Result<(LinearProbe, MixtureHistory)> {
+    if parts.len() < 2 {
+        return Err(Error::msg(
+            "probe: a mixture needs two or more labelled folders",
+        ));
+    }
+    let names: Vec<String> = parts.iter().map(|p| p.name.clone()).collect();
+    let mut single = config.clone();
+    single.experts.clear();
+    let mut experts = Vec::with_capacity(parts.len());
+    let mut histories = Vec::with_capacity(parts.len());
+    for part in parts {
+        // Each expert learns only the tags its folder uses: the rest would only be pushed
+        // down, and their falling loss would hide the ranking's (early stopping reads it).
+        let mut used: Vec<u32> = part.train.targets.iter().flatten().copied().collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut sub = single.clone();
+        sub.tags = used
+            .iter()
+            .map(|&t| config.tags[t as usize].clone())
+            .collect();
+        let local = |targets: &[Vec<u32>]| -> Vec<Vec<u32>> {
+            targets
+                .iter()
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|t| used.binary_search(t).ok().map(|i| i as u32))
+                        .collect()
+                })
+                .collect()
+        };
+        let (train_t, dev_t) = (local(part.train.targets), local(part.dev.targets));
+        let (mut probe, history) = train_probe(
+            cfg,
+            sub,
+            &ProbeData {
+                pooled: part.train.pooled,
+                targets: &train_t,
+            },
+            &ProbeData {
+                pooled: part.dev.pooled,
+                targets: &dev_t,
+            },
+            device,
+            |e, p| on_epoch(&part.name, e, p),
+        )?;
+        let layer = probe.experts.remove(0);
+        experts.push(widen(&layer, &used, config.tags.len())?);
+        histories.push((part.name.clone(), history));
+    }
+    // The router: which folder's labelling does a photo look like?
+    let by_part = |train: bool| -> Result<(Tensor, Vec<Vec<u32>>)> {
+        let pick = |p: &'a ProbePart<'a>| if train { &p.train } else { &p.dev };
+        let xs: Vec<Tensor> = parts
+            .iter()
+            .map(|p| pick(p).pooled.to_dtype(DType::F32)?.to_device(device))
+            .collect::<std::result::Result<_, _>>()?;
+        let labels = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(k, p)| std::iter::repeat_n(vec![k as u32], pick(p).targets.len()))
+            .collect();
+        Ok((Tensor::cat(&xs, 0)?, labels))
+    };
+    let (train_x, train_y) = by_part(true)?;
+    let (dev_x, dev_y) = by_part(false)?;
+    let router_config = ProbeConfig {
+        encoder: config.encoder.clone(),
+        loss: ProbeLoss::Softmax,
+        tags: names.clone(),
+        experts: Vec::new(),
+        training: serde_json::Value::Null,
+    };
+    let router_cfg = ProbeTrainConfig {
+        loss: ProbeLoss::Softmax,
+        ..router_cfg.clone()
+    };
+    let (mut router, router_history) = train_probe(
+        &router_cfg,
+        router_config,
+        &ProbeData {
+            pooled: &train_x,
+            targets: &train_y,
+        },
+        &ProbeData {
+            pooled: &dev_x,
+            targets: &dev_y,
+        },
+        device,
+        |e, p| on_epoch("router", e, p),
+    )?;
+    config.experts = names;
+    let probe = LinearProbe {
+        config,
+        experts,
+        router: Some(router.experts.remove(0)),
+        digest: "unsaved".into(),
+    };
+    Ok((
+        probe,
+        MixtureHistory {
+            experts: histories,
+            router: router_history,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +825,7 @@ mod tests {
             encoder: "test".into(),
             loss,
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            experts: Vec::new(),
             training: serde_json::Value::Null,
         }
     }
