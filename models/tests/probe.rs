@@ -55,12 +55,9 @@ fn config(loss: ProbeLoss) -> ProbeConfig {
     }
 }
 
-fn trained(loss: ProbeLoss) -> (LinearProbe, Tensor, Tensor, Vec<Vec<String>>) {
-    let (_, train_x, train_tags) = synthetic(300, 1);
-    let (dev_grid, dev_x, dev_tags) = synthetic(60, 2);
-    let tags = config(loss).tags;
-    let (train_t, dev_t) = (tag_ids(&tags, &train_tags), tag_ids(&tags, &dev_tags));
-    let cfg = ProbeTrainConfig {
+/// Fast settings for the small synthetic sets (no early stop).
+fn train_config(loss: ProbeLoss) -> ProbeTrainConfig {
+    ProbeTrainConfig {
         loss,
         epochs: 30,
         batch_size: 32,
@@ -68,7 +65,15 @@ fn trained(loss: ProbeLoss) -> (LinearProbe, Tensor, Tensor, Vec<Vec<String>>) {
         weight_decay: 1e-4,
         patience: 30,
         seed: 7,
-    };
+    }
+}
+
+fn trained(loss: ProbeLoss) -> (LinearProbe, Tensor, Tensor, Vec<Vec<String>>) {
+    let (_, train_x, train_tags) = synthetic(300, 1);
+    let (dev_grid, dev_x, dev_tags) = synthetic(60, 2);
+    let tags = config(loss).tags;
+    let (train_t, dev_t) = (tag_ids(&tags, &train_tags), tag_ids(&tags, &dev_tags));
+    let cfg = train_config(loss);
     let (probe, history) = train_probe(
         &cfg,
         config(loss),
@@ -262,15 +267,7 @@ fn folder(n: usize, seed: u64, which: usize) -> (Tensor, Tensor, Vec<Vec<String>
 #[test]
 fn a_mixture_routes_each_folder_to_its_own_labelling_and_round_trips() {
     let tags = config(ProbeLoss::Bce).tags;
-    let cfg = ProbeTrainConfig {
-        loss: ProbeLoss::Bce,
-        epochs: 30,
-        batch_size: 32,
-        learning_rate: 0.05,
-        weight_decay: 1e-4,
-        patience: 30,
-        seed: 7,
-    };
+    let cfg = train_config(ProbeLoss::Bce);
     let sets: Vec<_> = (0..2)
         .map(|k| {
             let (_, train_x, train_tags) = folder(200, 10 + k as u64, k);
