@@ -1,5 +1,5 @@
-//! The binary on its own: `hashtale eval tags` on a labelled folder with no `splits.tsv` (the
-//! whole folder is `all`), `hashtale run` on a taken port, models found through
+//! The binary on its own: `hashtale eval tags` and `tune fusion` on a labelled folder with no
+//! `splits.tsv` (the whole folder is `all`), `hashtale run` on a taken port, models found through
 //! `HASHTALE_ASSETS` alone, and `tag` using the pipeline's decode limits.
 use std::path::Path;
 use std::process::Command;
@@ -52,6 +52,45 @@ fn evaluates_a_folder_without_splits() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // `tune fusion` fits there too, and writes one line per image for offline study.
+    let lines = dir.path().join("per-image.jsonl");
+    let weights = dir.path().join("fusion.json");
+    let out = hashtale(&[
+        "tune",
+        "fusion",
+        "--data",
+        data,
+        "--cache",
+        cache,
+        "--out",
+        weights.to_str().unwrap(),
+        "--per-image",
+        lines.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["set"], data);
+        assert!(!line["truth"].as_array().unwrap().is_empty(), "{line}");
+        for source in ["decoder", "concepts", "probe"] {
+            assert!(
+                !line[source].as_array().unwrap().is_empty(),
+                "{source}: {line}"
+            );
+        }
+    }
+    assert_eq!(lines[0]["concepts"][0][0], "cat", "{}", lines[0]);
+    assert!(weights.exists());
 
     // Only the prior needs a train split, and says so.
     let out = hashtale(&["eval", "tags", "--data", data, "--cache", cache, "--prior"]);

@@ -92,6 +92,10 @@ pub struct TuneFusionArgs {
     /// The gate's L2 penalty on standardised features.
     #[arg(long, default_value_t = 0.05)]
     pub gate_l2: f64,
+    /// Also write each dev image's set, ground truth, the taggers' scored hashtags and its
+    /// out-of-fold gate score as JSON lines (for studying the fusion offline).
+    #[arg(long)]
+    pub per_image: Option<PathBuf>,
 }
 
 /// The split an evaluation reads when none is named: dev, or all without a splits file.
@@ -425,6 +429,33 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
 
 /// Fits one calibration per source on the dev split of every `--data` folder (each folder
 /// weighs the same), and writes the fusion weights.
+/// One JSON line per dev image: its set, ground truth, the three scored lists and the gate score
+/// the calibrations see.
+fn write_per_image(
+    path: &Path,
+    sets: &[serde_json::Value],
+    kept: &[Vec<(Vec<String>, Outputs)>],
+) -> anyhow::Result<()> {
+    let score = |l: &[ScoredTag]| -> Vec<(String, f32)> {
+        l.iter().map(|t| (t.tag.clone(), t.score)).collect()
+    };
+    let mut text = String::new();
+    for (info, set) in sets.iter().zip(kept) {
+        for (truth, o) in set {
+            let line = serde_json::json!({
+                "set": info["data"],
+                "truth": truth,
+                "decoder": score(&o.decoder),
+                "concepts": score(&o.concepts),
+                "probe": score(&o.probe),
+                "object_photo": o.object_photo,
+            });
+            text.push_str(&format!("{line}\n"));
+        }
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
     let paths = super::models::offline_with_tag_model(a.model.as_ref())?;
@@ -502,6 +533,9 @@ pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(path) = &a.per_image {
+        write_per_image(path, &sets, &kept)?;
+    }
     for (set, info) in kept.iter().zip(sets.iter_mut()) {
         let (mut d_set, mut c_set, mut p_set) = (Vec::new(), Vec::new(), Vec::new());
         for (truth, o) in set {
