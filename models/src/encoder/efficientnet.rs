@@ -119,9 +119,9 @@ impl Module for MbConv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         if let Some(expand) = &self.expand {
-            h = relu6(&expand.forward(&h)?)?;
+            h = expand.forward_relu6(&h)?;
         }
-        h = relu6(&self.depthwise.forward(&h)?)?;
+        h = self.depthwise.forward_relu6(&h)?;
         h = self.project.forward(&h)?;
         if self.residual {
             h = (h + x)?;
@@ -288,7 +288,7 @@ impl ImageEncoder for EfficientNetLite {
         for block in &self.blocks {
             h = block.forward(&h)?;
         }
-        let h = relu6(&self.head.forward(&h)?)?;
+        let h = self.head.forward_relu6(&h)?;
         // The classifier reads the mean of the full grid (9×9 for Lite2 at 260 px); the decoders
         // and maps read it pooled to 7×7.
         let pooled = global_mean(&h)?;

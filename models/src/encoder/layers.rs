@@ -3,7 +3,9 @@
 //! NHWC keeps channels contiguous: a 1×1 convolution is one matmul and a depthwise convolution is
 //! one pass of multiply-adds over contiguous channel rows, far faster on the CPU than candle's
 //! grouped conv2d, which runs one convolution per channel.
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Module, Result, Shape, Tensor,
+};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -32,11 +34,49 @@ pub fn relu6(x: &Tensor) -> Result<Tensor> {
     x.clamp(0f32, 6f32)
 }
 
+/// y ← y + bias, then ReLU6 where asked, in place over a contiguous (N, C) f32 buffer: the
+/// tensor path's `broadcast_add` and `clamp` in one pass, with the same floats and no new
+/// buffer (each pass over an activation map of a batch is tens of MB).
+struct BiasActivation<'a> {
+    bias: &'a [f32],
+    relu6: bool,
+}
+
+impl InplaceOp1 for BiasActivation<'_> {
+    fn name(&self) -> &'static str {
+        "bias-relu6"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("bias-relu6: f32 input expected");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("bias-relu6: contiguous input expected");
+        };
+        let c = self.bias.len();
+        if c == 0 || (end - start) % c != 0 {
+            candle_core::bail!("bias-relu6: {} values are not rows of {c}", end - start);
+        }
+        data[start..end].par_chunks_mut(c * 64).for_each(|rows| {
+            for row in rows.chunks_exact_mut(c) {
+                for (y, &b) in row.iter_mut().zip(self.bias) {
+                    let v = *y + b;
+                    *y = if self.relu6 { v.clamp(0.0, 6.0) } else { v };
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 /// A 1×1 convolution followed by BatchNorm, as a matmul over the channel dimension.
 #[derive(Debug, Clone)]
 pub struct PointwiseConvBn {
     weight_t: Tensor,
     bias: Tensor,
+    /// `bias` on the host, for the in-place pass.
+    bias_host: Vec<f32>,
 }
 
 impl PointwiseConvBn {
@@ -55,17 +95,37 @@ impl PointwiseConvBn {
         let w = w.broadcast_mul(&scale.unsqueeze(1)?)?;
         Ok(Self {
             weight_t: w.t()?.contiguous()?,
+            bias_host: shift.to_dtype(DType::F32)?.to_vec1::<f32>()?,
             bias: shift,
         })
+    }
+
+    /// The convolution followed by ReLU6.
+    pub fn forward_relu6(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with(&self, x: &Tensor, relu6_after: bool) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let shape = (b, h, w, self.bias.dim(0)?);
+        let y = x.reshape((b * h * w, c))?.matmul(&self.weight_t)?;
+        // The matmul's output is a fresh buffer that nothing else holds: add in place.
+        if y.device().is_cpu() && y.dtype() == DType::F32 && y.is_contiguous() && !y.track_op() {
+            y.inplace_op1(&BiasActivation {
+                bias: &self.bias_host,
+                relu6: relu6_after,
+            })?;
+            return y.reshape(shape);
+        }
+        let y = y.broadcast_add(&self.bias)?;
+        let y = if relu6_after { relu6(&y)? } else { y };
+        y.reshape(shape)
     }
 }
 
 impl Module for PointwiseConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, h, w, c) = x.dims4()?;
-        let y = x.reshape((b * h * w, c))?.matmul(&self.weight_t)?;
-        y.broadcast_add(&self.bias)?
-            .reshape((b, h, w, self.bias.dim(0)?))
+        self.forward_with(x, false)
     }
 }
 
@@ -123,16 +183,33 @@ impl DepthwiseConvBn {
 
 impl Module for DepthwiseConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, false)
+    }
+}
+
+impl DepthwiseConvBn {
+    /// The convolution followed by ReLU6 (in the same pass on the CPU).
+    pub fn forward_relu6(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with(&self, x: &Tensor, relu6_after: bool) -> Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = DepthwiseOp {
                 taps: self.taps.flatten_all()?.to_vec1::<f32>()?,
                 bias: self.bias.to_vec1::<f32>()?,
                 kernel: self.kernel,
                 stride: self.stride,
+                relu6: relu6_after,
             };
             return x.contiguous()?.apply_op1_no_bwd(&op);
         }
-        self.forward_tensors(x)
+        let y = self.forward_tensors(x)?;
+        if relu6_after {
+            relu6(&y)
+        } else {
+            Ok(y)
+        }
     }
 }
 
@@ -177,6 +254,8 @@ struct DepthwiseOp {
     bias: Vec<f32>,
     kernel: usize,
     stride: usize,
+    /// ReLU6 after the bias, in the same pass.
+    relu6: bool,
 }
 
 impl CustomOp1 for DepthwiseOp {
@@ -221,6 +300,9 @@ impl CustomOp1 for DepthwiseOp {
                     }
                     for (a, &bias) in acc.iter_mut().zip(&self.bias) {
                         *a += bias;
+                        if self.relu6 {
+                            *a = a.clamp(0.0, 6.0);
+                        }
                     }
                 }
             });
@@ -337,6 +419,38 @@ mod tests {
                 ours.flatten_all()?.to_vec1::<f32>()? == passes.flatten_all()?.to_vec1::<f32>()?;
             assert!(same, "k={k} s={s}: one pass differs from the tensor passes");
         }
+        Ok(())
+    }
+
+    /// Bias and ReLU6 fused into the convolutions' passes give the floats of the separate tensor
+    /// ops (values spread over [−10, 10] so both clamps are hit).
+    #[test]
+    fn fused_relu6_gives_the_floats_of_the_separate_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let x = (Tensor::randn(0f32, 1f32, (2, 5, 5, 6), &dev)? * 3.0)?;
+        let bias = Tensor::randn(0f32, 1f32, 8, &dev)?;
+        let pointwise = PointwiseConvBn {
+            weight_t: Tensor::randn(0f32, 1f32, (6, 8), &dev)?,
+            bias_host: bias.to_vec1::<f32>()?,
+            bias: bias.clone(),
+        };
+        let product = x.reshape((50, 6))?.matmul(&pointwise.weight_t)?;
+        let plain = product.broadcast_add(&bias)?.reshape((2, 5, 5, 8))?;
+        let fused = pointwise.forward_relu6(&x)?;
+        assert_eq!(values(&fused)?, values(&relu6(&plain)?)?);
+        assert_eq!(values(&pointwise.forward(&x)?)?, values(&plain)?);
+        let clamped = values(&fused)?;
+        assert!(clamped.contains(&0.0) && clamped.contains(&6.0));
+
+        let depthwise = DepthwiseConvBn {
+            taps: Tensor::randn(0f32, 1f32, (9, 6), &dev)?,
+            bias: Tensor::randn(0f32, 1f32, 6, &dev)?,
+            kernel: 3,
+            stride: 1,
+        };
+        let fused = depthwise.forward_relu6(&x)?;
+        assert_eq!(values(&fused)?, values(&relu6(&depthwise.forward(&x)?)?)?);
         Ok(())
     }
 }

@@ -1,7 +1,13 @@
 //! Soft (deterministic) attention of Show, Attend and Tell (Xu et al. 2015, §4.2):
 //! e_ti = w·tanh(W_a a_i + W_h h_{t−1}), α_t = softmax(e_t), z_t = Σ_i α_ti a_i.
-use candle_core::{Result, Tensor, D};
+//!
+//! At inference on the CPU the scores e_ti are one pass ([`ScoresOp`]): the (B, L, A) sum and
+//! its tanh are never stored, and the tanh is a branch-free polynomial that the compiler
+//! vectorises (libm's `tanhf` is one call per element, and this is most of beam search's
+//! arithmetic: B·beams × 49 cells × 512 per step).
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
+use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct SoftAttention {
@@ -41,10 +47,19 @@ impl SoftAttention {
         projected: &Tensor,
         h: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let e = projected
-            .broadcast_add(&self.hidden_proj.forward(h)?.unsqueeze(1)?)?
-            .tanh()?;
-        let e = self.score.forward(&e)?.squeeze(D::Minus1)?;
+        let query = self.hidden_proj.forward(h)?;
+        let inference = !projected.track_op() && !query.track_op();
+        let e = if inference && projected.device().is_cpu() && projected.dtype() == DType::F32 {
+            let op = ScoresOp {
+                weight: self.score.weight().flatten_all()?.to_vec1::<f32>()?,
+            };
+            projected
+                .contiguous()?
+                .apply_op2_no_bwd(&query.contiguous()?, &op)?
+        } else {
+            let e = projected.broadcast_add(&query.unsqueeze(1)?)?.tanh()?;
+            self.score.forward(&e)?.squeeze(D::Minus1)?
+        };
         // The generic softmax: candle's fused softmax_last_dim has no backward pass.
         let alpha = candle_nn::ops::softmax(&e, D::Minus1)?;
         let z = alpha.unsqueeze(1)?.matmul(annotations)?.squeeze(1)?;
@@ -52,11 +67,150 @@ impl SoftAttention {
     }
 }
 
+/// e_ri = Σ_a w_a · tanh(P_ria + q_ra) for projected annotations P (R, L, A) and queries q (R, A);
+/// rows in parallel. No backward pass: used only where nothing asks for gradients.
+struct ScoresOp {
+    /// The score layer's weights w (A).
+    weight: Vec<f32>,
+}
+
+impl CustomOp2 for ScoresOp {
+    fn name(&self) -> &'static str {
+        "attention-scores"
+    }
+
+    fn cpu_fwd(
+        &self,
+        projected: &CpuStorage,
+        projected_layout: &Layout,
+        query: &CpuStorage,
+        query_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(p), CpuStorage::F32(q)) = (projected, query) else {
+            candle_core::bail!("attention scores: f32 inputs expected");
+        };
+        let (Some((p0, p1)), Some((q0, q1))) = (
+            projected_layout.contiguous_offsets(),
+            query_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("attention scores: contiguous inputs expected");
+        };
+        let (rows, cells, dim) = projected_layout.shape().dims3()?;
+        if query_layout.shape().dims2()? != (rows, dim) || self.weight.len() != dim {
+            candle_core::bail!("attention scores: shapes do not match");
+        }
+        let (p, q) = (&p[p0..p1], &q[q0..q1]);
+        let mut out = vec![0f32; rows * cells];
+        out.par_chunks_mut(cells).enumerate().for_each(|(r, dst)| {
+            let query = &q[r * dim..][..dim];
+            for (i, e) in dst.iter_mut().enumerate() {
+                *e = tanh_dot(&p[(r * cells + i) * dim..][..dim], query, &self.weight);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[rows, cells])))
+    }
+}
+
+/// Σ_a w_a · tanh(p_a + q_a), in 8 independent lanes so the loop vectorises.
+fn tanh_dot(p: &[f32], q: &[f32], w: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let chunks = p
+        .chunks_exact(LANES)
+        .zip(q.chunks_exact(LANES))
+        .zip(w.chunks_exact(LANES));
+    for ((p, q), w) in chunks {
+        for j in 0..LANES {
+            acc[j] += w[j] * tanh(p[j] + q[j]);
+        }
+    }
+    let tail = p.len() / LANES * LANES;
+    let mut sum: f32 = acc.iter().sum();
+    for a in tail..p.len() {
+        sum += w[a] * tanh(p[a] + q[a]);
+    }
+    sum
+}
+
+/// tanh within about 1e-7 of the exact value, branch-free: (e^{2x} − 1) / (e^{2x} + 1), with
+/// |2x| clamped at 18, past which tanh is ±1 in f32.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp((2.0 * x).clamp(-18.0, 18.0));
+    (e - 1.0) / (e + 1.0)
+}
+
+/// e^y for |y| ≤ 18: y = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two so n·ln2 is exact), e^r
+/// by its Taylor series to r⁷ (relative error under 1e-8 there), then 2^n through the exponent
+/// bits.
+#[inline(always)]
+fn exp(y: f32) -> f32 {
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a call.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let n = (y * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (y - n * LN2_HI) - n * LN2_LO;
+    let poly = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    poly * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
+
+    #[test]
+    fn the_polynomial_tanh_is_within_2e7_of_the_exact_one() {
+        let mut worst = 0f64;
+        for k in -200_000..=200_000 {
+            let x = k as f32 * 1e-4;
+            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        for x in [-1e4f32, -50.0, -9.5, 9.5, 50.0, 1e4, 1e-30, -1e-30, 0.0] {
+            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(worst < 2e-7, "worst {worst}");
+    }
+
+    /// The one-pass scores on the CPU match the tensor path's (the training path) closely.
+    #[test]
+    fn one_pass_scores_match_the_tensor_path() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let att = SoftAttention::new(8, 6, 20, vb)?;
+        let a = Tensor::randn(0f32, 1f32, (3, 49, 8), &dev)?;
+        let h = Tensor::randn(0f32, 1f32, (3, 6), &dev)?;
+        // Weights of a VarMap track gradients, so this is the tensor path.
+        let (alpha_tensor, z_tensor) = att.forward(&a, &att.project_annotations(&a)?, &h)?;
+        // Detached copies take the one-pass path, as loaded weights do.
+        let detached = SoftAttention {
+            annotation_proj: Linear::new(
+                att.annotation_proj.weight().detach(),
+                att.annotation_proj.bias().map(|b| b.detach()),
+            ),
+            hidden_proj: Linear::new(
+                att.hidden_proj.weight().detach(),
+                att.hidden_proj.bias().map(|b| b.detach()),
+            ),
+            score: Linear::new(att.score.weight().detach(), None),
+        };
+        let projected = detached.project_annotations(&a)?;
+        assert!(!projected.track_op());
+        let (alpha, z) = detached.forward(&a, &projected, &h)?;
+        let diff = |x: &Tensor, y: &Tensor| -> Result<f32> {
+            (x - y)?.abs()?.max_all()?.to_scalar::<f32>()
+        };
+        assert!(diff(&alpha, &alpha_tensor)? < 1e-6);
+        assert!(diff(&z, &z_tensor)? < 1e-5);
+        Ok(())
+    }
 
     #[test]
     fn weights_sum_to_one_and_context_is_their_mix() -> Result<()> {
