@@ -129,6 +129,22 @@ struct Outputs {
     object_photo: f32,
 }
 
+impl Outputs {
+    /// The image's ground truth, each tagger's scored hashtags and its gate score (`--per-image`).
+    fn per_image_json(&self, truth: &[String]) -> serde_json::Value {
+        let score = |l: &[ScoredTag]| -> Vec<(String, f32)> {
+            l.iter().map(|t| (t.tag.clone(), t.score)).collect()
+        };
+        serde_json::json!({
+            "truth": truth,
+            "decoder": score(&self.decoder),
+            "concepts": score(&self.concepts),
+            "probe": score(&self.probe),
+            "object_photo": self.object_photo,
+        })
+    }
+}
+
 /// Which taggers to load.
 #[derive(Clone, Copy)]
 struct Want {
@@ -342,20 +358,11 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
             }
         }
         if let Some(path) = &a.per_image {
-            let score = |l: &[ScoredTag]| -> Vec<(String, f32)> {
-                l.iter().map(|t| (t.tag.clone(), t.score)).collect()
-            };
-            let mut text = String::new();
-            for (o, truth) in outputs.iter().zip(&gt) {
-                let line = serde_json::json!({
-                    "truth": truth,
-                    "decoder": score(&o.decoder),
-                    "concepts": score(&o.concepts),
-                    "probe": score(&o.probe),
-                    "object_photo": o.object_photo,
-                });
-                text.push_str(&format!("{line}\n"));
-            }
+            let text: String = outputs
+                .iter()
+                .zip(&gt)
+                .map(|(o, truth)| format!("{}\n", o.per_image_json(truth)))
+                .collect();
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         for o in outputs {
@@ -427,8 +434,6 @@ pub fn run(a: EvalTagsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fits one calibration per source on the dev split of every `--data` folder (each folder
-/// weighs the same), and writes the fusion weights.
 /// One JSON line per dev image: its set, ground truth, the three scored lists and the gate score
 /// the calibrations see.
 fn write_per_image(
@@ -436,26 +441,19 @@ fn write_per_image(
     sets: &[serde_json::Value],
     kept: &[Vec<(Vec<String>, Outputs)>],
 ) -> anyhow::Result<()> {
-    let score = |l: &[ScoredTag]| -> Vec<(String, f32)> {
-        l.iter().map(|t| (t.tag.clone(), t.score)).collect()
-    };
     let mut text = String::new();
     for (info, set) in sets.iter().zip(kept) {
         for (truth, o) in set {
-            let line = serde_json::json!({
-                "set": info["data"],
-                "truth": truth,
-                "decoder": score(&o.decoder),
-                "concepts": score(&o.concepts),
-                "probe": score(&o.probe),
-                "object_photo": o.object_photo,
-            });
+            let mut line = o.per_image_json(truth);
+            line["set"] = info["data"].clone();
             text.push_str(&format!("{line}\n"));
         }
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Fits one calibration per source on the dev split of every `--data` folder (each folder
+/// weighs the same), and writes the fusion weights.
 pub fn run_tune(a: TuneFusionArgs) -> anyhow::Result<()> {
     let device = hashtale_models::device::best_device();
     let paths = super::models::offline_with_tag_model(a.model.as_ref())?;
