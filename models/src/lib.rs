@@ -9,6 +9,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod expand;
+pub mod fast_math;
 pub mod hash;
 pub mod image_prep;
 pub mod metrics;

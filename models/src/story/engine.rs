@@ -9,7 +9,8 @@
 //! - a story's keyword term (`k · W_k`, every layer) is computed once, when the story enters a
 //!   slot, and kept as that row's bias;
 //! - upper layers run one matmul on `[x, h]` against `[W_x; W_h]`;
-//! - the gate nonlinearities and the state update are one pass over each row;
+//! - the gate nonlinearities ([`crate::fast_math`]'s σ and tanh, which vectorise) and the state
+//!   update are one pass over each row;
 //! - sampling reads one host logits buffer.
 //!
 //! Slots: up to `capacity` stories advance together ([`StoryPool`]); a finished story leaves
@@ -25,6 +26,7 @@ use rand09::SeedableRng;
 use super::charlm::CharLm;
 use super::corpus::Codec;
 use super::generate::{argmax, finish, is_sentence_end, softmax, stream_seed, GenerateOptions};
+use crate::fast_math::{sigmoid, tanh};
 use crate::{Error, Result};
 
 /// A loaded [`CharLm`]'s weights laid out for the host step.
@@ -188,12 +190,6 @@ fn matmul_acc(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: 
     }
 }
 
-/// candle's sigmoid, `1 / (1 + e^-x)`, so the host step rounds as the tensor step does.
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    ((-x).exp() + 1.0).recip()
-}
-
 /// The LSTM update of one row: gates (4H: i, f, g, o) and the cell state in, h and c out.
 #[inline]
 fn lstm_row(gates: &[f32], h: &mut [f32], c: &mut [f32]) {
@@ -201,10 +197,12 @@ fn lstm_row(gates: &[f32], h: &mut [f32], c: &mut [f32]) {
     let (i, rest) = gates.split_at(n);
     let (f, rest) = rest.split_at(n);
     let (g, o) = rest.split_at(n);
+    // The polynomial σ and tanh, which vectorise: libm's are a call per element and were a
+    // quarter of the step (docs/performance.md).
     for j in 0..n {
-        let cj = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * g[j].tanh();
+        let cj = sigmoid(f[j]) * c[j] + sigmoid(i[j]) * tanh(g[j]);
         c[j] = cj;
-        h[j] = sigmoid(o[j]) * cj.tanh();
+        h[j] = sigmoid(o[j]) * tanh(cj);
     }
 }
 

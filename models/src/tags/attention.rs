@@ -2,12 +2,13 @@
 //! e_ti = w·tanh(W_a a_i + W_h h_{t−1}), α_t = softmax(e_t), z_t = Σ_i α_ti a_i.
 //!
 //! At inference on the CPU the scores e_ti are one pass ([`ScoresOp`]): the (B, L, A) sum and
-//! its tanh are never stored, and the tanh is a branch-free polynomial that the compiler
-//! vectorises (libm's `tanhf` is one call per element, and this is most of beam search's
-//! arithmetic: B·beams × 49 cells × 512 per step).
+//! its tanh are never stored, and the tanh is [`crate::fast_math`]'s, which vectorises (this is
+//! most of beam search's arithmetic: B·beams × 49 cells × 512 per step).
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 use rayon::prelude::*;
+
+use crate::fast_math::tanh;
 
 #[derive(Debug, Clone)]
 pub struct SoftAttention {
@@ -132,51 +133,11 @@ fn tanh_dot(p: &[f32], q: &[f32], w: &[f32]) -> f32 {
     sum
 }
 
-/// tanh within about 1e-7 of the exact value, branch-free: (e^{2x} − 1) / (e^{2x} + 1), with
-/// |2x| clamped at 18, past which tanh is ±1 in f32.
-#[inline(always)]
-fn tanh(x: f32) -> f32 {
-    let e = exp((2.0 * x).clamp(-18.0, 18.0));
-    (e - 1.0) / (e + 1.0)
-}
-
-/// e^y for |y| ≤ 18: y = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two so n·ln2 is exact), e^r
-/// by its Taylor series to r⁷ (relative error under 1e-8 there), then 2^n through the exponent
-/// bits.
-#[inline(always)]
-fn exp(y: f32) -> f32 {
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a call.
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let n = (y * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = (y - n * LN2_HI) - n * LN2_LO;
-    let poly = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    poly * f32::from_bits(((n as i32 + 127) << 23) as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
-
-    #[test]
-    fn the_polynomial_tanh_is_within_2e7_of_the_exact_one() {
-        let mut worst = 0f64;
-        for k in -200_000..=200_000 {
-            let x = k as f32 * 1e-4;
-            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
-        }
-        for x in [-1e4f32, -50.0, -9.5, 9.5, 50.0, 1e4, 1e-30, -1e-30, 0.0] {
-            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
-        }
-        assert!(worst < 2e-7, "worst {worst}");
-    }
 
     /// The one-pass scores on the CPU match the tensor path's (the training path) closely.
     #[test]
