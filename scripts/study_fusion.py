@@ -131,7 +131,8 @@ class Study:
         return p1 / n, r5 / n, a5 / n
 
     def best(self, **options):
-        """The shift pair `tune fusion` would choose: best mean P@1, then best mean R@5."""
+        """The shift pair `tune fusion` would choose: best mean P@1, then best mean R@5 (exact ties
+        go to the first pair in grid order here, to the smallest shifts there)."""
         best = None
         for ds in SHIFTS:
             for ps in SHIFTS:

@@ -40,7 +40,8 @@ pub fn sigmoid(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    /// Every 1e-4 over [−lo, hi], and a few far values.
+    /// The worst error every 1e-4 over [−range, range], and at a few far values (those beyond
+    /// `range` only for absolute errors).
     fn worst(
         f: impl Fn(f32) -> f32,
         exact: impl Fn(f64) -> f64,

@@ -211,9 +211,7 @@ impl DepthwiseConvBn {
             Ok(y)
         }
     }
-}
 
-impl DepthwiseConvBn {
     /// The same convolution as `k²` strided tensor passes: the path for other devices, and the
     /// reference the one-pass CPU op is tested against.
     fn forward_tensors(&self, x: &Tensor) -> Result<Tensor> {

@@ -151,16 +151,11 @@ mod tests {
         // Weights of a VarMap track gradients, so this is the tensor path.
         let (alpha_tensor, z_tensor) = att.forward(&a, &att.project_annotations(&a)?, &h)?;
         // Detached copies take the one-pass path, as loaded weights do.
+        let detach = |l: &Linear| Linear::new(l.weight().detach(), l.bias().map(Tensor::detach));
         let detached = SoftAttention {
-            annotation_proj: Linear::new(
-                att.annotation_proj.weight().detach(),
-                att.annotation_proj.bias().map(|b| b.detach()),
-            ),
-            hidden_proj: Linear::new(
-                att.hidden_proj.weight().detach(),
-                att.hidden_proj.bias().map(|b| b.detach()),
-            ),
-            score: Linear::new(att.score.weight().detach(), None),
+            annotation_proj: detach(&att.annotation_proj),
+            hidden_proj: detach(&att.hidden_proj),
+            score: detach(&att.score),
         };
         let projected = detached.project_annotations(&a)?;
         assert!(!projected.track_op());
