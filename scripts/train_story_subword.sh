@@ -4,7 +4,8 @@
 # trained on it together with ROCStories and PersonaBank, then the side-by-side evaluation.
 # Needs ../shared (data and the stories260K development model). Writes runs/ (git-ignored).
 # Usage: scripts/train_story_subword.sh [corpus|train|eval|all]
-#   MB=25 (corpus size), MINUTES=60 (training budget), INIT=dir (continue from a checkpoint).
+#   MB=25 (corpus size), MINUTES=60 (training budget), INIT=dir (continue from a checkpoint),
+#   VOCAB=2048, EMB=128, HIDDEN=256 (the model's sizes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${HASHTALE_BIN:-${CARGO_TARGET_DIR:-target}/release/hashtale}
@@ -30,7 +31,8 @@ if [ "$step" = train ] || [ "$step" = all ]; then
     --corpus "$corpus:1" \
     --keyword-vocab assets/tags/config.json --keyword-vocab assets/concepts/concepts.tsv \
     --keyword-vocab "$shared/data/harrison/vocab_index.txt" \
-    --subword-vocab "${VOCAB:-2048}" --emb 128 --hidden 384 --layers 2 --bptt 64 --batch 32 \
+    --subword-vocab "${VOCAB:-2048}" --emb "${EMB:-128}" --hidden "${HIDDEN:-256}" --layers 2 \
+    --keyword-copy --bptt 64 --batch 32 \
     --lr 2e-3 --warmup-steps 50 --min-lr-frac 0.05 --eval-every 400 \
     --time-budget-min "${MINUTES:-60}" --f16 "${init[@]}"
 fi

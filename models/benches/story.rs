@@ -39,6 +39,7 @@ fn main() -> hashtale_models::Result<()> {
         dropout: 0.1,
         keywords: 0,
         keyword_dim: 0,
+        copy: false,
     };
     let varmap = VarMap::new();
     let lm = CharLm::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;

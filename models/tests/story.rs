@@ -113,6 +113,7 @@ fn tiny_model(vocab: usize, seed: f32) -> (VarMap, CharLm) {
         dropout: 0.0,
         keywords: 0,
         keyword_dim: 0,
+        copy: false,
     };
     let varmap = VarMap::new();
     let lm = CharLm::new(
@@ -543,6 +544,17 @@ fn conditioned_model_end_to_end(keyword_dim: usize) {
 /// write about it more often than no hashtag does.
 #[test]
 fn conditioned_subword_model_mentions_its_hashtag() {
+    subword_end_to_end(false);
+}
+
+/// The same with keyword copy: the gate is saved and loaded, its pieces come back from the
+/// keyword table and vocabulary, and the host engine writes what the tensor path writes.
+#[test]
+fn keyword_copy_model_mentions_its_hashtag() {
+    subword_end_to_end(true);
+}
+
+fn subword_end_to_end(copy: bool) {
     let dir = tempfile::tempdir().unwrap();
     let vocab = dir.path().join("vocab.txt");
     std::fs::write(&vocab, "cat\ndog\npark\ncake\nsun\n").unwrap();
@@ -552,6 +564,7 @@ fn conditioned_subword_model_mentions_its_hashtag() {
     cfg.keyword_vocab = vec![vocab];
     cfg.prefix_drop = 0.3;
     cfg.keyword_dim = 8;
+    cfg.keyword_copy = copy;
     cfg.bptt = 16;
     cfg.max_steps = Some(250);
     let out = dir.path().join("model");
@@ -559,6 +572,7 @@ fn conditioned_subword_model_mentions_its_hashtag() {
     assert!(out.join(checkpoint::TOKENIZER_FILE).exists());
     let m = StoryModel::load(&out, &Device::Cpu).unwrap();
     assert_eq!(m.codec().kind(), "subword");
+    assert_eq!(m.lm().has_copy(), copy);
     let stories: Vec<String> = TINY_STORIES.iter().map(|s| s.to_string()).collect();
     let r = m.evaluate(&stories).unwrap();
     assert_eq!(r.chars, stories.iter().map(|s| s.len() + 2).sum::<usize>());
@@ -583,4 +597,22 @@ fn conditioned_subword_model_mentions_its_hashtag() {
         count(&with),
         count(&without)
     );
+    let tensor = m.clone().with_tensor_engine();
+    let lists: Vec<Vec<String>> = (0..n)
+        .map(|i| match i % 3 {
+            0 => vec!["dog".to_string()],
+            1 => vec!["cake".to_string(), "sun".to_string()],
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(
+        tensor.generate_for_tags(&lists, &streams, &opts).unwrap(),
+        m.generate_for_tags(&lists, &streams, &opts).unwrap()
+    );
+    if copy {
+        // Copy forms that do not fit the keyword table are refused.
+        let mut lm = m.lm().clone();
+        let wrong = hashtale_models::story::copy::CopyTable::new(vec![vec![vec![0]]]);
+        assert!(lm.set_copy_table(wrong).is_err());
+    }
 }

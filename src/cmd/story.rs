@@ -119,6 +119,10 @@ pub struct TrainStoryArgs {
     /// line (0: the prefix line only).
     #[arg(long, default_value_t = 64)]
     pub keyword_dim: usize,
+    /// Keyword copy (subword models): a learned gate raises the pieces that begin the story's
+    /// hashtags, so the model can write a hashtag it has rarely seen.
+    #[arg(long)]
+    pub keyword_copy: bool,
     /// Save weights as f16 (how the shipped model is stored).
     #[arg(long)]
     pub f16: bool,
@@ -354,6 +358,7 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
             c.prefix_drop = p;
         }
         c.keyword_dim = a.keyword_dim;
+        c.keyword_copy = a.keyword_copy;
     }
     let report = train(&c, &a.out, a.init.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::copy::CopyTable;
 use crate::Result;
 
 /// Sizes of a [`CharLm`].
@@ -37,6 +38,12 @@ pub struct CharLmConfig {
     /// Width of a keyword vector.
     #[serde(default)]
     pub keyword_dim: usize,
+    /// Keyword copy (subword models with a keyword table): two learned gates on the top layer
+    /// raise the logits of the pieces that begin the story's hashtags and of the piece that
+    /// continues one already begun ([`super::copy`]), so a model can write a hashtag it has
+    /// rarely seen without having learnt to spell it out of the prefix line.
+    #[serde(default)]
+    pub copy: bool,
 }
 
 /// One LSTM layer. Gates in the order input, forget, cell, output.
@@ -124,7 +131,26 @@ pub struct CharLm {
     pub(crate) keyword_table: Option<Tensor>,
     pub(crate) cells: Vec<LstmCell>,
     pub(crate) out: Linear,
+    /// (hidden → 1) each: the boosts of a hashtag's first pieces and of the piece that
+    /// continues one begun, when [`CharLmConfig::copy`].
+    pub(crate) copy_gate: Option<Linear>,
+    pub(crate) copy_next_gate: Option<Linear>,
+    /// Each keyword's forms (see [`CharLm::set_copy_table`]).
+    pub(crate) copy_table: Option<CopyTable>,
     device: Device,
+}
+
+/// The keyword input of a set of streams: their keyword vectors and, for a model with keyword
+/// copy, which pieces each may copy.
+#[derive(Debug, Clone)]
+pub struct KeywordInput {
+    /// (S, keyword_dim).
+    pub vectors: Tensor,
+    /// (S, vocab), 1 where a piece begins one of the set's keywords.
+    pub copy: Option<Tensor>,
+    /// (S, vocab), 1 where a piece continues a keyword the stream has begun: per step, made by
+    /// the caller from each stream's history ([`CharLm::copy_next_mask`]).
+    pub copy_next: Option<Tensor>,
 }
 
 /// An inverted-dropout mask (B, d) drawn from our own seeded RNG (candle's CPU RNG can't be
@@ -169,14 +195,75 @@ impl CharLm {
             )?);
         }
         let out = candle_nn::linear(cfg.hidden, cfg.vocab, vb.pp("out"))?;
+        let copy_gate = (cfg.copy && keyword_dim > 0)
+            .then(|| candle_nn::linear(cfg.hidden, 1, vb.pp("copy")))
+            .transpose()?;
+        let copy_next_gate = (cfg.copy && keyword_dim > 0)
+            .then(|| candle_nn::linear(cfg.hidden, 1, vb.pp("copy_next")))
+            .transpose()?;
         Ok(CharLm {
             cfg: cfg.clone(),
             embed,
             keyword_table,
             cells,
             out,
+            copy_gate,
+            copy_next_gate,
+            copy_table: None,
             device: vb.device().clone(),
         })
+    }
+
+    /// Whether the model copies keyword pieces (see [`CharLmConfig::copy`]).
+    pub fn has_copy(&self) -> bool {
+        self.copy_gate.is_some()
+    }
+
+    /// Each keyword id's forms ([`CopyTable::for_words`] over the checkpoint's keyword table
+    /// and vocabulary). They are data, not weights, so a loader sets them; a copy model without
+    /// them refuses to run.
+    pub fn set_copy_table(&mut self, table: CopyTable) -> Result<()> {
+        if !self.has_copy() {
+            return Ok(());
+        }
+        let (k, v) = (self.cfg.keywords, self.cfg.vocab);
+        if table.len() != k {
+            return Err(crate::Error::msg(format!(
+                "copy forms for {} keywords, but the keyword table has {k}",
+                table.len()
+            )));
+        }
+        if let Some(id) = table.max_piece().filter(|&id| id as usize >= v) {
+            return Err(crate::Error::msg(format!(
+                "copy piece {id} outside a vocabulary of {v}"
+            )));
+        }
+        self.copy_table = Some(table);
+        Ok(())
+    }
+
+    /// The copy forms, for a copy model whose table is set.
+    pub fn copy_table(&self) -> Option<&CopyTable> {
+        self.copy_table.as_ref().filter(|_| self.has_copy())
+    }
+
+    fn require_copy_table(&self) -> Result<Option<&CopyTable>> {
+        match (self.has_copy(), &self.copy_table) {
+            (false, _) => Ok(None),
+            (true, None) => Err(crate::Error::msg(
+                "a keyword-copy model without its copy forms (set_copy_table)",
+            )),
+            (true, Some(t)) => Ok(Some(t)),
+        }
+    }
+
+    /// A (rows, vocab) 0/1 matrix with row r's pieces set: the form a copy mask takes.
+    /// `None` for a model without keyword copy.
+    pub fn copy_next_mask(&self, rows: &[Vec<u32>]) -> Result<Option<Tensor>> {
+        if !self.has_copy() {
+            return Ok(None);
+        }
+        Ok(Some(piece_mask(rows, self.cfg.vocab, &self.device)?))
     }
 
     pub fn config(&self) -> &CharLmConfig {
@@ -224,16 +311,53 @@ impl CharLm {
         Ok(Some(hot.matmul(table)?))
     }
 
-    /// One character for each of B streams: ids (B,) u32 → logits (B, vocab). `keywords` are the
-    /// streams' keyword vectors (B, keyword_dim) from [`CharLm::keyword_vectors`]. No dropout.
+    /// The keyword input of each set of keyword ids: [`CharLm::keyword_vectors`] and, with
+    /// keyword copy, the pieces the set may copy. `None` for a model without a keyword table.
+    pub fn keyword_input(&self, sets: &[Vec<u32>]) -> Result<Option<KeywordInput>> {
+        let Some(vectors) = self.keyword_vectors(sets)? else {
+            return Ok(None);
+        };
+        let copy = match self.require_copy_table()? {
+            None => None,
+            Some(table) => {
+                let starts: Vec<Vec<u32>> = sets.iter().map(|s| table.starts(s)).collect();
+                Some(piece_mask(&starts, self.cfg.vocab, &self.device)?)
+            }
+        };
+        Ok(Some(KeywordInput {
+            vectors,
+            copy,
+            copy_next: None,
+        }))
+    }
+
+    /// The output layer: logits from the top layer's output, plus the copy gates' boosts on the
+    /// pieces the masks (rows × vocab) mark.
+    fn logits(&self, top: &Tensor, copy: Option<&Tensor>, next: Option<&Tensor>) -> Result<Tensor> {
+        let mut logits = self.out.forward(top)?;
+        for (gate, mask) in [(&self.copy_gate, copy), (&self.copy_next_gate, next)] {
+            if let (Some(gate), Some(mask)) = (gate, mask) {
+                logits = logits.add(&mask.broadcast_mul(&gate.forward(top)?)?)?;
+            }
+        }
+        Ok(logits)
+    }
+
+    /// One character for each of B streams: ids (B,) u32 → logits (B, vocab). `keywords` is the
+    /// streams' keyword input (B rows) from [`CharLm::keyword_input`]. No dropout.
     pub fn step(
         &self,
         ids: &Tensor,
         state: &LmState,
-        keywords: Option<&Tensor>,
+        keywords: Option<&KeywordInput>,
     ) -> Result<(Tensor, LmState)> {
-        let (top, state) = self.step_hidden(ids, state, keywords, None)?;
-        Ok((self.out.forward(&top)?, state))
+        let (top, state) = self.step_hidden(ids, state, keywords.map(|k| &k.vectors), None)?;
+        let logits = self.logits(
+            &top,
+            keywords.and_then(|k| k.copy.as_ref()),
+            keywords.and_then(|k| k.copy_next.as_ref()),
+        )?;
+        Ok((logits, state))
     }
 
     fn step_hidden(
@@ -280,49 +404,82 @@ impl CharLm {
         let (b, t) = ids.dims2()?;
         let mut state = state.clone();
         let mut tops = Vec::with_capacity(t);
+        let mut copies = Vec::new();
         for i in 0..t {
             // Slicing the ids is fine: they need no gradient.
             let col = ids.narrow(1, i, 1)?.squeeze(1)?.contiguous()?;
-            let kw = match keywords {
-                Some(w) => Some(w.vectors.index_select(&w.rows[i], 0)?),
-                None => None,
-            };
+            let mut kw = None;
+            if let Some(w) = keywords {
+                kw = Some(w.input.vectors.index_select(&w.rows[i], 0)?);
+                if let Some(copy) = &w.input.copy {
+                    copies.push(copy.index_select(&w.rows[i], 0)?);
+                }
+            }
             let (top, s) = self.step_hidden(&col, &state, kw.as_ref(), dropout.as_deref_mut())?;
             state = s;
             tops.push(top);
         }
         let tops = Tensor::stack(&tops, 1)?.reshape((b * t, self.cfg.hidden))?;
-        Ok((self.out.forward(&tops)?, state))
+        let copy = if copies.is_empty() {
+            None
+        } else {
+            Some(Tensor::stack(&copies, 1)?.reshape((b * t, self.cfg.vocab))?)
+        };
+        let next = keywords.and_then(|w| w.copy_next.as_ref());
+        Ok((self.logits(&tops, copy.as_ref(), next)?, state))
     }
+}
+
+/// A (rows, vocab) 0/1 matrix with each row's pieces set.
+fn piece_mask(rows: &[Vec<u32>], vocab: usize, device: &Device) -> Result<Tensor> {
+    let mut m = vec![0f32; rows.len() * vocab];
+    for (r, ids) in rows.iter().enumerate() {
+        for &id in ids {
+            if id as usize >= vocab {
+                return Err(crate::Error::msg(format!(
+                    "copy piece {id} outside a vocabulary of {vocab}"
+                )));
+            }
+            m[r * vocab + id as usize] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(m, (rows.len(), vocab), device)?)
 }
 
 /// The keyword vectors of a window: which keyword set each stream reads at each step.
 #[derive(Debug, Clone)]
 pub struct WindowKeywords {
-    /// One vector per keyword set (S, keyword_dim), from [`CharLm::keyword_vectors`].
-    pub vectors: Tensor,
+    /// One input per keyword set (S rows), from [`CharLm::keyword_input`].
+    pub input: KeywordInput,
     /// Per step, the set of each stream: (B,) u32 indices into `vectors`.
     pub rows: Vec<Tensor>,
+    /// (B·T, vocab), row b·T + t: the pieces that continue a keyword stream b has begun by
+    /// step t (keyword copy only; [`CharLm::copy_next_mask`]).
+    pub copy_next: Option<Tensor>,
 }
 
 impl WindowKeywords {
     /// Keyword sets and, per step, each stream's set index (`per_step[t][b]`). `None` when the
     /// model has no keyword table.
     pub fn new(lm: &CharLm, sets: &[Vec<u32>], per_step: &[Vec<u32>]) -> Result<Option<Self>> {
-        let Some(vectors) = lm.keyword_vectors(sets)? else {
+        let Some(input) = lm.keyword_input(sets)? else {
             return Ok(None);
         };
-        Ok(Some(Self::with_vectors(vectors, per_step, lm.device())?))
+        Ok(Some(Self::with_input(input, per_step, lm.device())?))
     }
 
-    /// Like [`WindowKeywords::new`] from vectors already made (evaluation makes every
+    /// Like [`WindowKeywords::new`] from an input already made (evaluation makes every
     /// document's once, for all windows).
-    pub fn with_vectors(vectors: Tensor, per_step: &[Vec<u32>], device: &Device) -> Result<Self> {
+    pub fn with_input(input: KeywordInput, per_step: &[Vec<u32>], device: &Device) -> Result<Self> {
         let rows = per_step
             .iter()
             .map(|r| Ok(Tensor::new(r.as_slice(), device)?))
             .collect::<Result<Vec<_>>>()?;
-        Ok(WindowKeywords { vectors, rows })
+        Ok(WindowKeywords {
+            input,
+            rows,
+            copy_next: None,
+        })
     }
 }
 

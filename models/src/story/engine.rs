@@ -24,6 +24,7 @@ use rand09::distr::Distribution;
 use rand09::SeedableRng;
 
 use super::charlm::CharLm;
+use super::copy::CopyTable;
 use super::corpus::Codec;
 use super::generate::{argmax, finish, is_sentence_end, softmax, stream_seed, GenerateOptions};
 use crate::fast_math::{sigmoid, tanh};
@@ -50,6 +51,29 @@ pub struct HostLm {
     /// (H, vocab): the output layer, transposed.
     w_out: Vec<f32>,
     b_out: Vec<f32>,
+    /// The keyword-copy gate, when the model has one.
+    copy: Option<HostCopy>,
+}
+
+/// The copy gates on the host: `h · w + b` is added to the logit of every piece that begins one
+/// of the row's keywords, `h · w_next + b_next` to the piece that continues one it has begun.
+#[derive(Debug, Clone)]
+struct HostCopy {
+    /// (H).
+    w: Vec<f32>,
+    b: f32,
+    w_next: Vec<f32>,
+    b_next: f32,
+    table: CopyTable,
+}
+
+/// A `hidden → 1` linear layer's weights and bias on the host.
+fn host_gate(gate: &candle_nn::Linear) -> Result<(Vec<f32>, f32)> {
+    let b = match gate.bias() {
+        Some(b) => host_vec(b)?.first().copied().unwrap_or(0.0),
+        None => 0.0,
+    };
+    Ok((host_vec(gate.weight())?, b))
 }
 
 fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -98,6 +122,23 @@ impl HostLm {
             Some(b) => host_vec(b)?,
             None => vec![0.0; v],
         };
+        let copy = match (&lm.copy_gate, &lm.copy_next_gate) {
+            (Some(start), Some(next)) => {
+                let table = lm.copy_table().cloned().ok_or_else(|| {
+                    Error::msg("a keyword-copy model without its copy forms (set_copy_table)")
+                })?;
+                let (w, b) = host_gate(start)?;
+                let (w_next, b_next) = host_gate(next)?;
+                Some(HostCopy {
+                    w,
+                    b,
+                    w_next,
+                    b_next,
+                    table,
+                })
+            }
+            _ => None,
+        };
         Ok(HostLm {
             vocab: v,
             hidden: h,
@@ -110,7 +151,28 @@ impl HostLm {
             keyword_dim,
             w_out: host_vec(&lm.out.weight().t()?)?,
             b_out,
+            copy,
         })
+    }
+
+    /// The first pieces a story with these keyword ids may copy, each once (none without keyword
+    /// copy).
+    fn copy_ids(&self, keywords: &[u32]) -> Vec<u32> {
+        self.copy
+            .as_ref()
+            .map(|c| c.table.starts(keywords))
+            .unwrap_or_default()
+    }
+
+    /// The pieces that continue a keyword the story has begun (`history`: its pieces so far).
+    fn copy_next_ids(&self, keywords: &[u32], history: &[u32]) -> Vec<u32> {
+        self.copy
+            .as_ref()
+            .map(|c| {
+                let h = &history[history.len().saturating_sub(c.table.longest())..];
+                c.table.next(keywords, h)
+            })
+            .unwrap_or_default()
     }
 
     fn layers(&self) -> usize {
@@ -270,6 +332,7 @@ struct Slot<T> {
     prompt_pos: usize,
     written: usize,
     ids: Vec<u32>,
+    keywords: Vec<u32>,
     rng: rand09::rngs::StdRng,
     pick: Pick,
     opts: GenerateOptions,
@@ -284,6 +347,10 @@ struct Buffers {
     xh: Vec<f32>,
     logits: Vec<f32>,
     input: Vec<u32>,
+    /// Per row, the first pieces its story may copy, and (set before each step) the pieces that
+    /// continue a hashtag it has begun.
+    copy: Vec<Vec<u32>>,
+    copy_next: Vec<Vec<u32>>,
 }
 
 impl Buffers {
@@ -298,6 +365,8 @@ impl Buffers {
             xh: vec![0.0; slots * 2 * h],
             logits: vec![0.0; slots * lm.vocab],
             input: vec![0; slots],
+            copy: vec![Vec::new(); slots],
+            copy_next: vec![Vec::new(); slots],
         }
     }
 
@@ -310,6 +379,8 @@ impl Buffers {
             self.row_bias[l].copy_within(from * g..(from + 1) * g, to * g);
         }
         self.input[to] = self.input[from];
+        self.copy.swap(from, to);
+        self.copy_next.swap(from, to);
     }
 }
 
@@ -392,6 +463,27 @@ fn step(lm: &HostLm, b: &mut Buffers, rows: usize) {
         threads.min(rows / MIN_ROWS_PER_THREAD).max(1)
     };
     step_parts(lm, Rows::of(b), rows, parts);
+    if let Some(copy) = &lm.copy {
+        let (h, v) = (lm.hidden, lm.vocab);
+        let top = &b.h[lm.layers() - 1];
+        let gate =
+            |hr: &[f32], w: &[f32], b: f32| b + hr.iter().zip(w).map(|(a, w)| a * w).sum::<f32>();
+        for r in 0..rows {
+            let hr = &top[r * h..(r + 1) * h];
+            if !b.copy[r].is_empty() {
+                let g = gate(hr, &copy.w, copy.b);
+                for &id in &b.copy[r] {
+                    b.logits[r * v + id as usize] += g;
+                }
+            }
+            if !b.copy_next[r].is_empty() {
+                let g = gate(hr, &copy.w_next, copy.b_next);
+                for &id in &b.copy_next[r] {
+                    b.logits[r * v + id as usize] += g;
+                }
+            }
+        }
+    }
 }
 
 fn step_parts(lm: &HostLm, rows: Rows<'_>, n: usize, parts: usize) {
@@ -528,6 +620,8 @@ impl<'a, T> StoryPool<'a, T> {
         let (row, h) = (self.live.len(), self.lm.hidden);
         let b = &mut self.buffers;
         self.lm.row_bias(&req.keywords, &mut b.row_bias, row)?;
+        b.copy[row] = self.lm.copy_ids(&req.keywords);
+        b.copy_next[row].clear();
         for l in 0..self.lm.layers() {
             b.h[l][row * h..(row + 1) * h].fill(0.0);
             b.c[l][row * h..(row + 1) * h].fill(0.0);
@@ -540,6 +634,7 @@ impl<'a, T> StoryPool<'a, T> {
             prompt_pos: 0,
             written: 0,
             ids: Vec::new(),
+            keywords: req.keywords,
             pick: Pick::new(opts),
             opts: opts.clone(),
         });
@@ -553,6 +648,11 @@ impl<'a, T> StoryPool<'a, T> {
             return Ok(Vec::new());
         }
         let v = self.lm.vocab;
+        if self.lm.copy.is_some() {
+            for (r, slot) in self.live.iter().enumerate() {
+                self.buffers.copy_next[r] = self.lm.copy_next_ids(&slot.keywords, &slot.ids);
+            }
+        }
         step(self.lm, &mut self.buffers, rows);
         let mut finished = Vec::new();
         for (r, slot) in self.live.iter_mut().enumerate() {
@@ -601,9 +701,16 @@ mod tests {
     use candle_nn::{VarBuilder, VarMap};
 
     /// The host step's logits follow the tensor step's up to rounding, over several layers,
-    /// keyword vectors and rows of different keyword sets.
+    /// keyword vectors, keyword copy (with two keywords sharing a piece) and rows of different
+    /// keyword sets.
     #[test]
     fn host_step_matches_the_tensor_step() {
+        for copy in [false, true] {
+            host_step_matches_the_tensor_step_with(copy);
+        }
+    }
+
+    fn host_step_matches_the_tensor_step_with(copy: bool) {
         let cfg = CharLmConfig {
             vocab: 11,
             emb: 6,
@@ -612,26 +719,54 @@ mod tests {
             dropout: 0.0,
             keywords: 5,
             keyword_dim: 4,
+            copy,
         };
         let vm = VarMap::new();
-        let lm = CharLm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        // `w_k` starts at zero: give every weight a value.
+        let mut lm =
+            CharLm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        assert_eq!(lm.has_copy(), copy);
+        // `w_k` and the copy gate start at zero: give every weight a value.
         for var in vm.all_vars() {
             var.set(&Tensor::randn(0f32, 0.4, var.shape(), &Device::Cpu).unwrap())
                 .unwrap();
         }
+        // Forms that the rows' input sequences below begin, so continuations fire: row 0 reads
+        // 0, 7, 3, 10, …; row 1 reads 3, 10, 6, …
+        let forms = vec![
+            vec![vec![0]],
+            vec![vec![7, 3, 10], vec![4]],
+            vec![vec![9]],
+            vec![],
+            vec![vec![3, 10, 6], vec![7, 2]],
+        ];
+        lm.set_copy_table(CopyTable::new(forms)).unwrap();
         let host = HostLm::from_lm(&lm).unwrap();
         let sets: Vec<Vec<u32>> = vec![vec![], vec![1, 4], vec![2]];
         let rows = sets.len();
         let mut b = Buffers::new(&host, rows);
         for (r, set) in sets.iter().enumerate() {
             host.row_bias(set, &mut b.row_bias, r).unwrap();
+            b.copy[r] = host.copy_ids(set);
         }
-        let kv = lm.keyword_vectors(&sets).unwrap();
+        assert_eq!(b.copy[1], if copy { vec![7, 4, 3] } else { vec![] });
+        let mut kv = lm.keyword_input(&sets).unwrap();
         let mut state = lm.zero_state(rows).unwrap();
+        let mut history: Vec<Vec<u32>> = vec![Vec::new(); rows];
+        let mut continued = 0;
         for t in 0..30u32 {
             let ids: Vec<u32> = (0..rows as u32).map(|r| (t * 7 + r * 3) % 11).collect();
             b.input[..rows].copy_from_slice(&ids);
+            for r in 0..rows {
+                history[r].push(ids[r]);
+                b.copy_next[r] = host.copy_next_ids(&sets[r], &history[r]);
+                continued += b.copy_next[r].len();
+            }
+            if let (Some(input), Some(table)) = (kv.as_mut(), lm.copy_table()) {
+                let next: Vec<Vec<u32>> = (0..rows)
+                    .map(|r| table.next(&sets[r], &history[r]))
+                    .collect();
+                input.copy_next = lm.copy_next_mask(&next).unwrap();
+            }
             step(&host, &mut b, rows);
             let (logits, next) = lm
                 .step(
@@ -649,6 +784,7 @@ mod tests {
                 );
             }
         }
+        assert_eq!(continued > 0, copy);
     }
 
     #[test]

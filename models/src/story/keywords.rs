@@ -204,6 +204,11 @@ impl KeywordExtractor {
         self.idf.is_empty()
     }
 
+    /// The vocabulary words in id order (the rows of a keyword table).
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.idf.keys().map(String::as_str)
+    }
+
     /// Whether `tag` (or its singular) is a keyword the model was trained with.
     pub fn knows(&self, tag: &str) -> bool {
         self.id(tag).is_some()
@@ -295,6 +300,12 @@ impl KeywordExtractor {
         }
         Ok(KeywordExtractor { idf })
     }
+}
+
+/// The copy forms of every keyword of `ex` under `codec`, in id order: what a keyword-copy
+/// model ([`super::charlm::CharLmConfig::copy`]) may copy.
+pub fn copy_table(ex: &KeywordExtractor, codec: &super::corpus::Codec) -> super::copy::CopyTable {
+    super::copy::CopyTable::for_words(ex.words(), codec)
 }
 
 /// Reads a hashtag vocabulary file: one word per line, or `word<whitespace>anything` (HARRISON's

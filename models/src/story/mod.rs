@@ -17,6 +17,7 @@ use candle_core::Device;
 
 pub mod charlm;
 pub mod checkpoint;
+pub mod copy;
 pub mod corpus;
 pub mod engine;
 pub mod generate;
@@ -176,7 +177,7 @@ pub const DEFAULT_STORY_SLOTS: usize = 64;
 impl StoryModel {
     /// Loads a checkpoint directory (`model.safetensors` + `config.json`).
     pub fn load(dir: &Path, device: &Device) -> Result<StoryModel> {
-        let (lm, meta, hash) = checkpoint::load(dir, device)?;
+        let (mut lm, meta, hash) = checkpoint::load(dir, device)?;
         let keywords = match meta.conditioning {
             Conditioning::PseudoTag => None,
             Conditioning::Keywords => {
@@ -196,6 +197,12 @@ impl StoryModel {
             }
         }
         let alphabet = checkpoint::read_codec(dir, &meta)?;
+        if lm.has_copy() {
+            let ex = keywords
+                .as_ref()
+                .ok_or_else(|| crate::Error::msg("a keyword-copy model without keywords"))?;
+            lm.set_copy_table(keywords::copy_table(ex, &alphabet))?;
+        }
         let (host, service) = match device {
             Device::Cpu => {
                 let host = std::sync::Arc::new(engine::HostLm::from_lm(&lm)?);

@@ -146,6 +146,7 @@ mod tests {
             dropout: 0.0,
             keywords: 0,
             keyword_dim: 0,
+            copy: false,
         };
         let vm = VarMap::new();
         let lm = CharLm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();

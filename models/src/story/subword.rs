@@ -170,5 +170,36 @@ mod tests {
         let again = SubwordVocab::from_json(&v.to_json().unwrap()).unwrap();
         assert_eq!(again.encode(text), ids);
         assert!(!v.ids_containing(&['\n']).is_empty());
+        // A word's copy forms: its pieces after a space, lower and capitalised, unless they
+        // begin with a bare space piece.
+        let codec = super::super::corpus::Codec::Subword(Box::new(v.clone()));
+        let table = super::super::copy::CopyTable::for_words(["dog", "zoë"].into_iter(), &codec);
+        assert_eq!(table.len(), 2);
+        let mut expected = Vec::new();
+        for form in [" dog", " Dog"] {
+            let first = v.encode(form)[0];
+            if !v.piece(first).trim().is_empty() && !expected.contains(&first) {
+                expected.push(first);
+            }
+        }
+        assert!(!expected.is_empty());
+        assert_eq!(table.starts(&[0]), expected);
+        // A word of several pieces: once begun, its next piece is the one to copy.
+        let beaches = v.encode(" beaches");
+        assert!(
+            beaches.len() >= 2 && !v.piece(beaches[0]).trim().is_empty(),
+            "{beaches:?}"
+        );
+        let t = super::super::copy::CopyTable::for_words(["beaches"].into_iter(), &codec);
+        assert!(t.starts(&[0]).contains(&beaches[0]));
+        let next = t.next(&[0], &beaches[..1]);
+        assert!(next.contains(&beaches[1]) && next.len() <= 2, "{next:?}");
+        // A bare space never starts a form.
+        let space = v.encode(" ")[0];
+        assert!(!t.starts(&[0]).contains(&space) && !table.starts(&[0, 1]).contains(&space));
+        let chars =
+            super::super::corpus::Codec::Chars(super::super::corpus::Alphabet::new("dog ".chars()));
+        let t = super::super::copy::CopyTable::for_words(["dog"].into_iter(), &chars);
+        assert!(t.starts(&[0]).is_empty());
     }
 }

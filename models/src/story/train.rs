@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::charlm::{masked_nll_sum, CharLm, CharLmConfig, WindowKeywords};
 use super::checkpoint::{self, CheckpointMeta, FORMAT};
+use super::copy;
 use super::corpus::{self, Alphabet, Codec, Conditioning, CorpusSpec, Prefixer, FALLBACK};
 use super::keywords::{self, KeywordExtractor};
 use super::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
@@ -62,6 +63,9 @@ pub struct TrainConfig {
     /// reads the hashtags only as the prefix line).
     #[serde(default)]
     pub keyword_dim: usize,
+    /// Keyword copy ([`CharLmConfig::copy`]): subword models with a keyword table only.
+    #[serde(default)]
+    pub keyword_copy: bool,
     /// Fraction of each corpus's stories held out as dev.
     pub dev_frac: f64,
     /// Seed of the dev split; fixed apart from `seed` so every run holds out the same stories.
@@ -110,6 +114,7 @@ impl TrainConfig {
             keyword_vocab: Vec::new(),
             prefix_drop: default_prefix_drop(),
             keyword_dim: 0,
+            keyword_copy: false,
             dev_frac: 0.1,
             split_seed: 20_160_523,
             min_char_count: 3,
@@ -157,6 +162,7 @@ impl TrainConfig {
             dropout: self.dropout,
             keywords: if table { keywords } else { 0 },
             keyword_dim: if table { self.keyword_dim } else { 0 },
+            copy: table && self.keyword_copy,
         }
     }
 
@@ -203,9 +209,9 @@ pub fn evaluate_docs(
     }
     let lanes = corpus::eval_lanes(docs, alphabet, 64, 1500);
     // Every document's keyword vector, made once; none given reads as no keywords.
-    let vectors = match keywords {
-        Some(k) => lm.keyword_vectors(k)?,
-        None => lm.keyword_vectors(&vec![Vec::new(); docs.len()])?,
+    let input = match keywords {
+        Some(k) => lm.keyword_input(k)?,
+        None => lm.keyword_input(&vec![Vec::new(); docs.len()])?,
     };
     let n = lanes.len();
     let longest = lanes.iter().map(|l| l.ids.len()).max().unwrap_or(0);
@@ -237,7 +243,7 @@ pub fn evaluate_docs(
         let x = Tensor::from_vec(x, (n, t), dev)?;
         let y = Tensor::from_vec(y, n * t, dev)?;
         let m = Tensor::from_vec(m, n * t, dev)?;
-        let kw = match &vectors {
+        let kw = match &input {
             Some(v) => {
                 let per_step: Vec<Vec<u32>> = (start..start + t)
                     .map(|j| {
@@ -247,7 +253,24 @@ pub fn evaluate_docs(
                             .collect()
                     })
                     .collect();
-                Some(WindowKeywords::with_vectors(v.clone(), &per_step, dev)?)
+                let mut w = WindowKeywords::with_input(v.clone(), &per_step, dev)?;
+                if let (Some(table), Some(kw)) = (lm.copy_table(), keywords) {
+                    let mut rows = Vec::with_capacity(n * t);
+                    for lane in &lanes {
+                        for j in start..start + t {
+                            let next = match (lane.ids.get(j), lane.doc.get(j)) {
+                                (Some(_), Some(&d)) => table.next(
+                                    &kw[d as usize],
+                                    copy::history(&lane.ids, &lane.doc, 0, j, table.longest()),
+                                ),
+                                _ => Vec::new(),
+                            };
+                            rows.push(next);
+                        }
+                    }
+                    w.copy_next = lm.copy_next_mask(&rows)?;
+                }
+                Some(w)
             }
             None => None,
         };
@@ -292,8 +315,9 @@ fn init_weights(varmap: &VarMap, cfg: &CharLmConfig, seed: u64) -> Result<()> {
                     }
                 })
                 .collect()
-        } else if name.ends_with("bias") || name.ends_with(".w_k") {
-            // Keyword inputs start at zero (see `LstmCell::new`).
+        } else if name.ends_with("bias") || name.ends_with(".w_k") || name.starts_with("copy") {
+            // Keyword inputs and the copy gate start at zero (see `LstmCell::new`): a new model
+            // copies nothing until it learns to.
             vec![0.0; n]
         } else if name.starts_with("embed") || name.starts_with("keywords") {
             let r = 3f32.sqrt();
@@ -338,7 +362,22 @@ fn window_keywords(
         .iter()
         .map(|&d| stream.keywords[d as usize].clone())
         .collect();
-    WindowKeywords::new(lm, &sets, &per_step)
+    let Some(mut w) = WindowKeywords::new(lm, &sets, &per_step)? else {
+        return Ok(None);
+    };
+    if let Some(table) = lm.copy_table() {
+        // Row b·T + t: what continues a hashtag lane b has begun by step t.
+        let mut rows = Vec::with_capacity(batch * bptt);
+        for b in 0..batch {
+            for t in 0..bptt {
+                let p = b * lane_len + offset + t;
+                let h = copy::history(&stream.ids, &stream.doc, b * lane_len, p, table.longest());
+                rows.push(table.next(&stream.keywords[stream.doc[p] as usize], h));
+            }
+        }
+        w.copy_next = lm.copy_next_mask(&rows)?;
+    }
+    Ok(Some(w))
 }
 
 /// What a training run produced.
@@ -451,15 +490,26 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
             Some(ex)
         }
     };
+    if cfg.keyword_copy && !matches!(alphabet, Codec::Subword(_)) {
+        return Err(Error::msg(
+            "keyword copy needs a subword vocabulary (subword_vocab > 0)",
+        ));
+    }
     let mcfg = cfg.model_config(alphabet.len(), extractor.as_ref().map_or(0, |e| e.len()));
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let lm = CharLm::new(&mcfg, vb)?;
+    let mut lm = CharLm::new(&mcfg, vb)?;
+    let copy_table = extractor
+        .as_ref()
+        .map(|ex| keywords::copy_table(ex, &alphabet))
+        .unwrap_or_default();
+    lm.set_copy_table(copy_table.clone())?;
     init_weights(&varmap, &mcfg, cfg.seed)?;
     if let Some(dir) = init {
-        // A checkpoint without a keyword table leaves the new table and inputs as initialised.
+        // A checkpoint without a keyword table (or copy gate) leaves the new parts as
+        // initialised.
         let meta = checkpoint::load_into(dir, &varmap, |name| {
-            name.starts_with("keywords.") || name.ends_with(".w_k")
+            name.starts_with("keywords.") || name.ends_with(".w_k") || name.starts_with("copy")
         })?;
         if meta.model.vocab != mcfg.vocab {
             return Err(Error::msg("init checkpoint's alphabet does not match"));
@@ -725,7 +775,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
     }
     pb.finish_and_clear();
     // Final full dev evaluation of the saved (best) model, recorded in its config.
-    let (best_lm, mut meta, _) = checkpoint::load(out, &device)?;
+    let (mut best_lm, mut meta, _) = checkpoint::load(out, &device)?;
+    best_lm.set_copy_table(copy_table)?;
     let dev = dev_eval(&best_lm, step, true)?;
     meta.metrics["dev"] = serde_json::to_value(&dev)?;
     std::fs::write(
