@@ -338,9 +338,18 @@ fn lm_overfits_a_tiny_text() {
 }
 
 #[test]
-fn shipped_model_loads_and_batches_like_sequential() {
-    let m = StoryModel::load(&support::shipped().story_model, &Device::Cpu)
-        .expect("assets/story is shipped");
+fn shipped_models_load_and_batch_like_sequential() {
+    // The default (char-LSTM) and the subword model beside it.
+    let default = support::shipped().story_model.clone();
+    let subword = default.with_file_name("story-subword");
+    for dir in [default, subword] {
+        shipped_model_batches_like_sequential(&dir);
+    }
+}
+
+fn shipped_model_batches_like_sequential(dir: &std::path::Path) {
+    let m = StoryModel::load(dir, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{} is shipped: {e}", dir.display()));
     assert!(m.version().starts_with(&m.meta().name));
     let seeds: Vec<String> = ["#beach", "#friend", "#dog"]
         .iter()
