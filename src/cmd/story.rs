@@ -119,8 +119,9 @@ pub struct TrainStoryArgs {
     /// line (0: the prefix line only).
     #[arg(long, default_value_t = 64)]
     pub keyword_dim: usize,
-    /// Keyword copy (subword models): a learned gate raises the pieces that begin the story's
-    /// hashtags, so the model can write a hashtag it has rarely seen.
+    /// Keyword copy (subword models): learned gates raise the pieces that begin the story's
+    /// hashtags and the piece that continues one begun, so the model can write a hashtag it has
+    /// rarely seen.
     #[arg(long)]
     pub keyword_copy: bool,
     /// Save weights as f16 (how the shipped model is stored).

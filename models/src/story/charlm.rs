@@ -296,18 +296,9 @@ impl CharLm {
         };
         let k = self.cfg.keywords;
         // A multi-hot matrix times the table: one matmul, whose backward is one more.
-        let mut hot = vec![0f32; sets.len() * k];
-        for (i, set) in sets.iter().enumerate() {
-            for &id in set {
-                if id as usize >= k {
-                    return Err(crate::Error::msg(format!(
-                        "keyword id {id} outside a table of {k}"
-                    )));
-                }
-                hot[i * k + id as usize] += 1.0;
-            }
-        }
-        let hot = Tensor::from_vec(hot, (sets.len(), k), &self.device)?;
+        let hot = multi_hot(sets, k, &self.device, |id| {
+            format!("keyword id {id} outside a table of {k}")
+        })?;
         Ok(Some(hot.matmul(table)?))
     }
 
@@ -430,20 +421,30 @@ impl CharLm {
     }
 }
 
-/// A (rows, vocab) 0/1 matrix with each row's pieces set.
+/// A (rows, vocab) 0/1 matrix with each row's pieces set (copy sets hold each piece once).
 fn piece_mask(rows: &[Vec<u32>], vocab: usize, device: &Device) -> Result<Tensor> {
-    let mut m = vec![0f32; rows.len() * vocab];
+    multi_hot(rows, vocab, device, |id| {
+        format!("copy piece {id} outside a vocabulary of {vocab}")
+    })
+}
+
+/// A (rows, width) matrix counting each row's ids; an id outside `width` is an error.
+fn multi_hot(
+    rows: &[Vec<u32>],
+    width: usize,
+    device: &Device,
+    out_of_range: impl Fn(u32) -> String,
+) -> Result<Tensor> {
+    let mut m = vec![0f32; rows.len() * width];
     for (r, ids) in rows.iter().enumerate() {
         for &id in ids {
-            if id as usize >= vocab {
-                return Err(crate::Error::msg(format!(
-                    "copy piece {id} outside a vocabulary of {vocab}"
-                )));
+            if id as usize >= width {
+                return Err(crate::Error::msg(out_of_range(id)));
             }
-            m[r * vocab + id as usize] = 1.0;
+            m[r * width + id as usize] += 1.0;
         }
     }
-    Ok(Tensor::from_vec(m, (rows.len(), vocab), device)?)
+    Ok(Tensor::from_vec(m, (rows.len(), width), device)?)
 }
 
 /// The keyword vectors of a window: which keyword set each stream reads at each step.

@@ -95,7 +95,8 @@ impl CopyTable {
 
     /// The pieces that continue a form of these keywords after `history` (the story's pieces so
     /// far, the newest last): for every form and every m ≥ 1 shorter than it, its piece m when
-    /// the last m pieces of `history` are its first m. Each once.
+    /// the last m pieces of `history` are its first m. Each once. Only the last
+    /// `longest() - 1` pieces are read, so a whole story may be passed.
     pub fn next(&self, keywords: &[u32], history: &[u32]) -> Vec<u32> {
         let mut out = Vec::new();
         for f in self.forms_of(keywords) {

@@ -168,10 +168,7 @@ impl HostLm {
     fn copy_next_ids(&self, keywords: &[u32], history: &[u32]) -> Vec<u32> {
         self.copy
             .as_ref()
-            .map(|c| {
-                let h = &history[history.len().saturating_sub(c.table.longest())..];
-                c.table.next(keywords, h)
-            })
+            .map(|c| c.table.next(keywords, history))
             .unwrap_or_default()
     }
 

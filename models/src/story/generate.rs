@@ -201,23 +201,17 @@ pub fn generate(
     let mut next: Vec<u32> = prompts.iter().map(|p| p[0]).collect();
     let min_len = opts.max_chars * 4 / 5;
     let mut state = lm.zero_state(n)?;
-    let keyword_input = match keywords {
+    let mut keyword_input = match keywords {
         Some(k) => lm.keyword_input(k)?,
         None => None,
     };
-    let mut keyword_input = keyword_input;
     while done.iter().any(|d| !d) {
         let ids = Tensor::from_vec(next.clone(), n, &device)?;
         // What continues a hashtag each story has begun (keyword copy).
         if let (Some(input), Some(table), Some(kw)) =
             (keyword_input.as_mut(), lm.copy_table(), keywords)
         {
-            let rows: Vec<Vec<u32>> = (0..n)
-                .map(|i| {
-                    let h = &ids_out[i][ids_out[i].len().saturating_sub(table.longest())..];
-                    table.next(&kw[i], h)
-                })
-                .collect();
+            let rows: Vec<Vec<u32>> = (0..n).map(|i| table.next(&kw[i], &ids_out[i])).collect();
             input.copy_next = lm.copy_next_mask(&rows)?;
         }
         let (logits, s) = lm.step(&ids, &state, keyword_input.as_ref())?;
