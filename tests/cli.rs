@@ -216,3 +216,65 @@ fn tag_refuses_what_the_pipeline_refuses() {
     assert_eq!(err.matches("big.png").count(), 1, "{err}");
     assert!(!out.status.success(), "a refused image is a failure");
 }
+
+/// `eval story --compare` puts story models side by side on the same characters: a
+/// conditioned model is also scored without its hashtags, every model writes the asked number
+/// of stories, and the measures are those of docs/story.md (the word list is the test's own).
+#[test]
+fn eval_story_compares_models_on_the_same_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("stories.txt");
+    std::fs::write(
+        &text,
+        "My dog ran along the beach. He chased the waves and barked at a bird.\n\n\
+         We drank coffee with a friend in the city. The car outside was loud.\n\n\
+         The cat slept on the warm chair all day.\n",
+    )
+    .unwrap();
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "the\na\nand\ndog\nbeach\ncat\n").unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let subword = repo.join("assets/story-subword");
+    let plain = repo.join("assets/story-plain");
+    let out = hashtale(&[
+        "eval",
+        "story",
+        "--text",
+        text.to_str().unwrap(),
+        "--compare",
+        subword.to_str().unwrap(),
+        "--compare",
+        plain.to_str().unwrap(),
+        "--generate",
+        "4",
+        "--top-p",
+        "0.9",
+        "--words",
+        words.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models = m["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{m}");
+    let (conditioned, plain) = (&models[0], &models[1]);
+    assert_eq!(conditioned["chars"], plain["chars"], "the same characters");
+    for r in models {
+        let bpc = r["bits_per_char"].as_f64().unwrap();
+        assert!(bpc > 0.5 && bpc < 8.0, "{r}");
+        let g = &r["generation"];
+        assert_eq!(g["stories"], 4, "{r}");
+        let non_words = g["non_word_rate"].as_f64().unwrap();
+        // Six known words: most of what a model writes is outside them.
+        assert!(non_words > 0.2 && non_words <= 1.0, "{r}");
+    }
+    let without = conditioned["bits_per_char_without_hashtags"]
+        .as_f64()
+        .unwrap();
+    assert!(without > 0.5 && without < 8.0, "{conditioned}");
+    assert!(plain["bits_per_char_without_hashtags"].is_null(), "{plain}");
+}

@@ -188,22 +188,31 @@ fn batched_generation_equals_one_at_a_time() {
         "a cat sat on the mat, then".to_string(),
     ];
     let streams = [7u64, 8, 9];
-    let opts = GenerateOptions {
-        max_chars: 60,
-        temperature: 1.0,
-        top_k: Some(20),
-        ..Default::default()
-    };
-    let batch = model.generate(&prompts, &streams, &opts).unwrap();
-    for i in 0..prompts.len() {
-        let one = model
-            .generate(&prompts[i..i + 1], &streams[i..i + 1], &opts)
-            .unwrap();
-        assert_eq!(one[0], batch[i], "prompt {i}");
+    for opts in [
+        GenerateOptions {
+            max_chars: 60,
+            temperature: 1.0,
+            top_k: Some(20),
+            ..Default::default()
+        },
+        GenerateOptions {
+            max_chars: 60,
+            temperature: 1.0,
+            top_p: Some(0.8),
+            ..Default::default()
+        },
+    ] {
+        let batch = model.generate(&prompts, &streams, &opts).unwrap();
+        for i in 0..prompts.len() {
+            let one = model
+                .generate(&prompts[i..i + 1], &streams[i..i + 1], &opts)
+                .unwrap();
+            assert_eq!(one[0], batch[i], "prompt {i}");
+        }
+        // Streams matter: another stream writes another story.
+        let other = model.generate(&prompts[..1], &[99], &opts).unwrap();
+        assert_ne!(other[0], batch[0]);
     }
-    // Streams matter: another stream writes another story.
-    let other = model.generate(&prompts[..1], &[99], &opts).unwrap();
-    assert_ne!(other[0], batch[0]);
 }
 
 /// The development model of ../shared (never shipped): greedy decoding from BOS writes its

@@ -155,6 +155,7 @@ fn batched_generation_equals_sequential() {
             max_chars: 120,
             temperature: 1.0,
             top_k: None,
+            top_p: None,
             stop_at_sentence_end: false,
             seed: 7,
         },
@@ -162,8 +163,17 @@ fn batched_generation_equals_sequential() {
             max_chars: 90,
             temperature: 0.7,
             top_k: Some(5),
+            top_p: None,
             stop_at_sentence_end: true,
             seed: 8,
+        },
+        GenerateOptions {
+            max_chars: 90,
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.8),
+            stop_at_sentence_end: false,
+            seed: 9,
         },
     ] {
         let streams: Vec<u64> = (0..seeds.len() as u64).collect();
@@ -204,6 +214,7 @@ fn meta(cfg: &CharLmConfig, a: &Alphabet) -> CheckpointMeta {
         conditioning: Default::default(),
         train: serde_json::Value::Null,
         metrics: serde_json::Value::Null,
+        sampling: Default::default(),
     }
 }
 
@@ -411,6 +422,12 @@ fn story_engine_matches_the_tensor_path_for_any_pool() {
         GenerateOptions {
             max_chars: 60,
             temperature: 0.0,
+            ..Default::default()
+        },
+        GenerateOptions {
+            max_chars: 120,
+            top_p: Some(0.9),
+            seed: 12,
             ..Default::default()
         },
     ] {

@@ -21,6 +21,10 @@ pub struct StoryArgs {
     /// Sample among the k most likely characters only.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Nucleus sampling: sample among the most likely pieces that together reach this
+    /// probability (default: the model's own setting, if its config names one; 1: off).
+    #[arg(long)]
+    pub top_p: Option<f64>,
     /// Story length in characters.
     #[arg(long, default_value_t = 500)]
     pub max_chars: usize,
@@ -127,6 +131,10 @@ pub struct TrainStoryArgs {
     /// Save weights as f16 (how the shipped model is stored).
     #[arg(long)]
     pub f16: bool,
+    /// The nucleus the checkpoint recommends for sampling (stored in its config.json; `story`,
+    /// `tag` and the pipeline use it unless told otherwise).
+    #[arg(long)]
+    pub sampling_top_p: Option<f64>,
     /// Overrides of the preset (boxed: they make the argument struct large).
     #[command(flatten)]
     pub o: Box<TrainOverrides>,
@@ -210,9 +218,12 @@ pub struct EvalStoryArgs {
     /// stories' keywords, and report how often a story mentions a seed word (hashtag echo).
     #[arg(long, default_value_t = 0)]
     pub echo: usize,
-    /// Temperature of the echo generations.
+    /// Temperature of the echo and `--compare` generations.
     #[arg(long, default_value_t = GenerateOptions::default().temperature)]
     pub temperature: f64,
+    /// Nucleus of the `--compare` generations (default: each model's own setting; 1: off).
+    #[arg(long)]
+    pub top_p: Option<f64>,
     /// Compare these story models side by side (repeatable; a char/subword checkpoint
     /// directory or a llama2.c `.bin`): bits/char on the same characters and, with
     /// `--generate`, the quality of their stories.
@@ -270,6 +281,7 @@ pub fn run(a: StoryArgs) -> anyhow::Result<()> {
         max_chars: a.max_chars,
         temperature: a.temperature,
         top_k: a.top_k,
+        top_p: a.top_p,
         stop_at_sentence_end: a.stop_at_sentence_end,
         seed: a.rng_seed,
     };
@@ -351,6 +363,10 @@ pub fn run_train(a: TrainStoryArgs) -> anyhow::Result<()> {
         c.time_budget_min = o.time_budget_min;
     }
     c.f16 = a.f16;
+    if let Some(p) = a.sampling_top_p {
+        anyhow::ensure!(p > 0.0 && p <= 1.0, "--sampling-top-p must be in (0, 1]");
+        c.sampling.top_p = Some(p);
+    }
     if a.conditioned {
         c.conditioning = Conditioning::Keywords;
         c.keyword_vocab = a.keyword_vocab.iter().map(PathBuf::from).collect();
@@ -576,6 +592,7 @@ pub fn run_corpus(a: StoryCorpusArgs) -> anyhow::Result<()> {
         max_chars: a.max_chars,
         temperature: a.temperature,
         top_k: None,
+        top_p: None,
         stop_at_sentence_end: true,
         seed: a.seed,
     };
@@ -685,6 +702,7 @@ fn run_compare(
         max_chars: 500,
         temperature: a.temperature,
         top_k: None,
+        top_p: a.top_p,
         stop_at_sentence_end: true,
         seed: GenerateOptions::default().seed,
     };
@@ -693,12 +711,18 @@ fn run_compare(
         let writer = load_writer(Some(path), None)?;
         // Bits/char: a conditioned model reads each story after its own keyword prefix, the
         // others read the bare story; the same characters are scored either way.
+        // A conditioned model is also scored without its hashtags (an empty prefix line), on
+        // the same characters: what it knows of the text apart from being told the topic.
+        let mut without_tags = None;
         let (bpc, how) = match &writer {
             StoryWriter::CharLm(m) if m.is_conditioned() => {
                 let own: Vec<(Vec<String>, String)> = docs
                     .iter()
                     .map(|(k, s)| (m.story_tags(k), s.clone()))
                     .collect();
+                let none: Vec<(Vec<String>, String)> =
+                    docs.iter().map(|(_, s)| (Vec::new(), s.clone())).collect();
+                without_tags = Some(m.evaluate_with_tags(&none)?.bits_per_char);
                 (m.evaluate_with_tags(&own)?, "own keyword prefix")
             }
             StoryWriter::CharLm(m) => (m.evaluate(stories)?, "no prefix"),
@@ -708,6 +732,7 @@ fn run_compare(
             "model": writer.version(),
             "path": path.display().to_string(),
             "bits_per_char": bpc.bits_per_char,
+            "bits_per_char_without_hashtags": without_tags,
             "chars": bpc.chars,
             "read": how,
         });
@@ -794,6 +819,9 @@ fn run_compare(
             r["bits_per_char"].as_f64().unwrap_or(f64::NAN),
             r["read"].as_str().unwrap_or("")
         );
+        if let Some(b) = r["bits_per_char_without_hashtags"].as_f64() {
+            print!(", {b:.4} without hashtags");
+        }
         if let Some(g) = r.get("generation") {
             let f = |k: &str| g[k].as_f64().unwrap_or(f64::NAN);
             print!(

@@ -46,6 +46,9 @@ pub struct TagArgs {
     /// Story sampling temperature.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f64,
+    /// Story nucleus sampling (default: the story model's own setting; 1: off).
+    #[arg(long)]
+    pub top_p: Option<f64>,
     /// Skip the Instagram hashtag suggestions.
     #[arg(long)]
     pub no_instagram: bool,
@@ -143,6 +146,7 @@ pub fn run(a: TagArgs) -> anyhow::Result<()> {
         concepts: Default::default(),
         story: a.story.then(|| GenerateOptions {
             temperature: a.temperature,
+            top_p: a.top_p,
             stop_at_sentence_end: true,
             ..GenerateOptions::default()
         }),

@@ -44,6 +44,32 @@ pub struct CheckpointMeta {
     /// Dev metrics at save time, e.g. bits/char per corpus.
     #[serde(default)]
     pub metrics: serde_json::Value,
+    /// How the model is meant to be sampled where a caller leaves it open.
+    #[serde(default, skip_serializing_if = "SamplingDefaults::is_empty")]
+    pub sampling: SamplingDefaults,
+}
+
+/// A model's own sampling settings (like a `generation_config`): a small subword model writes
+/// misspelt joins from the tail of its distribution, which a nucleus cuts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    /// Used when the caller's `top_p` is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+}
+
+impl SamplingDefaults {
+    pub fn is_empty(&self) -> bool {
+        self.top_p.is_none()
+    }
+
+    /// `opts` with the model's settings filled in where the caller left them open.
+    pub fn apply(&self, opts: &super::GenerateOptions) -> super::GenerateOptions {
+        super::GenerateOptions {
+            top_p: opts.top_p.or(self.top_p),
+            ..*opts
+        }
+    }
 }
 
 impl CheckpointMeta {

@@ -26,7 +26,10 @@ use rand09::SeedableRng;
 use super::charlm::CharLm;
 use super::copy::CopyTable;
 use super::corpus::Codec;
-use super::generate::{argmax, finish, is_sentence_end, softmax, stream_seed, GenerateOptions};
+use super::generate::{
+    argmax, effective_top_p, finish, is_sentence_end, keep_nucleus, softmax, stream_seed,
+    GenerateOptions,
+};
 use crate::fast_math::{sigmoid, tanh};
 use crate::{Error, Result};
 
@@ -267,49 +270,79 @@ fn lstm_row(gates: &[f32], h: &mut [f32], c: &mut [f32]) {
 
 /// How a row's next id is drawn: the rules of candle-transformers' `LogitsProcessor` (softmax
 /// of logits × 1/temperature, a weighted draw from the same RNG), on a host row.
+/// The draw's reused buffers.
+#[derive(Default)]
+struct DrawScratch {
+    order: Vec<usize>,
+    kept: Vec<f32>,
+    nucleus: Vec<usize>,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Pick {
     ArgMax,
-    All { inv_t: f32 },
-    TopK { k: usize, inv_t: f32 },
+    Sample {
+        inv_t: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+    },
 }
 
 impl Pick {
     fn new(opts: &GenerateOptions) -> Self {
-        let inv_t = (1.0 / opts.temperature) as f32;
-        match opts.top_k {
-            _ if opts.temperature <= 0.0 => Pick::ArgMax,
-            Some(k) if k > 0 => Pick::TopK { k, inv_t },
-            _ => Pick::All { inv_t },
+        if opts.temperature <= 0.0 {
+            return Pick::ArgMax;
+        }
+        Pick::Sample {
+            inv_t: (1.0 / opts.temperature) as f32,
+            top_k: opts.top_k.filter(|&k| k > 0),
+            top_p: effective_top_p(opts).map(|p| p as f32),
         }
     }
 
-    /// Draws from `row` (overwritten with probabilities); `order` is scratch.
+    /// Draws from `row` (overwritten with probabilities).
     fn draw(
         self,
         row: &mut [f32],
         rng: &mut rand09::rngs::StdRng,
-        order: &mut Vec<usize>,
+        scratch: &mut DrawScratch,
     ) -> Result<u32> {
-        let (inv_t, k) = match self {
+        let DrawScratch {
+            order,
+            kept,
+            nucleus,
+        } = scratch;
+        let (inv_t, top_k, top_p) = match self {
             Pick::ArgMax => return Ok(argmax(row)),
-            Pick::All { inv_t } => (inv_t, row.len()),
-            Pick::TopK { k, inv_t } => (inv_t, k),
+            Pick::Sample {
+                inv_t,
+                top_k,
+                top_p,
+            } => (inv_t, top_k, top_p),
         };
         row.iter_mut().for_each(|v| *v *= inv_t);
         softmax(row);
         let bad = |e| Error::msg(format!("story sampling: {e}"));
+        let k = top_k.unwrap_or(row.len());
         if k >= row.len() {
+            if let Some(p) = top_p {
+                keep_nucleus(row, p, order);
+            }
             return Ok(WeightedIndex::new(&*row).map_err(bad)?.sample(rng) as u32);
         }
         // The k most likely ids, in the order a selection leaves them (as LogitsProcessor does).
         order.clear();
         order.extend(0..row.len());
         order.select_nth_unstable_by(k, |&i, &j| row[j].total_cmp(&row[i]));
-        let top = &order[..k];
-        let weights = top.iter().map(|&i| row[i]);
-        let chosen = WeightedIndex::new(weights).map_err(bad)?.sample(rng);
-        Ok(top[chosen] as u32)
+        order.truncate(k);
+        kept.clear();
+        kept.extend(order.iter().map(|&i| row[i]));
+        // Then the nucleus among them, unless it holds all they have.
+        if let Some(p) = top_p.filter(|&p| p < kept.iter().sum::<f32>()) {
+            keep_nucleus(kept, p, nucleus);
+        }
+        let chosen = WeightedIndex::new(&*kept).map_err(bad)?.sample(rng);
+        Ok(order[chosen] as u32)
     }
 }
 
@@ -560,7 +593,7 @@ pub struct StoryPool<'a, T> {
     buffers: Buffers,
     live: Vec<Slot<T>>,
     capacity: usize,
-    order: Vec<usize>,
+    scratch: DrawScratch,
 }
 
 impl<'a, T> StoryPool<'a, T> {
@@ -573,7 +606,7 @@ impl<'a, T> StoryPool<'a, T> {
             buffers: Buffers::new(lm, capacity),
             live: Vec::with_capacity(capacity),
             capacity,
-            order: Vec::new(),
+            scratch: DrawScratch::default(),
         }
     }
 
@@ -662,7 +695,7 @@ impl<'a, T> StoryPool<'a, T> {
             for &x in &self.banned {
                 row[x as usize] = f32::NEG_INFINITY;
             }
-            let id = slot.pick.draw(row, &mut slot.rng, &mut self.order)?;
+            let id = slot.pick.draw(row, &mut slot.rng, &mut self.scratch)?;
             let piece = self.codec.piece(id);
             slot.written += piece.chars().count();
             let ends_sentence = piece.trim_end().ends_with(is_sentence_end);
@@ -787,22 +820,65 @@ mod tests {
     #[test]
     fn top_k_draws_only_among_the_k_most_likely() {
         let mut rng = rand09::rngs::StdRng::seed_from_u64(3);
-        let mut order = Vec::new();
+        let mut scratch = DrawScratch::default();
         let logits = [0.0f32, 3.0, 2.9, f32::NEG_INFINITY, -1.0];
-        let pick = Pick::TopK { k: 2, inv_t: 1.0 };
+        let pick = Pick::new(&GenerateOptions {
+            temperature: 1.0,
+            top_k: Some(2),
+            ..Default::default()
+        });
         let mut counts = [0usize; 5];
         for _ in 0..2000 {
             let id = pick
-                .draw(&mut logits.clone(), &mut rng, &mut order)
+                .draw(&mut logits.clone(), &mut rng, &mut scratch)
                 .unwrap();
             counts[id as usize] += 1;
         }
         assert_eq!(counts[0] + counts[3] + counts[4], 0, "{counts:?}");
         assert!(counts[1] > 800 && counts[2] > 800, "{counts:?}");
         let id = Pick::ArgMax
-            .draw(&mut logits.clone(), &mut rng, &mut order)
+            .draw(&mut logits.clone(), &mut rng, &mut scratch)
             .unwrap();
         assert_eq!(id, 1);
+    }
+
+    #[test]
+    fn host_draws_equal_logits_processor_draws_for_every_rule() {
+        use candle_transformers::generation::LogitsProcessor;
+        let mut values = rand09::rngs::StdRng::seed_from_u64(11);
+        let rules = [
+            (0.8, None, None),
+            (0.8, Some(5), None),
+            (0.8, None, Some(0.9)),
+            (1.0, Some(8), Some(0.7)),
+            (0.5, Some(40), Some(0.95)),
+            (0.0, None, Some(0.9)),
+        ];
+        for (temperature, top_k, top_p) in rules {
+            let opts = GenerateOptions {
+                temperature,
+                top_k,
+                top_p,
+                ..Default::default()
+            };
+            let pick = Pick::new(&opts);
+            let mut ours = rand09::rngs::StdRng::seed_from_u64(5);
+            let mut theirs =
+                LogitsProcessor::from_sampling(5, super::super::generate::sampling(&opts));
+            let mut scratch = DrawScratch::default();
+            for t in 0..300 {
+                let row: Vec<f32> = (0..24)
+                    .map(|_| rand09::Rng::random_range(&mut values, -4.0f32..4.0))
+                    .collect();
+                let want = theirs
+                    .sample(&Tensor::new(row.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let got = pick
+                    .draw(&mut row.clone(), &mut ours, &mut scratch)
+                    .unwrap();
+                assert_eq!(got, want, "{opts:?}, draw {t}");
+            }
+        }
     }
 
     #[test]

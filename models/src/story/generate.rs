@@ -19,6 +19,9 @@ pub struct GenerateOptions {
     pub temperature: f64,
     /// Sample only among the k most likely characters.
     pub top_k: Option<usize>,
+    /// Nucleus sampling: sample only among the most likely ids whose probabilities first reach
+    /// `p` in sum (after `top_k`). It cuts the long tail where misspelt subword joins live.
+    pub top_p: Option<f64>,
     /// Stop after the first sentence end (`.`, `!`, `?`) once 80% of `max_chars` is written, and
     /// cut back to the last sentence end when none comes before `max_chars`.
     pub stop_at_sentence_end: bool,
@@ -32,6 +35,7 @@ impl Default for GenerateOptions {
             max_chars: 500,
             temperature: 0.8,
             top_k: None,
+            top_p: None,
             stop_at_sentence_end: false,
             seed: 299_792_458,
         }
@@ -115,15 +119,66 @@ pub(crate) fn softmax(x: &mut [f32]) {
     }
 }
 
+/// The `top_p` that changes anything: strictly between 0 and 1.
+pub(crate) fn effective_top_p(opts: &GenerateOptions) -> Option<f64> {
+    opts.top_p.filter(|&p| p > 0.0 && p < 1.0)
+}
+
+/// candle-transformers' sampling rule for these options (the tensor path's draw).
+pub(crate) fn sampling(opts: &GenerateOptions) -> Sampling {
+    let temperature = opts.temperature;
+    match (opts.top_k, effective_top_p(opts)) {
+        _ if temperature <= 0.0 => Sampling::ArgMax,
+        (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        (Some(k), None) => Sampling::TopK { k, temperature },
+        (None, Some(p)) => Sampling::TopP { p, temperature },
+        (None, None) => Sampling::All { temperature },
+    }
+}
+
+/// Zeroes the probabilities outside the nucleus: ids in descending order of probability (ties
+/// in id order, as candle's stable sort leaves them) are kept while the kept mass is below `p`.
+/// Only the head of the order is sorted, grown until it holds the nucleus: a subword row has
+/// thousands of ids and the nucleus a few dozen.
+pub(crate) fn keep_nucleus(probs: &mut [f32], p: f32, order: &mut Vec<usize>) {
+    let n = probs.len();
+    order.clear();
+    order.extend(0..n);
+    let mut head = 64.min(n);
+    let cut = loop {
+        {
+            let before = |i: &usize, j: &usize| probs[*j].total_cmp(&probs[*i]).then(i.cmp(j));
+            if head < n {
+                order.select_nth_unstable_by(head, before);
+            }
+            order[..head].sort_unstable_by(before);
+        }
+        let mut kept = 0f32;
+        let mut cut = None;
+        for (rank, &i) in order[..head].iter().enumerate() {
+            if kept >= p {
+                cut = Some(rank);
+                break;
+            }
+            kept += probs[i];
+        }
+        match cut {
+            Some(c) => break c,
+            None if kept >= p || head == n => break head,
+            None => head = (head * 4).min(n),
+        }
+    };
+    for &i in &order[cut..] {
+        probs[i] = 0.0;
+    }
+}
+
 /// Samples one id from a row of logits on the host: the most likely id at temperature 0 or
 /// less, else softmax(logits / temperature) restricted to the `top_k` most likely ids (ties at
-/// the cut stay in). Masked entries are `-inf`. The row is overwritten.
-pub(crate) fn sample_row(
-    row: &mut [f32],
-    temperature: f64,
-    top_k: Option<usize>,
-    rng: &mut impl Rng,
-) -> u32 {
+/// the cut stay in), then to the `top_p` nucleus. Masked entries are `-inf`. The row is
+/// overwritten.
+pub(crate) fn sample_row(row: &mut [f32], opts: &GenerateOptions, rng: &mut impl Rng) -> u32 {
+    let (temperature, top_k) = (opts.temperature, opts.top_k);
     if temperature <= 0.0 {
         return argmax(row);
     }
@@ -147,6 +202,13 @@ pub(crate) fn sample_row(
         let p = (((*v - max) as f64) * inv_t).exp();
         *v = p as f32;
         total += p;
+    }
+    if let Some(p) = effective_top_p(opts) {
+        for v in row.iter_mut() {
+            *v = (*v as f64 / total) as f32;
+        }
+        keep_nucleus(row, p as f32, &mut Vec::new());
+        total = row.iter().map(|&v| v as f64).sum();
     }
     let mut u = rng.gen::<f64>() * total;
     for (i, &p) in row.iter().enumerate() {
@@ -179,11 +241,7 @@ pub fn generate(
         return Ok(Vec::new());
     }
     let device = lm.device().clone();
-    let sampling = match (opts.temperature, opts.top_k) {
-        (t, _) if t <= 0.0 => Sampling::ArgMax,
-        (t, Some(k)) => Sampling::TopK { k, temperature: t },
-        (t, None) => Sampling::All { temperature: t },
-    };
+    let sampling = sampling(opts);
     let mut procs: Vec<LogitsProcessor> = streams
         .iter()
         .map(|&s| LogitsProcessor::from_sampling(stream_seed(opts.seed, s), sampling.clone()))
@@ -284,19 +342,80 @@ mod tests {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let logits = [0.0f32, 3.0, 2.9, f32::NEG_INFINITY, -1.0];
-        assert_eq!(sample_row(&mut logits.clone(), 0.0, None, &mut rng), 1);
+        let opts = |temperature, top_k, top_p| GenerateOptions {
+            temperature,
+            top_k,
+            top_p,
+            ..Default::default()
+        };
+        assert_eq!(
+            sample_row(&mut logits.clone(), &opts(0.0, None, None), &mut rng),
+            1
+        );
         let mut counts = [0usize; 5];
         for _ in 0..2000 {
-            counts[sample_row(&mut logits.clone(), 1.0, Some(2), &mut rng) as usize] += 1;
+            counts
+                [sample_row(&mut logits.clone(), &opts(1.0, Some(2), None), &mut rng) as usize] +=
+                1;
         }
         assert_eq!(counts[0] + counts[3] + counts[4], 0, "{counts:?}");
         assert!(counts[1] > 800 && counts[2] > 800, "{counts:?}");
         let mut counts = [0usize; 5];
         for _ in 0..2000 {
-            counts[sample_row(&mut logits.clone(), 1.0, None, &mut rng) as usize] += 1;
+            counts[sample_row(&mut logits.clone(), &opts(1.0, None, None), &mut rng) as usize] += 1;
         }
         assert_eq!(counts[3], 0);
         assert!(counts[0] > 0 && counts[4] > 0, "{counts:?}");
+        // The two likeliest hold about 0.97 of the mass: p = 0.9 keeps just them, and p = 1
+        // changes nothing.
+        let mut counts = [0usize; 5];
+        for _ in 0..2000 {
+            counts[sample_row(&mut logits.clone(), &opts(1.0, None, Some(0.9)), &mut rng)
+                as usize] += 1;
+        }
+        assert_eq!(counts[0] + counts[3] + counts[4], 0, "{counts:?}");
+        assert!(counts[1] > 800 && counts[2] > 800, "{counts:?}");
+        let mut counts = [0usize; 5];
+        for _ in 0..2000 {
+            counts[sample_row(&mut logits.clone(), &opts(1.0, None, Some(1.0)), &mut rng)
+                as usize] += 1;
+        }
+        assert!(counts[0] > 0 && counts[4] > 0, "{counts:?}");
+    }
+
+    #[test]
+    fn the_nucleus_keeps_the_likeliest_until_the_mass_is_reached() {
+        let mut order = Vec::new();
+        let mut p = [0.1f32, 0.5, 0.3, 0.1];
+        keep_nucleus(&mut p, 0.7, &mut order);
+        assert_eq!(p, [0.0, 0.5, 0.3, 0.0]);
+        // Ties at the cut go in id order, as candle's stable sort leaves them.
+        let mut p = [0.25f32, 0.25, 0.25, 0.25];
+        keep_nucleus(&mut p, 0.5, &mut order);
+        assert_eq!(p, [0.25, 0.25, 0.0, 0.0]);
+        // A long row whose nucleus is past the first sorted head: the same as a full stable
+        // sort (candle's rule).
+        let row: Vec<f32> = (0..3000u32)
+            .map(|i| ((i * 7919) % 1000) as f32 + 1.0)
+            .collect();
+        let total: f32 = row.iter().sum();
+        let row: Vec<f32> = row.iter().map(|v| v / total).collect();
+        for p in [0.01f32, 0.3, 0.9, 0.999, 1.5] {
+            let mut ours = row.clone();
+            keep_nucleus(&mut ours, p, &mut order);
+            let mut theirs = row.clone();
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+            let mut cum = 0f32;
+            for &i in &idx {
+                if cum >= p {
+                    theirs[i] = 0.0;
+                } else {
+                    cum += row[i];
+                }
+            }
+            assert_eq!(ours, theirs, "p = {p}");
+        }
     }
 
     #[test]

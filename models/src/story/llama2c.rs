@@ -421,7 +421,7 @@ impl Llama2cStoryModel {
                 for &b in &banned {
                     row[b as usize] = f32::NEG_INFINITY;
                 }
-                let id = sample_row(row, opts.temperature, opts.top_k, &mut rngs[i]);
+                let id = sample_row(row, opts, &mut rngs[i]);
                 if id == BOS || id == EOS {
                     done[i] = true;
                     continue;

@@ -257,6 +257,7 @@ impl StoryModel {
         streams: &[u64],
         opts: &GenerateOptions,
     ) -> Result<Vec<String>> {
+        let opts = &self.meta.sampling.apply(opts);
         let Some(service) = &self.service else {
             return generate::generate(&self.lm, &self.alphabet, prompts, keywords, streams, opts);
         };

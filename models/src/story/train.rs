@@ -83,6 +83,9 @@ pub struct TrainConfig {
     pub eval_chars_during: usize,
     /// Save weights as f16.
     pub f16: bool,
+    /// The sampling settings the checkpoint recommends (stored in its `config.json`).
+    #[serde(default)]
+    pub sampling: super::checkpoint::SamplingDefaults,
 }
 
 fn default_prefix_drop() -> f64 {
@@ -123,6 +126,7 @@ impl TrainConfig {
             eval_every: 200,
             eval_chars_during: 30_000,
             f16: false,
+            sampling: Default::default(),
         }
     }
 
@@ -477,7 +481,15 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                 .iter()
                 .flat_map(|c| c.train.iter().cloned())
                 .collect();
-            let ex = KeywordExtractor::fit(vocab, &train_stories);
+            // Fine-tuning keeps the checkpoint's own table: its rows are the keyword weights'
+            // rows, and a refit on other stories (a regenerated corpus) would renumber them.
+            let init_table = init
+                .map(|dir| dir.join(keywords::KEYWORDS_FILE))
+                .filter(|p| p.exists());
+            let ex = match init_table {
+                Some(p) => KeywordExtractor::load(&p)?,
+                None => KeywordExtractor::fit(vocab, &train_stories),
+            };
             let with = train_stories
                 .iter()
                 .filter(|s| !ex.extract(s).is_empty())
@@ -640,6 +652,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
         conditioning: cfg.conditioning,
         train: serde_json::to_value(cfg)?,
         metrics: serde_json::Value::Null,
+        sampling: cfg.sampling.clone(),
     };
     let primary_dev = corpora[0].dev.clone();
     let mut best = f64::INFINITY;
