@@ -131,7 +131,8 @@ fn loads_every_model_from_hashtale_assets_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let elsewhere = tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    // An assets folder of links into the repo's; `story` is chosen by the caller.
+    // An assets folder of links into the repo's; the default story model's folder
+    // (`story-subword`) links to the story model the caller chooses.
     let assets = |name: &str, story: Option<&str>, skip: &str| {
         let root = tmp.path().join(name);
         std::fs::create_dir(&root).unwrap();
@@ -141,7 +142,7 @@ fn loads_every_model_from_hashtale_assets_alone() {
             }
         }
         if let Some(story) = story {
-            std::os::unix::fs::symlink(repo.join(story), root.join("story")).unwrap();
+            std::os::unix::fs::symlink(repo.join(story), root.join("story-subword")).unwrap();
         }
         root
     };
@@ -172,7 +173,7 @@ fn loads_every_model_from_hashtale_assets_alone() {
             .map(str::to_string)
     };
 
-    let shipped = version(&tag(&assets("shipped", Some("story"), "")));
+    let shipped = version(&tag(&assets("shipped", Some("story-subword"), "")));
     let plain = version(&tag(&assets("plain", Some("story-plain"), "")));
     assert!(story_part(&shipped).is_some(), "{shipped}");
     assert_ne!(
@@ -182,7 +183,7 @@ fn loads_every_model_from_hashtale_assets_alone() {
     );
 
     // A folder without hashtag statistics fails, naming where it looked.
-    let bare = assets("bare", Some("story"), "hashtags");
+    let bare = assets("bare", Some("story-subword"), "hashtags");
     let out = tag(&bare);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

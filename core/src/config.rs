@@ -209,7 +209,8 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ModelsConfig {
-    /// Folder holding `encoder/`, `tags/`, `concepts/`, `story/`, `hashtags/` and `samples/`.
+    /// Folder holding `encoder/`, `tags/`, `concepts/`, `story-subword/`, `hashtags/` and
+    /// `samples/` (and the other story models, `story/` and `story-plain/`).
     /// Empty: `$HASHTALE_ASSETS`, else `./assets` when it exists, else the source checkout's
     /// `assets/` (the Docker image sets `HASHTALE_ASSETS=/app/assets`).
     pub assets: String,
@@ -221,8 +222,9 @@ pub struct ModelsConfig {
     /// ImageNet class → hashtag table; empty: `{assets}/concepts/concepts.tsv`.
     pub concepts: String,
     /// Story model: a char/subword LSTM checkpoint directory or a llama2.c `.bin` checkpoint;
-    /// empty: the shipped hashtag-conditioned `{assets}/story`. `assets/story-plain` is the
-    /// plain model, for comparisons.
+    /// empty: the shipped hashtag-conditioned subword model `{assets}/story-subword`.
+    /// `assets/story` is the hashtag-conditioned char-LSTM (the default before 2026-12-05) and
+    /// `assets/story-plain` the plain char-LSTM (the seed's method), for comparisons.
     pub story_model: String,
     /// Tokenizer of a llama2.c `story_model` (a `.bin` file); empty: the `tokenizer.bin` or
     /// single `tok*.bin` beside the checkpoint.

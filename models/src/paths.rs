@@ -31,7 +31,7 @@ impl ModelPaths {
             encoder_dir: assets.join("encoder"),
             tag_model: assets.join("tags"),
             concepts: assets.join("concepts/concepts.tsv"),
-            story_model: assets.join("story"),
+            story_model: assets.join("story-subword"),
             story_tokenizer: None,
             hashtag_stats: assets.join("hashtags"),
         }

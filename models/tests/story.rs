@@ -350,12 +350,11 @@ fn lm_overfits_a_tiny_text() {
 
 #[test]
 fn shipped_models_load_and_batch_like_sequential() {
-    // The default (char-LSTM) and the subword model beside it.
-    let default = support::shipped().story_model.clone();
-    let subword = default.with_file_name("story-subword");
-    for dir in [default, subword] {
+    for dir in support::shipped_story_models() {
         shipped_model_batches_like_sequential(&dir);
     }
+    // The pipeline's default is one of them.
+    assert!(support::shipped_story_models().contains(&support::shipped().story_model));
 }
 
 fn shipped_model_batches_like_sequential(dir: &std::path::Path) {
@@ -390,7 +389,12 @@ fn shipped_model_batches_like_sequential(dir: &std::path::Path) {
 /// every pool size: a story depends on its hashtags and stream only.
 #[test]
 fn story_engine_matches_the_tensor_path_for_any_pool() {
-    let dir = &support::shipped().story_model;
+    for dir in support::shipped_story_models() {
+        story_engine_matches_the_tensor_path(&dir);
+    }
+}
+
+fn story_engine_matches_the_tensor_path(dir: &std::path::Path) {
     let host = StoryModel::load(dir, &Device::Cpu).unwrap();
     assert!(host.uses_host_engine());
     let tensor = StoryModel::load(dir, &Device::Cpu)
@@ -436,7 +440,7 @@ fn story_engine_matches_the_tensor_path_for_any_pool() {
             let mut m = host.clone();
             m.set_slots(slots).unwrap();
             let got = m.generate_for_tags(&lists, &streams, &opts).unwrap();
-            assert_eq!(got, expected, "slots {slots}, {opts:?}");
+            assert_eq!(got, expected, "{}: slots {slots}, {opts:?}", dir.display());
         }
         // Callers on several threads share the engine's pool (as the worker's batches in flight
         // do): each gets what it would alone.

@@ -34,8 +34,8 @@ pub struct StoryArgs {
     /// RNG seed (same seed, same stories).
     #[arg(long, default_value_t = GenerateOptions::default().seed)]
     pub rng_seed: u64,
-    /// Model: a char-LSTM checkpoint directory (default: models.story_model, else the shipped
-    /// assets/story) or a llama2.c checkpoint file (`stories15M.bin`).
+    /// Model: a char/subword LSTM checkpoint directory (default: models.story_model, else the
+    /// shipped assets/story-subword) or a llama2.c checkpoint file (`stories15M.bin`).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Tokenizer of a llama2.c model (default: tokenizer.bin or the one tok*.bin beside it).
@@ -199,7 +199,7 @@ pub struct EvalStoryArgs {
     /// Text file of stories separated by blank lines.
     #[arg(long)]
     pub text: PathBuf,
-    /// Model directory (default: models.story_model, else the shipped assets/story).
+    /// Model directory (default: models.story_model, else the shipped assets/story-subword).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Which stories to score: all, or the model's own dev/train split of this file (the same

@@ -14,3 +14,9 @@ pub fn assets() -> PathBuf {
 pub fn shipped() -> ModelPaths {
     ModelPaths::shipped(&assets())
 }
+
+/// Both shipped hashtag-conditioned story models, whichever is the default: the subword model
+/// and the char-LSTM.
+pub fn shipped_story_models() -> [PathBuf; 2] {
+    [assets().join("story-subword"), assets().join("story")]
+}
