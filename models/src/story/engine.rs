@@ -268,8 +268,6 @@ fn lstm_row(gates: &[f32], h: &mut [f32], c: &mut [f32]) {
     }
 }
 
-/// How a row's next id is drawn: the rules of candle-transformers' `LogitsProcessor` (softmax
-/// of logits × 1/temperature, a weighted draw from the same RNG), on a host row.
 /// The draw's reused buffers.
 #[derive(Default)]
 struct DrawScratch {
@@ -278,6 +276,9 @@ struct DrawScratch {
     nucleus: Vec<usize>,
 }
 
+/// How a row's next id is drawn: the rules of candle-transformers' `LogitsProcessor` (softmax
+/// of logits × 1/temperature, then top-k, then the top-p nucleus, a weighted draw from the same
+/// RNG), on a host row.
 #[derive(Debug, Clone, Copy)]
 enum Pick {
     ArgMax,
