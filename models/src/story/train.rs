@@ -473,10 +473,6 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                     "keyword conditioning needs at least one hashtag vocabulary (keyword_vocab)",
                 ));
             }
-            let mut vocab = Vec::new();
-            for p in &cfg.keyword_vocab {
-                vocab.extend(keywords::read_vocab(p)?);
-            }
             let train_stories: Vec<String> = corpora
                 .iter()
                 .flat_map(|c| c.train.iter().cloned())
@@ -488,7 +484,13 @@ pub fn train(cfg: &TrainConfig, out: &Path, init: Option<&Path>) -> Result<Train
                 .filter(|p| p.exists());
             let ex = match init_table {
                 Some(p) => KeywordExtractor::load(&p)?,
-                None => KeywordExtractor::fit(vocab, &train_stories),
+                None => {
+                    let mut vocab = Vec::new();
+                    for p in &cfg.keyword_vocab {
+                        vocab.extend(keywords::read_vocab(p)?);
+                    }
+                    KeywordExtractor::fit(vocab, &train_stories)
+                }
             };
             let with = train_stories
                 .iter()
