@@ -136,14 +136,30 @@ pub(crate) fn sampling(opts: &GenerateOptions) -> Sampling {
     }
 }
 
-/// Zeroes the probabilities outside the nucleus: ids in descending order of probability (ties
-/// in id order, as candle's stable sort leaves them) are kept while the kept mass is below `p`.
-/// Only the ids that can be in the nucleus are sorted: those below `(1 - p) / n` hold at most
-/// `1 - p` together, so the nucleus ends before them (a subword row has 2,048 ids and sorting
-/// them all at every step halved the story speed).
+/// Zeroes the probabilities outside the nucleus ([`nucleus`]) and leaves its ids in `order`,
+/// most likely first.
 pub(crate) fn keep_nucleus(probs: &mut [f32], p: f32, order: &mut Vec<usize>) {
+    nucleus(probs, p, order);
+    let kept: Vec<f32> = order.iter().map(|&i| probs[i]).collect();
+    probs.fill(0.0);
+    for (&i, v) in order.iter().zip(kept) {
+        probs[i] = v;
+    }
+}
+
+/// The nucleus's ids, most likely first, into `order`: ids in descending order of probability
+/// (ties in id order, as candle's stable sort leaves them) are kept while the kept mass is
+/// below `p`. Only ids that can be in it are sorted: those of at least `(1 - p) / n` (the ids
+/// below hold at most `1 - p` together, so the nucleus ends before them), narrowed to those of
+/// at least 1/256, 1/64, then 1/16 while these still hold `p` (the ids outside are all less
+/// likely, so the nucleus is a prefix of the narrower set). Sorting all 2,048 ids of a subword
+/// row at every step halved the story speed, and the floor's few hundred were still a tenth.
+pub(crate) fn nucleus(probs: &[f32], p: f32, order: &mut Vec<usize>) {
     let n = probs.len();
     let floor = (1.0 - p) / n as f32;
+    // A set's mass is summed in id order and the cut in sorted order; the margin keeps a
+    // narrower set only where rounding cannot tell the two apart.
+    const MARGIN: f32 = 1e-4;
     order.clear();
     order.extend((0..n).filter(|&i| probs[i] >= floor));
     let head_mass: f32 = order.iter().map(|&i| probs[i]).sum();
@@ -151,6 +167,17 @@ pub(crate) fn keep_nucleus(probs: &mut [f32], p: f32, order: &mut Vec<usize>) {
         // Rounding left the head short of p (the row sums to a little under 1): all ids.
         order.clear();
         order.extend(0..n);
+    } else {
+        for t in [1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0f32] {
+            if t <= floor {
+                continue;
+            }
+            let mass: f32 = order.iter().map(|&i| probs[i]).filter(|&v| v >= t).sum();
+            if mass < p + MARGIN {
+                break;
+            }
+            order.retain(|&i| probs[i] >= t);
+        }
     }
     order.sort_unstable_by(|&i, &j| probs[j].total_cmp(&probs[i]).then(i.cmp(&j)));
     let mut kept = 0f32;
@@ -162,15 +189,7 @@ pub(crate) fn keep_nucleus(probs: &mut [f32], p: f32, order: &mut Vec<usize>) {
         }
         kept += probs[i];
     }
-    // Ids of the sorted head past the cut, and every id below the floor, leave the nucleus.
-    for &i in &order[cut..] {
-        probs[i] = 0.0;
-    }
-    if head_mass >= p {
-        for v in probs.iter_mut().filter(|v| **v < floor) {
-            *v = 0.0;
-        }
-    }
+    order.truncate(cut);
 }
 
 /// Samples one id from a row of logits on the host: the most likely id at temperature 0 or
@@ -414,6 +433,33 @@ mod tests {
                 }
             }
             assert_eq!(ours, theirs, "p = {p}");
+        }
+        // Peaked rows (the nucleus within the ids of at least 1/64, or not), likewise.
+        for peak in [0.3f32, 0.6, 0.9] {
+            let rest = (1.0 - peak) / 2047.0;
+            let row: Vec<f32> = (0..2048)
+                .map(|i| match i {
+                    700 => peak,
+                    _ => rest * (1.0 + ((i * 31) % 7) as f32 / 10.0) / 1.3,
+                })
+                .collect();
+            for p in [0.2f32, 0.5, 0.75, 0.95] {
+                let mut ours = row.clone();
+                keep_nucleus(&mut ours, p, &mut order);
+                let mut idx: Vec<usize> = (0..row.len()).collect();
+                idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+                let mut theirs = row.clone();
+                let mut cum = 0f32;
+                for &i in &idx {
+                    if cum >= p {
+                        theirs[i] = 0.0;
+                    } else {
+                        cum += row[i];
+                    }
+                }
+                assert_eq!(ours, theirs, "peak {peak}, p = {p}");
+                assert_eq!(order.len(), theirs.iter().filter(|&&v| v > 0.0).count());
+            }
         }
     }
 
