@@ -147,36 +147,58 @@ pub(crate) fn keep_nucleus(probs: &mut [f32], p: f32, order: &mut Vec<usize>) {
     }
 }
 
+/// Appends the ids of at least `t`, in id order. Most of a subword row lies below the
+/// nucleus's floor: each block of 16 is first counted without branches (which vectorises), and
+/// only blocks with a candidate are walked one id at a time.
+fn ids_at_least(probs: &[f32], t: f32, out: &mut Vec<usize>) {
+    const BLOCK: usize = 16;
+    for (b, block) in probs.chunks(BLOCK).enumerate() {
+        if block.iter().map(|&v| u32::from(v >= t)).sum::<u32>() > 0 {
+            let ids = block.iter().enumerate().filter(|&(_, &v)| v >= t);
+            out.extend(ids.map(|(j, _)| b * BLOCK + j));
+        }
+    }
+}
+
 /// The nucleus's ids, most likely first, into `order`: ids in descending order of probability
 /// (ties in id order, as candle's stable sort leaves them) are kept while the kept mass is
-/// below `p`. Only ids that can be in it are sorted: those of at least `(1 - p) / n` (the ids
-/// below hold at most `1 - p` together, so the nucleus ends before them), narrowed to those of
-/// at least 1/256, 1/64, then 1/16 while these still hold `p` (the ids outside are all less
-/// likely, so the nucleus is a prefix of the narrower set). Sorting all 2,048 ids of a subword
-/// row at every step halved the story speed, and the floor's few hundred were still a tenth.
+/// below `p`. Only ids that can be in it are sorted: those of at least 1/256, narrowed to 1/64
+/// and then 1/16 while these still hold `p` (the ids outside are all less likely, so the
+/// nucleus is a prefix of the narrower set); when the ids of at least 1/256 do not hold `p`,
+/// those of at least `(1 - p) / n` (the ids below hold at most `1 - p` together, so the nucleus
+/// ends before them). Sorting all 2,048 ids of a subword row at every step halved the story
+/// speed, and collecting the few hundred above the floor was still a tenth.
 pub(crate) fn nucleus(probs: &[f32], p: f32, order: &mut Vec<usize>) {
     let n = probs.len();
     let floor = (1.0 - p) / n as f32;
     // A set's mass is summed in id order and the cut in sorted order; the margin keeps a
     // narrower set only where rounding cannot tell the two apart.
     const MARGIN: f32 = 1e-4;
+    let mass = |order: &[usize], t: f32| -> f32 {
+        order.iter().map(|&i| probs[i]).filter(|&v| v >= t).sum()
+    };
+    // The narrow sets first: a peaked row's ids of at least 1/256 are a few dozen, while its
+    // ids above the floor can be hundreds.
+    const NARROW: [f32; 3] = [1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0];
     order.clear();
-    order.extend((0..n).filter(|&i| probs[i] >= floor));
-    let head_mass: f32 = order.iter().map(|&i| probs[i]).sum();
-    if head_mass < p {
-        // Rounding left the head short of p (the row sums to a little under 1): all ids.
-        order.clear();
-        order.extend(0..n);
-    } else {
-        for t in [1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0f32] {
-            if t <= floor {
-                continue;
-            }
-            let mass: f32 = order.iter().map(|&i| probs[i]).filter(|&v| v >= t).sum();
-            if mass < p + MARGIN {
+    let widest = NARROW.iter().copied().find(|&t| t > floor);
+    if let Some(t) = widest {
+        ids_at_least(probs, t, order);
+    }
+    if widest.is_some() && mass(order, 0.0) >= p + MARGIN {
+        for t in NARROW.into_iter().filter(|&t| t > widest.unwrap_or(0.0)) {
+            if mass(order, t) < p + MARGIN {
                 break;
             }
             order.retain(|&i| probs[i] >= t);
+        }
+    } else {
+        order.clear();
+        ids_at_least(probs, floor, order);
+        if mass(order, 0.0) < p {
+            // Rounding left the head short of p (the row sums to a little under 1): all ids.
+            order.clear();
+            order.extend(0..n);
         }
     }
     order.sort_unstable_by(|&i, &j| probs[j].total_cmp(&probs[i]).then(i.cmp(&j)));
@@ -421,18 +443,7 @@ mod tests {
         for p in [0.01f32, 0.3, 0.9, 0.999, 1.5] {
             let mut ours = row.clone();
             keep_nucleus(&mut ours, p, &mut order);
-            let mut theirs = row.clone();
-            let mut idx: Vec<usize> = (0..row.len()).collect();
-            idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
-            let mut cum = 0f32;
-            for &i in &idx {
-                if cum >= p {
-                    theirs[i] = 0.0;
-                } else {
-                    cum += row[i];
-                }
-            }
-            assert_eq!(ours, theirs, "p = {p}");
+            assert_eq!(ours, nucleus_by_full_sort(&row, p), "p = {p}");
         }
         // Peaked rows (the nucleus within the ids of at least 1/64, or not), likewise.
         for peak in [0.3f32, 0.6, 0.9] {
@@ -446,21 +457,27 @@ mod tests {
             for p in [0.2f32, 0.5, 0.75, 0.95] {
                 let mut ours = row.clone();
                 keep_nucleus(&mut ours, p, &mut order);
-                let mut idx: Vec<usize> = (0..row.len()).collect();
-                idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
-                let mut theirs = row.clone();
-                let mut cum = 0f32;
-                for &i in &idx {
-                    if cum >= p {
-                        theirs[i] = 0.0;
-                    } else {
-                        cum += row[i];
-                    }
-                }
+                let theirs = nucleus_by_full_sort(&row, p);
                 assert_eq!(ours, theirs, "peak {peak}, p = {p}");
                 assert_eq!(order.len(), theirs.iter().filter(|&&v| v > 0.0).count());
             }
         }
+    }
+
+    /// candle's rule: a stable sort of the whole row, kept while the mass is below p.
+    fn nucleus_by_full_sort(row: &[f32], p: f32) -> Vec<f32> {
+        let mut idx: Vec<usize> = (0..row.len()).collect();
+        idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+        let mut kept = row.to_vec();
+        let mut cum = 0f32;
+        for &i in &idx {
+            if cum >= p {
+                kept[i] = 0.0;
+            } else {
+                cum += row[i];
+            }
+        }
+        kept
     }
 
     #[test]
