@@ -140,10 +140,22 @@ pub(crate) fn sampling(opts: &GenerateOptions) -> Sampling {
 /// most likely first.
 pub(crate) fn keep_nucleus(probs: &mut [f32], p: f32, order: &mut Vec<usize>) {
     nucleus(probs, p, order);
-    let kept: Vec<f32> = order.iter().map(|&i| probs[i]).collect();
-    probs.fill(0.0);
-    for (&i, v) in order.iter().zip(kept) {
-        probs[i] = v;
+    // The nucleus is a prefix of the row in its sort order, so an id stays when it sorts no
+    // later than the nucleus's last id.
+    let Some(&last) = order.last() else {
+        probs.fill(0.0);
+        return;
+    };
+    let least = probs[last];
+    for (i, v) in probs.iter_mut().enumerate() {
+        let stays = match v.total_cmp(&least) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => i <= last,
+            std::cmp::Ordering::Less => false,
+        };
+        if !stays {
+            *v = 0.0;
+        }
     }
 }
 
@@ -180,13 +192,13 @@ pub(crate) fn nucleus(probs: &[f32], p: f32, order: &mut Vec<usize>) {
     // The narrow sets first: a peaked row's ids of at least 1/256 are a few dozen, while its
     // ids above the floor can be hundreds.
     const NARROW: [f32; 3] = [1.0 / 256.0, 1.0 / 64.0, 1.0 / 16.0];
+    let mut narrow = NARROW.into_iter().filter(|&t| t > floor);
     order.clear();
-    let widest = NARROW.iter().copied().find(|&t| t > floor);
-    if let Some(t) = widest {
-        ids_at_least(probs, t, order);
+    if let Some(widest) = narrow.next() {
+        ids_at_least(probs, widest, order);
     }
-    if widest.is_some() && mass(order, 0.0) >= p + MARGIN {
-        for t in NARROW.into_iter().filter(|&t| t > widest.unwrap_or(0.0)) {
+    if mass(order, 0.0) >= p + MARGIN {
+        for t in narrow {
             if mass(order, t) < p + MARGIN {
                 break;
             }
