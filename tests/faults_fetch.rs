@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashtale_core::store::state;
-use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_scheduler::Ingestor;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, NewPost};
 use hashtale_worker::{NoopModelForOverheadBench, Worker};
 use pipeline_support::{jobs_in, png, serve, wait_until, Env, Files};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,7 +89,7 @@ async fn ingest_16(env: &Env, drip: &Drip) -> (i64, Vec<i64>) {
         files.insert(format!("img/{i}.png"), ("image/png".into(), png(i)));
     }
     let good = serve(files).await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let drip_job = ing
         .ingest(&post("drip", drip.url.clone()))
         .await
@@ -121,7 +121,7 @@ fn start_worker(
     (stop, tokio::spawn(worker.run(rx)))
 }
 
-async fn state_of(env: &Env, job: i64) -> String {
+async fn state_of(env: &Env, job: i64) -> JobState {
     env.store.job(job).await.unwrap().unwrap().state
 }
 
@@ -138,14 +138,14 @@ async fn dripping_url_does_not_hold_up_the_others(mut env: Env) {
     let (stop, task) = start_worker(&env);
 
     wait_until(30, "the 15 good jobs done", || async {
-        jobs_in(&env.store, state::DONE).await >= 15
+        jobs_in(&env.store, JobState::Done).await >= 15
     })
     .await;
     // Ordering, not timing: all 15 finished while the dripping one is in flight.
     for id in &good {
-        assert_eq!(state_of(&env, *id).await, state::DONE, "job {id}");
+        assert_eq!(state_of(&env, *id).await, JobState::Done, "job {id}");
     }
-    assert_eq!(state_of(&env, drip_job).await, state::RUNNING);
+    assert_eq!(state_of(&env, drip_job).await, JobState::Running);
     let sent = drip.sent.load(Ordering::SeqCst);
     assert!(
         sent < drip.body_len,
@@ -156,7 +156,7 @@ async fn dripping_url_does_not_hold_up_the_others(mut env: Env) {
     // The server finishes: the late image joins a later batch.
     drip.finish.send(true).unwrap();
     wait_until(30, "the dripping job done", || async {
-        state_of(&env, drip_job).await == state::DONE
+        state_of(&env, drip_job).await == JobState::Done
     })
     .await;
     assert_eq!(env.store.count("results").await.unwrap(), 16);
@@ -198,14 +198,15 @@ async fn a_url_that_never_finishes_fails_alone_at_its_deadline() {
     let (drip_job, good) = ingest_16(&env, &drip).await;
     let (stop, task) = start_worker(&env);
     wait_until(30, "every job finished", || async {
-        jobs_in(&env.store, state::DONE).await + jobs_in(&env.store, state::FAILED).await == 16
+        jobs_in(&env.store, JobState::Done).await + jobs_in(&env.store, JobState::Failed).await
+            == 16
     })
     .await;
     for id in &good {
-        assert_eq!(state_of(&env, *id).await, state::DONE, "job {id}");
+        assert_eq!(state_of(&env, *id).await, JobState::Done, "job {id}");
     }
     let row = env.store.job(drip_job).await.unwrap().unwrap();
-    assert_eq!(row.state, state::FAILED);
+    assert_eq!(row.state, JobState::Failed);
     let reason = row.last_error.unwrap_or_default();
     assert!(reason.contains("deadline"), "{reason}");
     assert!(drip.sent.load(Ordering::SeqCst) < drip.body_len);

@@ -6,10 +6,10 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hashtale_core::store::state;
-use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_models::pipeline::ModelInput;
 use hashtale_scheduler::Ingestor;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, NewPost};
 use hashtale_worker::{ModelStep, NoopModelForOverheadBench, Worker};
 use pipeline_support::{jobs_in, png, wait_until, Env};
 
@@ -26,7 +26,7 @@ impl ModelStep for CrashesOnOneImage {
     fn version(&self) -> String {
         "crashes-on-one-image".into()
     }
-    fn run_batch(&self, images: &[ModelInput]) -> Result<Vec<serde_json::Value>, String> {
+    fn run_batch(&self, images: &[ModelInput]) -> Result<Vec<hashtale_types::ImageResult>, String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if images.iter().any(|i| i.image.width() == POISON_WIDTH) {
             panic!("index out of bounds in a layer");
@@ -59,7 +59,7 @@ async fn a_model_crashing_image_fails_alone() {
     env.cfg.worker.batch_size = 8;
     env.cfg.worker.max_wait_ms = 1_000;
     env.cfg.queue.max_attempts = 3;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let mut good = Vec::new();
     for i in 0..4 {
         good.push(
@@ -88,20 +88,15 @@ async fn a_model_crashing_image_fails_alone() {
     };
     let task = tokio::spawn(worker.run(rx));
     wait_until(60, "every job finished", || async {
-        jobs_in(&env.store, state::DONE).await + jobs_in(&env.store, state::FAILED).await == 5
+        jobs_in(&env.store, JobState::Done).await + jobs_in(&env.store, JobState::Failed).await == 5
     })
     .await;
     for id in good {
         let row = env.store.job(id).await.unwrap().unwrap();
-        assert_eq!(
-            row.state.as_str(),
-            state::DONE,
-            "job {id}: {:?}",
-            row.last_error
-        );
+        assert_eq!(row.state, JobState::Done, "job {id}: {:?}", row.last_error);
     }
     let row = env.store.job(bad).await.unwrap().unwrap();
-    assert_eq!(row.state.as_str(), state::FAILED);
+    assert_eq!(row.state, JobState::Failed);
     assert_eq!(row.attempts, 1, "a model crash on one image is not retried");
     let reason = row.last_error.unwrap_or_default();
     assert!(reason.contains("fails on this image"), "{reason}");

@@ -5,8 +5,9 @@ mod pipeline_support;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use base64::Engine;
-use hashtale_core::store::{state, NewResult};
-use hashtale_core::types::Timings;
+use hashtale_store::NewResult;
+use hashtale_types::JobState;
+use hashtale_types::Timings;
 use pipeline_support::{png, Env};
 use tower::ServiceExt;
 
@@ -113,7 +114,7 @@ async fn api_suite(env: Env) {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     // Captions are capped at Instagram's 2,200 characters.
-    let long = "é".repeat(hashtale_core::types::MAX_CAPTION_CHARS + 1);
+    let long = "é".repeat(hashtale_types::MAX_CAPTION_CHARS + 1);
     let (st, v, _) = call(
         &app,
         post_json(
@@ -180,7 +181,15 @@ async fn api_suite(env: Env) {
             &[NewResult {
                 job_id,
                 post_id,
-                output: serde_json::json!({ "hashtags": [{ "tag": "sunset", "score": 0.9, "attention": [0.0] }], "story": "s" }),
+                output: hashtale_types::ImageResult {
+                    hashtags: vec![hashtale_types::ScoredTag {
+                        tag: "sunset".into(),
+                        score: 0.9,
+                        attention: vec![0.0],
+                    }],
+                    story: Some("s".into()),
+                    ..Default::default()
+                },
                 story: Some("s".into()),
                 timings: Timings::default(),
             }],
@@ -196,7 +205,7 @@ async fn api_suite(env: Env) {
     .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["post"]["caption"], "hi");
-    assert_eq!(v["job"]["state"], state::DONE);
+    assert_eq!(v["job"]["state"], JobState::Done.as_str());
     assert_eq!(v["results"][0]["output"]["hashtags"][0]["tag"], "sunset");
     let (_, v, _) = call(
         &app,
@@ -231,9 +240,9 @@ async fn api_suite(env: Env) {
     assert!(v["paths"]["/v1/posts"]["post"]["security"].is_array());
 
     // Not ready: the database is gone. Readers learn that, not the driver's error text.
-    let gone = hashtale_core::Store::connect(
+    let gone = hashtale_store::Store::connect(
         &format!("sqlite://{}", env.dir.path().join("gone.db").display()),
-        &hashtale_core::store::StoreOptions {
+        &hashtale_store::StoreOptions {
             max_connections: 1,
             pg_schema: None,
         },
@@ -315,7 +324,7 @@ async fn posts_are_accepted_while_the_broker_is_away() {
     let job_id = v["job_id"].as_i64().unwrap();
     assert_eq!(
         env.store.job(job_id).await.unwrap().unwrap().state,
-        state::PENDING
+        JobState::Pending
     );
     // The client retries while the broker is still away: known post, still not queued.
     let (st, v, _) = call(&app, post_json(body.clone(), Some(TOKEN))).await;
@@ -342,7 +351,7 @@ async fn posts_are_accepted_while_the_broker_is_away() {
     );
     assert_eq!(
         env.store.job(job_id).await.unwrap().unwrap().state,
-        state::QUEUED
+        JobState::Queued
     );
     assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 2);
     env.cleanup().await;

@@ -1,9 +1,9 @@
 //! Backfill: enqueues every line once, resumes after an interruption, skips what is done.
 mod pipeline_support;
 
-use hashtale_core::store::state;
 use hashtale_scheduler::backfill::{run_backfill, BackfillOptions};
 use hashtale_scheduler::Ingestor;
+use hashtale_types::JobState;
 use pipeline_support::{jobs_in, png, Env};
 
 async fn backfill_suite(env: Env) {
@@ -17,7 +17,7 @@ async fn backfill_suite(env: Env) {
     lines.push_str("missing.png,gone,\n");
     let list = dir.join("list.csv");
     std::fs::write(&list, lines).unwrap();
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let opts = BackfillOptions {
         file: list.clone(),
         source: None,
@@ -33,11 +33,11 @@ async fn backfill_suite(env: Env) {
     drop(tx);
     // Simulate an earlier run that committed the first chunk.
     for i in 0..10u32 {
-        let post = hashtale_core::types::NewPost {
+        let post = hashtale_types::NewPost {
             source: "backfill:list.csv".into(),
             source_kind: "backfill".into(),
             external_id: format!("img-{i}"),
-            image: hashtale_core::types::ImageSource::Bytes(png(i)),
+            image: hashtale_types::ImageSource::Bytes(png(i)),
             caption: None,
         };
         ing.ingest(&post).await.unwrap();
@@ -63,7 +63,7 @@ async fn backfill_suite(env: Env) {
     let r = run_backfill(&ing, &opts, rx).await.unwrap();
     assert_eq!((r.resumed_from, r.new_jobs), (31, 0));
     assert_eq!(env.store.count("jobs").await.unwrap(), 30);
-    let queued = jobs_in(&env.store, state::QUEUED).await;
+    let queued = jobs_in(&env.store, JobState::Queued).await;
     assert_eq!(queued, 30);
     env.cleanup().await;
 }

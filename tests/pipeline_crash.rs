@@ -11,10 +11,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use hashtale_core::store::{state, Outbox};
-use hashtale_core::types::ResultMessage;
-use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_scheduler::Ingestor;
+use hashtale_store::Outbox;
+use hashtale_types::JobState;
+use hashtale_types::ResultMessage;
+use hashtale_types::{ImageSource, NewPost};
 use pipeline_support::{jobs_in, png, wait_until, Env};
 
 fn spawn_worker(env: &Env) -> Child {
@@ -27,7 +28,7 @@ fn spawn_worker(env: &Env) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_loses_nothing_and_duplicates_nothing() {
     let env = Env::postgres_rabbit("crash").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     const N: i64 = 96;
     for i in 0..N as u32 {
         ing.ingest(&NewPost {
@@ -81,7 +82,7 @@ async fn killed_worker_loses_nothing_and_duplicates_nothing() {
 
     let mut second = spawn_worker(&env);
     wait_until(900, "every job done", || async {
-        jobs_in(&env.store, state::DONE).await == N
+        jobs_in(&env.store, JobState::Done).await == N
     })
     .await;
     assert_eq!(env.store.count("results").await.unwrap(), N);

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hashtale_core::fetch::Fetcher;
-use hashtale_core::store::{state, Outbox};
-use hashtale_core::types::{ImageSource, JobMessage, NewPost, ResultMessage};
+use hashtale_fetch::Fetcher;
 use hashtale_scheduler::{dir, feed, Ingestor};
+use hashtale_store::Outbox;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, JobMessage, NewPost, ResultMessage};
 use hashtale_worker::Worker;
 use pipeline_support::{jobs_in, jpeg, model, png, rss, serve, wait_until, Env, Files};
 use tokio::sync::watch;
@@ -57,15 +58,13 @@ async fn count_result_messages(env: &Env) -> Option<(Arc<AtomicUsize>, Seen)> {
 }
 
 /// Checks one result's shape: ranked hashtags with scores and 7×7 attention maps.
-fn check_output(out: &serde_json::Value) {
-    let tags = out["hashtags"].as_array().expect("hashtags array");
-    assert!(!tags.is_empty(), "no hashtags in {out}");
-    for t in tags {
-        assert!(t["tag"].as_str().is_some_and(|s| !s.is_empty()), "{t}");
-        let score = t["score"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&score), "score {score}");
+fn check_output(out: &hashtale_types::ImageResult) {
+    assert!(!out.hashtags.is_empty(), "no hashtags in {out:?}");
+    for t in &out.hashtags {
+        assert!(!t.tag.is_empty(), "{t:?}");
+        assert!((0.0..=1.0).contains(&t.score), "score {}", t.score);
         // 7×7 attention weights (none for a model without attention).
-        let n = t["attention"].as_array().unwrap().len();
+        let n = t.attention.len();
         assert!(n == 49 || n == 0, "attention of {n} weights");
     }
 }
@@ -97,7 +96,7 @@ async fn two_hundred_posts(env: Env) {
     let feed_url = format!("http://{addr}/feed.xml");
 
     let messages = count_result_messages(&env).await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let (stop, worker) = start_worker(&env);
     let stop_dir = tokio_util::sync::CancellationToken::new();
     let watcher = tokio::spawn(dir::watch_dir(
@@ -123,13 +122,13 @@ async fn two_hundred_posts(env: Env) {
     assert_eq!(feed::poll_once(&ing, &fetcher, &feed_url).await.unwrap(), 0);
 
     wait_until(900, "200 done jobs", || async {
-        jobs_in(&env.store, state::DONE).await >= 200
+        jobs_in(&env.store, JobState::Done).await >= 200
     })
     .await;
     assert_eq!(env.store.count("posts").await.unwrap(), 200);
     assert_eq!(env.store.count("jobs").await.unwrap(), 200);
     assert_eq!(env.store.count("results").await.unwrap(), 200);
-    assert_eq!(jobs_in(&env.store, state::FAILED).await, 0);
+    assert_eq!(jobs_in(&env.store, JobState::Failed).await, 0);
     let mut seen = HashSet::new();
     let mut result_ids = HashSet::new();
     let mut after = 0;
@@ -209,7 +208,7 @@ async fn poison_inputs_fail_with_reasons_and_the_rest_succeeds() {
         b"this is a text file, not a photo",
     )
     .unwrap();
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     for f in dir::scan(&photos).unwrap() {
         ing.ingest(&dir::post_for(&photos, &f, 1 << 24).unwrap())
             .await
@@ -235,10 +234,11 @@ async fn poison_inputs_fail_with_reasons_and_the_rest_succeeds() {
 
     let (stop, worker) = start_worker(&env);
     wait_until(600, "all ten jobs settled", || async {
-        jobs_in(&env.store, state::DONE).await + jobs_in(&env.store, state::FAILED).await == 10
+        jobs_in(&env.store, JobState::Done).await + jobs_in(&env.store, JobState::Failed).await
+            == 10
     })
     .await;
-    assert_eq!(jobs_in(&env.store, state::DONE).await, 6);
+    assert_eq!(jobs_in(&env.store, JobState::Done).await, 6);
     assert_eq!(env.store.count("results").await.unwrap(), 6);
     let reason = |id: i64| {
         let store = env.store.clone();
@@ -246,9 +246,9 @@ async fn poison_inputs_fail_with_reasons_and_the_rest_succeeds() {
     };
     for f in ["corrupt.png", "notimage.jpg"] {
         let post = dir::post_for(&photos, &photos.join(f), 1 << 24).unwrap();
-        let r = env.store.ingest(&post, state::PENDING).await.unwrap();
+        let r = env.store.ingest(&post, JobState::Pending).await.unwrap();
         let job = env.store.job_for_post(r.post_id).await.unwrap().unwrap();
-        assert_eq!(job.state, state::FAILED);
+        assert_eq!(job.state, JobState::Failed);
         assert_eq!(job.attempts, 1, "bad input is not retried");
         let e = job.last_error.unwrap();
         assert!(
@@ -257,7 +257,7 @@ async fn poison_inputs_fail_with_reasons_and_the_rest_succeeds() {
         );
     }
     let down = reason(unreachable.job_id.unwrap()).await;
-    assert_eq!(down.state, state::FAILED);
+    assert_eq!(down.state, JobState::Failed);
     assert_eq!(down.attempts, 3, "transient failures use every attempt");
     assert!(down.last_error.unwrap().contains("fetch failed"));
     let gone = reason(missing.job_id.unwrap()).await;
@@ -273,7 +273,7 @@ async fn poison_inputs_fail_with_reasons_and_the_rest_succeeds() {
         .await
         .unwrap();
     wait_until(300, "the late post", || async {
-        jobs_in(&env.store, state::DONE).await == 7
+        jobs_in(&env.store, JobState::Done).await == 7
     })
     .await;
     let _ = stop.send(true);
@@ -324,7 +324,7 @@ async fn the_same_post_delivered_twice_gives_one_result() {
     env.cfg.worker.webhook_url = format!("http://{hook_addr}/hook");
     env.cfg.worker.webhook_secret = "hook-secret".into();
     let messages = count_result_messages(&env).await.unwrap();
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let post = NewPost {
         source: "twice".into(),
         source_kind: "test".into(),
@@ -347,7 +347,7 @@ async fn the_same_post_delivered_twice_gives_one_result() {
         .unwrap();
     let (stop, worker) = start_worker(&env);
     wait_until(300, "the job done", || async {
-        jobs_in(&env.store, state::DONE).await == 1
+        jobs_in(&env.store, JobState::Done).await == 1
     })
     .await;
     let rabbit = env.queue.rabbit().unwrap().clone();
@@ -387,7 +387,7 @@ async fn the_same_post_delivered_twice_gives_one_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_delivered_again_after_its_last_attempt_is_parked_not_rerun() {
     let env = Env::postgres_rabbit("giveup").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let r = ing
         .ingest(&NewPost {
             source: "giveup".into(),
@@ -406,7 +406,7 @@ async fn a_job_delivered_again_after_its_last_attempt_is_parked_not_rerun() {
     }
     let (stop, worker) = start_worker(&env);
     wait_until(300, "the job settled", || async {
-        jobs_in(&env.store, state::FAILED).await == 1
+        jobs_in(&env.store, JobState::Failed).await == 1
     })
     .await;
     let job = env.store.job(job_id).await.unwrap().unwrap();

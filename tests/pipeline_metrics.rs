@@ -5,9 +5,9 @@ mod pipeline_support;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use hashtale_core::store::state;
-use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_scheduler::Ingestor;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, NewPost};
 use pipeline_support::{amqp_url, jobs_in, pg_url, png, wait_until, Env};
 
 /// GET `path` over plain HTTP/1.0; the whole response as text.
@@ -22,7 +22,7 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_process_serves_its_metrics_on_its_own_port() {
     let env = Env::postgres_rabbit("metrics").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     ing.ingest(&NewPost {
         source: "metrics".into(),
         source_kind: "test".into(),
@@ -54,7 +54,7 @@ async fn the_worker_process_serves_its_metrics_on_its_own_port() {
         .spawn()
         .expect("starting hashtale worker");
     wait_until(180, "the job done", || async {
-        jobs_in(&env.store, state::DONE).await == 1
+        jobs_in(&env.store, JobState::Done).await == 1
     })
     .await;
     // The counter is bumped right after the commit; give the scrape a few tries.

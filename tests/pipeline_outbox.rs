@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use hashtale_core::store::{Committed, NewResult, Outbox, Owed};
-use hashtale_core::types::{ImageSource, NewPost, ResultMessage, Timings};
 use hashtale_scheduler::Ingestor;
+use hashtale_store::{Committed, NewResult, Outbox, Owed};
+use hashtale_types::{ImageSource, NewPost, ResultMessage, Timings};
 use hashtale_worker::{sweep_outbox, Webhook};
 use pipeline_support::{png, Env};
 
 /// Stores `n` posts and commits a result for each, owing `owed`.
 async fn committed_results(env: &Env, n: u32, owed: Owed) -> Vec<Committed> {
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let mut results = Vec::new();
     for i in 0..n {
         let r = ing
@@ -33,7 +33,7 @@ async fn committed_results(env: &Env, n: u32, owed: Owed) -> Vec<Committed> {
         results.push(NewResult {
             job_id,
             post_id: r.post_id,
-            output: serde_json::json!({ "hashtags": [{ "tag": format!("t{i}"), "score": 0.5, "attention": [] }] }),
+            output: serde_json::from_value(serde_json::json!({ "hashtags": [{ "tag": format!("t{i}"), "score": 0.5, "attention": [] }] })).unwrap(),
             story: None,
             timings: Timings::default(),
         });
@@ -96,7 +96,7 @@ async fn a_result_left_unpublished_is_published_by_the_sweep() {
     assert_eq!(m.model_version, "outbox-v1");
     assert_eq!(m.source, "outbox");
     assert!(m.external_id.starts_with("o0-"), "{}", m.external_id);
-    assert_eq!(m.output["hashtags"][0]["tag"], "t0");
+    assert_eq!(m.output.hashtags[0].tag, "t0");
     assert_ne!(m.result_id, fine[0].result_id);
     // Marked published: the next sweep sends nothing.
     assert!(owed(&env, Outbox::Publish).await.is_empty());
@@ -213,7 +213,7 @@ async fn committing_twice_creates_and_announces_one_result() {
             .map(|c| NewResult {
                 job_id: c.job_id,
                 post_id: c.post_id,
-                output: serde_json::json!({}),
+                output: serde_json::from_value(serde_json::json!({})).unwrap(),
                 story: None,
                 timings: Timings::default(),
             })
@@ -257,7 +257,7 @@ async fn a_hanging_webhook_does_not_stall_the_worker() {
     // One image per batch: as many commits (and deliveries) as jobs.
     env.cfg.worker.batch_size = 1;
     env.cfg.worker.max_wait_ms = 0;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     for i in 0..30 {
         ing.ingest(&NewPost {
             source: "slow-hook".into(),

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hashtale_core::queue::{error_header, JobQueue, Rabbit};
-use hashtale_core::store::state;
-use hashtale_core::types::{ImageSource, IngestMessage, NewPost};
+use hashtale_queue::{error_header, JobQueue, Rabbit};
 use hashtale_scheduler::Ingestor;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, IngestMessage, NewPost};
 use pipeline_support::{amqp_url, host_port, jobs_in, pg_url, png, wait_until, Env, Proxy};
 
 fn post(id: u32) -> NewPost {
@@ -23,7 +23,7 @@ fn post(id: u32) -> NewPost {
     }
 }
 
-async fn next(c: &mut hashtale_core::queue::JobConsumer) -> hashtale_core::queue::Delivery {
+async fn next(c: &mut hashtale_queue::JobConsumer) -> hashtale_queue::Delivery {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     c.next(Some(deadline))
         .await
@@ -34,11 +34,11 @@ async fn next(c: &mut hashtale_core::queue::JobConsumer) -> hashtale_core::queue
 #[tokio::test]
 async fn unacknowledged_jobs_are_redelivered_when_a_consumer_dies() {
     let env = Env::postgres_rabbit("redeliver").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     for i in 0..3 {
         ing.ingest(&post(i)).await.unwrap();
     }
-    assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
+    assert_eq!(jobs_in(&env.store, JobState::Queued).await, 3);
     // A second connection plays the worker that dies after acknowledging one job.
     let doomed = Arc::new(
         Rabbit::connect(&amqp_url(), &env.cfg.queue.prefix)
@@ -76,7 +76,7 @@ async fn unacknowledged_jobs_are_redelivered_when_a_consumer_dies() {
 #[tokio::test]
 async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
     let env = Env::postgres_rabbit("retry").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let r = ing.ingest(&post(7)).await.unwrap();
     let job_id = r.job_id.unwrap();
     let mut c = env.queue.consumer(4).await.unwrap();
@@ -100,9 +100,9 @@ async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
             .unwrap();
         let row = env.store.job(job_id).await.unwrap().unwrap();
         let expect = if attempt < 3 {
-            state::RETRYING
+            JobState::Retrying
         } else {
-            state::FAILED
+            JobState::Failed
         };
         assert_eq!(row.state, expect);
     }
@@ -121,7 +121,7 @@ async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
         .unwrap()
         .unwrap();
     assert_eq!(error_header(&d.properties).as_deref(), Some("boom 3"));
-    let msg: hashtale_core::types::JobMessage = serde_json::from_slice(&d.data).unwrap();
+    let msg: hashtale_types::JobMessage = serde_json::from_slice(&d.data).unwrap();
     assert_eq!(msg.job_id, job_id);
     // And it is not retried any more.
     let none = c
@@ -137,7 +137,7 @@ async fn failing_job_is_retried_with_backoff_then_parked_with_its_reason() {
 #[tokio::test]
 async fn a_short_retry_is_not_held_behind_a_long_one() {
     let env = Env::postgres_rabbit("hol").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let long = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
     let short = ing.ingest(&post(2)).await.unwrap().job_id.unwrap();
     let mut cfg = env.cfg.queue.clone();
@@ -192,7 +192,7 @@ async fn retry_queues_exist_for_every_backoff_level() {
     let env = Env::postgres_rabbit("levels").await;
     let rabbit = env.queue.rabbit().unwrap().clone();
     // base_config: 3 attempts, 50 ms backoff: retries after attempts 1 and 2.
-    let delays = hashtale_core::queue::retry_delays(&env.cfg.queue);
+    let delays = hashtale_queue::retry_delays(&env.cfg.queue);
     assert_eq!(delays.into_iter().collect::<Vec<_>>(), vec![50, 100]);
     for d in [50, 100] {
         assert_eq!(rabbit.depth(&rabbit.names.retry_queue(d)).await.unwrap(), 0);
@@ -215,7 +215,7 @@ async fn retry_queues_exist_for_every_backoff_level() {
 #[tokio::test]
 async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
     let env = Env::postgres_rabbit("ingest").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let rabbit = env.queue.rabbit().unwrap().clone();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(hashtale_scheduler::ingest::consume_ingest(
@@ -258,7 +258,7 @@ async fn ingest_queue_creates_posts_once_and_parks_malformed_messages() {
 #[tokio::test]
 async fn local_queue_retries_then_fails_and_survives_restart() {
     let env = Env::sqlite_local("localq").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let r = ing.ingest(&post(1)).await.unwrap();
     let job_id = r.job_id.unwrap();
     let mut c = env.queue.consumer(4).await.unwrap();
@@ -281,7 +281,7 @@ async fn local_queue_retries_then_fails_and_survives_restart() {
             .unwrap();
     }
     let row = env.store.job(job_id).await.unwrap().unwrap();
-    assert_eq!((row.state.as_str(), row.attempts), (state::FAILED, 3));
+    assert_eq!((row.state, row.attempts), (JobState::Failed, 3));
     // A job claimed by a process that died is taken again after a restart.
     let r2 = ing.ingest(&post(2)).await.unwrap();
     let claimed = env.store.claim(10).await.unwrap();
@@ -298,7 +298,7 @@ async fn local_queue_retries_then_fails_and_survives_restart() {
 #[tokio::test]
 async fn local_republish_leaves_running_jobs_alone() {
     let env = Env::sqlite_local("local_republish").await;
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let running = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
     let claimed = env.store.claim(10).await.unwrap();
     assert_eq!(claimed[0].job_id, running);
@@ -306,16 +306,16 @@ async fn local_republish_leaves_running_jobs_alone() {
     // A job whose publisher died after its commit.
     let pending = env
         .store
-        .ingest(&post(2), state::PENDING)
+        .ingest(&post(2), JobState::Pending)
         .await
         .unwrap()
         .job_id
         .unwrap();
     assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 1);
     let row = env.store.job(running).await.unwrap().unwrap();
-    assert_eq!(row.state.as_str(), state::RUNNING, "the live worker's job");
+    assert_eq!(row.state, JobState::Running, "the live worker's job");
     let row = env.store.job(pending).await.unwrap().unwrap();
-    assert_eq!(row.state.as_str(), state::QUEUED);
+    assert_eq!(row.state, JobState::Queued);
     assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 0);
     env.cleanup().await;
 }
@@ -328,7 +328,7 @@ async fn consumer_and_publisher_recover_from_a_broker_outage() {
     let proxy = Proxy::start(host_port(&amqp_url())).await;
     let env = Env::postgres_rabbit_at("outage", &pg_url(), &proxy.url_for(&amqp_url())).await;
     let rabbit = env.queue.rabbit().unwrap().clone();
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let before = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
     let mut c = env.queue.consumer(4).await.unwrap();
     let held = next(&mut c).await;
@@ -343,7 +343,7 @@ async fn consumer_and_publisher_recover_from_a_broker_outage() {
     let during = ing.ingest(&post(2)).await.unwrap().job_id.unwrap();
     assert_eq!(
         env.store.job(during).await.unwrap().unwrap().state,
-        state::PENDING
+        JobState::Pending
     );
     // The held delivery's channel is gone with the connection.
     assert!(held.ack().await.is_err());
@@ -363,7 +363,7 @@ async fn consumer_and_publisher_recover_from_a_broker_outage() {
     assert!(rabbit.is_connected() && rabbit.connects() >= 2);
     // (The row is marked after the broker's confirm, so perhaps after the delivery.)
     wait_until(5, "the published job marked queued", || async {
-        env.store.job(during).await.unwrap().unwrap().state == state::QUEUED
+        env.store.job(during).await.unwrap().unwrap().state == JobState::Queued
     })
     .await;
     let none = c

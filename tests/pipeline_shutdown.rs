@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::header;
-use hashtale_core::store::state;
+use hashtale_types::JobState;
 use pipeline_support::{amqp_url, jobs_in, pg_url, rss, wait_until, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +67,7 @@ async fn the_scheduler_finishes_a_feed_poll_in_progress_before_exiting() {
     assert!(status.success(), "{status:?}");
     // The poll in progress was finished: its posts are stored and their jobs published.
     assert_eq!(env.store.count("posts").await.unwrap(), 3);
-    assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
-    assert_eq!(jobs_in(&env.store, state::PENDING).await, 0);
+    assert_eq!(jobs_in(&env.store, JobState::Queued).await, 3);
+    assert_eq!(jobs_in(&env.store, JobState::Pending).await, 0);
     env.cleanup().await;
 }

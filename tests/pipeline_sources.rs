@@ -8,9 +8,9 @@ use std::sync::Arc;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use hashtale_core::config::FetchConfig;
-use hashtale_core::fetch::Fetcher;
-use hashtale_core::store::state;
+use hashtale_fetch::Fetcher;
 use hashtale_scheduler::{dir, feed, Ingestor};
+use hashtale_types::JobState;
 use pipeline_support::{jobs_in, png, rss, wait_until, Env};
 
 #[tokio::test]
@@ -49,7 +49,7 @@ async fn feed_polling_is_conditional_and_dedups() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{addr}/feed.xml");
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let fetcher = Fetcher::new(&env.cfg.fetch).unwrap();
     assert_eq!(feed::poll_once(&ing, &fetcher, &url).await.unwrap(), 3);
     assert_eq!(feed::poll_once(&ing, &fetcher, &url).await.unwrap(), 0);
@@ -60,7 +60,7 @@ async fn feed_polling_is_conditional_and_dedups() {
         ),
         (1, 1)
     );
-    assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
+    assert_eq!(jobs_in(&env.store, JobState::Queued).await, 3);
     let post = env.store.post(1).await.unwrap().unwrap();
     assert_eq!(
         post.image_url.as_deref(),
@@ -83,7 +83,7 @@ async fn watched_folder_takes_existing_and_new_files_once() {
     std::fs::write(photos.join("a.png"), png(1)).unwrap();
     std::fs::write(photos.join("notes.txt"), b"ignored: not an image name").unwrap();
     std::fs::write(photos.join(".hidden.png"), png(9)).unwrap();
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, stop.clone()));
     wait_until(20, "the existing file", || async {
@@ -102,7 +102,7 @@ async fn watched_folder_takes_existing_and_new_files_once() {
     assert_eq!(env.store.count("jobs").await.unwrap(), 3);
     let rabbit = env.queue.rabbit().unwrap().clone();
     assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 3);
-    assert_eq!(jobs_in(&env.store, state::QUEUED).await, 3);
+    assert_eq!(jobs_in(&env.store, JobState::Queued).await, 3);
     stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;
@@ -118,7 +118,7 @@ async fn idle_watched_folder_makes_no_database_writes() {
     for i in 0..50u32 {
         std::fs::write(photos.join(format!("p{i:02}.png")), png(i)).unwrap();
     }
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(dir::watch_dir(ing, photos.clone(), 1 << 20, stop.clone()));
     wait_until(30, "the 50 files", || async {
@@ -169,7 +169,7 @@ async fn endless_chunked_feed_is_cut_at_the_cap() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{addr}/endless.xml");
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let fetcher = Fetcher::new(&env.cfg.fetch).unwrap();
     let rss_before = resident_kib();
     let started = std::time::Instant::now();
@@ -213,7 +213,7 @@ async fn feed_credentials_stay_out_of_source_names_and_errors() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let ing = Ingestor::new(env.store.clone(), env.queue.clone());
+    let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let fetcher = Fetcher::new(&env.cfg.fetch).unwrap();
     let url = format!("http://reader:pa55word@{addr}/feed.xml?access_token=t0ken42&page=1");
     assert_eq!(feed::poll_once(&ing, &fetcher, &url).await.unwrap(), 1);

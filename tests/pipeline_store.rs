@@ -1,9 +1,10 @@
 //! The store on both backends: the same checks run on Postgres and on SQLite.
 mod pipeline_support;
 
-use hashtale_core::store::{state, NewResult};
-use hashtale_core::types::{now_ms, ImageSource, NewPost, Timings};
-use hashtale_core::Store;
+use hashtale_store::NewResult;
+use hashtale_store::Store;
+use hashtale_types::JobState;
+use hashtale_types::{now_ms, ImageSource, NewPost, Timings};
 use pipeline_support::{png, Env};
 
 fn post(source: &str, id: &str, image: ImageSource) -> NewPost {
@@ -19,19 +20,28 @@ fn post(source: &str, id: &str, image: ImageSource) -> NewPost {
 async fn store_suite(store: &Store) {
     // Posts are unique per (source, external id); a known post makes no second job.
     let a = store
-        .ingest(&post("s1", "a", ImageSource::Bytes(png(1))), state::QUEUED)
+        .ingest(
+            &post("s1", "a", ImageSource::Bytes(png(1))),
+            JobState::Queued,
+        )
         .await
         .unwrap();
     assert!(a.job_id.is_some());
     let again = store
-        .ingest(&post("s1", "a", ImageSource::Bytes(png(1))), state::QUEUED)
+        .ingest(
+            &post("s1", "a", ImageSource::Bytes(png(1))),
+            JobState::Queued,
+        )
         .await
         .unwrap();
     assert_eq!(again.post_id, a.post_id);
     assert_eq!(again.job_id, None);
     // Same external id in another source is another post; identical bytes share one blob.
     let b = store
-        .ingest(&post("s2", "a", ImageSource::Bytes(png(1))), state::QUEUED)
+        .ingest(
+            &post("s2", "a", ImageSource::Bytes(png(1))),
+            JobState::Queued,
+        )
         .await
         .unwrap();
     assert_ne!(b.post_id, a.post_id);
@@ -43,7 +53,7 @@ async fn store_suite(store: &Store) {
                 "c",
                 ImageSource::Url("http://example.com/c.png".into()),
             ),
-            state::PENDING,
+            JobState::Pending,
         )
         .await
         .unwrap();
@@ -67,7 +77,7 @@ async fn store_suite(store: &Store) {
     // A retry is not due before its time; a restart requeues running jobs.
     let j = claimed[0].job_id;
     store
-        .fail_job(j, "flaky network", state::QUEUED, now_ms() + 60_000)
+        .fail_job(j, "flaky network", JobState::Queued, now_ms() + 60_000)
         .await
         .unwrap();
     assert!(store.claim(10).await.unwrap().is_empty());
@@ -88,13 +98,15 @@ async fn store_suite(store: &Store) {
         items[1].image,
         ImageSource::Url("http://example.com/c.png".into())
     );
-    assert!(items.iter().all(|i| i.state == state::RUNNING));
-    let result = |job_id, post_id, tag: &str| NewResult {
+    assert!(items.iter().all(|i| i.state == JobState::Running));
+    let result = |job_id, post_id, tag: &str| {
+        NewResult {
         job_id,
         post_id,
-        output: serde_json::json!({ "hashtags": [{ "tag": tag, "score": 0.5, "attention": vec![0.02f32; 49] }], "story": "once" }),
+        output: serde_json::from_value(serde_json::json!({ "hashtags": [{ "tag": tag, "score": 0.5, "attention": vec![0.02f32; 49] }], "story": "once" })).unwrap(),
         story: Some("once".into()),
         timings: Timings::default(),
+    }
     };
     store
         .complete("v1", &[result(a.job_id.unwrap(), a.post_id, "first")])
@@ -106,14 +118,8 @@ async fn store_suite(store: &Store) {
         .unwrap();
     let rs = store.results_for_post(a.post_id).await.unwrap();
     assert_eq!(rs.len(), 1, "re-delivery must not duplicate results");
-    assert_eq!(rs[0].output["hashtags"][0]["tag"], "first");
-    assert_eq!(
-        rs[0].output["hashtags"][0]["attention"]
-            .as_array()
-            .unwrap()
-            .len(),
-        49
-    );
+    assert_eq!(rs[0].output.hashtags[0].tag, "first");
+    assert_eq!(rs[0].output.hashtags[0].attention.len(), 49);
     assert_eq!(rs[0].story.as_deref(), Some("once"));
     // A new model version is a new result.
     store
@@ -123,10 +129,10 @@ async fn store_suite(store: &Store) {
     assert_eq!(store.results_for_post(a.post_id).await.unwrap().len(), 2);
     assert_eq!(store.count("model_versions").await.unwrap(), 2);
     let done = store.job(a.job_id.unwrap()).await.unwrap().unwrap();
-    assert_eq!(done.state, state::DONE);
+    assert_eq!(done.state, JobState::Done);
     // A done job delivered again is reported done, not restarted.
     let again = store.start_jobs(&[a.job_id.unwrap()]).await.unwrap();
-    assert_eq!(again[0].state, state::DONE);
+    assert_eq!(again[0].state, JobState::Done);
     // (claimed, requeued, started once: one attempt; the redelivery adds none)
     assert_eq!(
         store
@@ -139,13 +145,18 @@ async fn store_suite(store: &Store) {
     );
     // Failed for good keeps its reason.
     store
-        .fail_job(c.job_id.unwrap(), "not an image", state::FAILED, now_ms())
+        .fail_job(
+            c.job_id.unwrap(),
+            "not an image",
+            JobState::Failed,
+            now_ms(),
+        )
         .await
         .unwrap();
     let failed = store.job(c.job_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(
-        (failed.state.as_str(), failed.last_error.as_deref()),
-        (state::FAILED, Some("not an image"))
+        (failed.state, failed.last_error.as_deref()),
+        (JobState::Failed, Some("not an image"))
     );
     assert!(failed.finished_at.is_some());
 
@@ -160,7 +171,7 @@ async fn store_suite(store: &Store) {
         .unwrap()
         .is_empty());
     let counts = store.job_counts().await.unwrap();
-    assert_eq!(counts.len(), state::ALL.len());
+    assert_eq!(counts.len(), JobState::ALL.len());
     assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 3);
 
     // Feed validators and backfill progress.
@@ -189,7 +200,7 @@ async fn store_suite(store: &Store) {
         post("s3", "m1", ImageSource::Bytes(png(5))),
         post("s1", "a", ImageSource::Bytes(png(1))),
     ];
-    let r = store.ingest_many(&many, state::QUEUED).await.unwrap();
+    let r = store.ingest_many(&many, JobState::Queued).await.unwrap();
     assert!(r[0].job_id.is_some() && r[1].job_id.is_some());
     assert_ne!(r[0].job_id, r[1].job_id);
     assert_eq!((r[2].post_id, r[2].job_id), (r[0].post_id, None));
@@ -197,12 +208,12 @@ async fn store_suite(store: &Store) {
     assert_eq!(store.count("posts").await.unwrap(), 5);
     assert_eq!(store.count("jobs").await.unwrap(), 5);
     assert!(store
-        .ingest_many(&[], state::QUEUED)
+        .ingest_many(&[], JobState::Queued)
         .await
         .unwrap()
         .is_empty());
     // A chunk whose images add up to more than one statement may bind goes in several.
-    let big = hashtale_core::store::MAX_INGEST_STATEMENT_BYTES / 3 + 1;
+    let big = hashtale_store::MAX_INGEST_STATEMENT_BYTES / 3 + 1;
     let photos: Vec<_> = (0..4u8)
         .map(|i| {
             let mut bytes = png(40 + i as u32);
@@ -210,7 +221,7 @@ async fn store_suite(store: &Store) {
             post("s4", &format!("big{i}"), ImageSource::Bytes(bytes))
         })
         .collect();
-    let r = store.ingest_many(&photos, state::QUEUED).await.unwrap();
+    let r = store.ingest_many(&photos, JobState::Queued).await.unwrap();
     assert_eq!(r.len(), 4);
     assert!(r.iter().all(|x| x.job_id.is_some()));
     assert_eq!(store.count("posts").await.unwrap(), 9);

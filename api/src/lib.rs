@@ -15,12 +15,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use hashtale_core::config::Config;
-use hashtale_core::fetch::{sniff, Fetcher};
 use hashtale_core::metrics;
-use hashtale_core::queue::JobQueue;
-use hashtale_core::store::sha256_hex;
-use hashtale_core::types::{ImageSource, JobMessage, NewPost};
-use hashtale_core::{Error, Store};
+use hashtale_core::Error;
+use hashtale_fetch::Fetcher;
+use hashtale_ingest::{Ingestor, PostDraft};
+use hashtale_queue::JobQueue;
+use hashtale_store::Store;
+use hashtale_types::ImageSource;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -37,6 +38,9 @@ pub mod ratings;
 pub struct AppState {
     pub store: Store,
     pub queue: JobQueue,
+    /// Checks, commits and enqueues posts (the same as the scheduler's sources).
+    ingestor: Ingestor,
+    /// Fetches a URL post's image for the ratings page.
     fetcher: Fetcher,
     /// SHA-256 of the API token; `None`: writes are disabled.
     token_hash: Option<[u8; 32]>,
@@ -50,10 +54,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, queue: JobQueue, cfg: &Config) -> hashtale_core::Result<Self> {
         metrics::install();
+        let fetcher = Fetcher::new(&cfg.fetch)?;
         Ok(Self {
+            ingestor: Ingestor::with_fetcher(store.clone(), queue.clone(), fetcher.clone()),
+            fetcher,
             store,
             queue,
-            fetcher: Fetcher::new(&cfg.fetch)?,
             token_hash: (!cfg.api.token.is_empty())
                 .then(|| Sha256::digest(cfg.api.token.expose().as_bytes()).into()),
             ratings: std::sync::Arc::new(ratings::RatingsState::new(cfg)),
@@ -81,6 +87,7 @@ impl From<Error> for ApiError {
         match e {
             Error::BadInput(m) => ApiError(StatusCode::BAD_REQUEST, m),
             Error::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+            Error::Unsupported(m) => ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             // The database is away (a restart, a network cut): worth retrying, not a bug.
             e if e.is_unavailable() => {
                 tracing::warn!("api: {e}");
@@ -281,126 +288,40 @@ async fn create_post(State(state): State<AppState>, req: Request) -> ApiResult<R
         ));
     };
     let (source, external_id, image, caption) = body;
-    if caption
-        .as_ref()
-        .is_some_and(|c| c.chars().count() > hashtale_core::types::MAX_CAPTION_CHARS)
-    {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "caption must be at most {} characters",
-                hashtale_core::types::MAX_CAPTION_CHARS
-            ),
-        ));
-    }
-    let source = source.unwrap_or_else(|| "default".into());
-    if source.is_empty() || source.len() > 200 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "source must be 1 to 200 characters".into(),
-        ));
-    }
-    let external_id = match (&external_id, &image) {
-        (Some(e), _) if !e.is_empty() && e.len() <= 500 => e.clone(),
-        (Some(_), _) => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "external_id must be 1 to 500 characters".into(),
-            ))
-        }
-        (None, ImageSource::Url(u)) => u.clone(),
-        (None, ImageSource::Bytes(b)) => sha256_hex(b),
-    };
-    match &image {
-        ImageSource::Url(u) => {
-            state.fetcher.check(u)?;
-        }
-        ImageSource::Bytes(b) => {
-            sniff(b).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?;
-        }
-    }
-    let post = NewPost {
-        source: format!("api:{source}"),
-        source_kind: "api".into(),
-        external_id,
-        image,
-        caption,
-    };
+    let post = state.ingestor.check(
+        "api",
+        PostDraft {
+            source,
+            external_id,
+            image,
+            caption,
+        },
+    )?;
     // Commit and enqueue on the tracker: once started, they finish even if the client hangs up
     // or the server is stopping (which waits for them). Once the commit succeeded the answer is
     // a success: a job the broker could not take stays `pending` and is published when it is
     // back (`queued: false` says so).
-    let (store, queue) = (state.store.clone(), state.queue.clone());
-    let committed = state.tasks.spawn(async move {
-        let r = store.ingest(&post, queue.initial_state()).await?;
-        let Some(job_id) = r.job_id else {
-            return Ok::<_, Error>((r, None));
-        };
-        metrics::posts_ingested(1);
-        let queued = enqueue_or_leave_pending(&store, &queue, job_id, r.post_id).await;
-        Ok((r, Some((job_id, queued))))
-    });
-    let (r, new_job) = committed
+    let ingestor = state.ingestor.clone();
+    let submitted = state
+        .tasks
+        .spawn(async move { ingestor.submit(&post).await })
         .await
         .map_err(|e| Error::Other(format!("ingest task: {e}")))??;
-    let (job_id, status, queued) = match new_job {
-        Some((job_id, queued)) => (job_id, StatusCode::ACCEPTED, queued),
-        None => after_commit(&state, r.post_id).await,
+    let status = if submitted.new {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
     };
     Ok((
         status,
         Json(json!({
-            "post_id": r.post_id,
-            "job_id": job_id,
-            "new": status == StatusCode::ACCEPTED,
-            "queued": queued,
+            "post_id": submitted.post_id,
+            "job_id": submitted.job_id,
+            "new": submitted.new,
+            "queued": submitted.queued,
         })),
     )
         .into_response())
-}
-
-/// Hands a committed job to the queue; `false` (logged) when the broker cannot take it now.
-async fn enqueue_or_leave_pending(
-    store: &Store,
-    queue: &JobQueue,
-    job_id: i64,
-    post_id: i64,
-) -> bool {
-    match queue
-        .enqueue(store, &[JobMessage { job_id, post_id }])
-        .await
-    {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
-                "api: job {job_id} committed but not queued yet ({e}); it is published once the broker is back"
-            );
-            false
-        }
-    }
-}
-
-/// A post that was already known: its job, and whether that job is with the queue. A job still
-/// `pending` (its first enqueue failed) is handed over again now, since the client is retrying.
-/// Errors here come after a commit, so they never turn into a 5xx: the job id is then unknown
-/// (0) and the job counted as not queued.
-async fn after_commit(state: &AppState, post_id: i64) -> (i64, StatusCode, bool) {
-    let job = match state.store.job_for_post(post_id).await {
-        Ok(job) => job,
-        Err(e) => {
-            tracing::warn!("api: reading the job of post {post_id}: {e}");
-            return (0, StatusCode::OK, false);
-        }
-    };
-    let Some(job) = job else {
-        return (0, StatusCode::OK, false);
-    };
-    let queued = if job.state == hashtale_core::store::state::PENDING {
-        enqueue_or_leave_pending(&state.store, &state.queue, job.id, post_id).await
-    } else {
-        true
-    };
-    (job.id, StatusCode::OK, queued)
 }
 
 type Parsed = (Option<String>, Option<String>, ImageSource, Option<String>);

@@ -19,13 +19,14 @@ use axum::routing::get;
 use axum::{middleware, Form, Router};
 use base64::Engine;
 use hashtale_core::config::Config;
-use hashtale_core::ratings_store::{
+use hashtale_core::Error;
+use hashtale_ratings::{distribution_svg, export, QuestionSet, Report};
+use hashtale_store::ratings::{
     assignment_state, Assignment, NewAnswer, Rater, RatingItem, Sampling, SubmitOutcome,
 };
-use hashtale_core::store::sha256_hex;
-use hashtale_core::types::now_ms;
-use hashtale_core::{Error, Store};
-use hashtale_ratings::{distribution_svg, export, QuestionSet, Report};
+use hashtale_store::sha256_hex;
+use hashtale_store::Store;
+use hashtale_types::now_ms;
 use hmac::{Hmac, Mac};
 use minijinja::context;
 use rand::RngCore;
@@ -360,27 +361,16 @@ struct ScaleView {
 }
 
 /// The hashtags of a result as asked: text and attention map, in the model's order.
-fn hashtags_of(output: &serde_json::Value) -> Vec<(String, Option<Vec<f32>>)> {
-    output["hashtags"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|h| {
-                    let tag = h["tag"].as_str()?.to_string();
-                    let attn = h["attention"].as_array().and_then(|w| {
-                        let w: Vec<f32> = w
-                            .iter()
-                            .filter_map(|x| x.as_f64())
-                            .map(|x| x as f32)
-                            .collect();
-                        (w.len() == 49).then_some(w)
-                    });
-                    Some((tag, attn))
-                })
-                .take(MAX_HASHTAGS)
-                .collect()
+fn hashtags_of(output: &hashtale_types::ImageResult) -> Vec<(String, Option<Vec<f32>>)> {
+    output
+        .hashtags
+        .iter()
+        .map(|h| {
+            let attn = (h.attention.len() == 49).then(|| h.attention.clone());
+            (h.tag.clone(), attn)
         })
-        .unwrap_or_default()
+        .take(MAX_HASHTAGS)
+        .collect()
 }
 
 /// The story of a result, if it has one worth asking about.
@@ -388,7 +378,7 @@ fn story_of(item: &RatingItem) -> Option<String> {
     item.result
         .story
         .clone()
-        .or_else(|| item.result.output["story"].as_str().map(str::to_string))
+        .or_else(|| item.result.output.story.clone())
         .filter(|s| !s.trim().is_empty())
 }
 
@@ -591,7 +581,7 @@ async fn own_assignment(state: &AppState, rater: &Rater, id: i64) -> PageResult<
 /// Checks the posted answers against the item and the scales; builds the rows to store.
 pub fn parse_answers(
     questions: &QuestionSet,
-    output: &serde_json::Value,
+    output: &hashtale_types::ImageResult,
     has_story: bool,
     fields: &HashMap<String, String>,
 ) -> Result<Vec<NewAnswer>, String> {
@@ -760,7 +750,7 @@ async fn image(
         })?,
         (None, None) => return Err(PageError::new(StatusCode::NOT_FOUND, "no image")),
     };
-    let mime = hashtale_core::fetch::sniff(&bytes)
+    let mime = hashtale_fetch::sniff(&bytes)
         .map_err(|_| PageError::new(StatusCode::BAD_GATEWAY, "the stored image is not an image"))?
         .to_mime_type();
     Ok((

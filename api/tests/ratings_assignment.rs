@@ -6,8 +6,8 @@ mod ratings_support;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use hashtale_core::ratings_store::{assignment_state, NewAnswer, Sampling, SubmitOutcome};
-use hashtale_core::Store;
+use hashtale_store::ratings::{assignment_state, NewAnswer, Sampling, SubmitOutcome};
+use hashtale_store::Store;
 use ratings_support::{default_output, insert_result, output, Env};
 
 fn sampling(k: i64) -> Sampling {
@@ -415,14 +415,14 @@ async fn export_round_trip(env: Env) {
         let r = add_rater(&store, name).await;
         while let Some(a) = store.next_rating_assignment(r, &sampling(2)).await.unwrap() {
             let item = store.rating_item(&a).await.unwrap();
-            let tags = item.result.output["hashtags"].as_array().unwrap().clone();
+            let tags = item.result.output.hashtags.clone();
             let mut v: Vec<NewAnswer> = tags
                 .iter()
                 .enumerate()
                 .map(|(i, t)| NewAnswer {
                     question: "q1".into(),
                     item: i as i32,
-                    hashtag: Some(t["tag"].as_str().unwrap().into()),
+                    hashtag: Some(t.tag.clone()),
                     value: (i % 2) as i32,
                 })
                 .collect();

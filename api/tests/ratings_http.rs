@@ -5,7 +5,7 @@ mod ratings_support;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use hashtale_core::ratings_store::assignment_state;
+use hashtale_store::ratings::assignment_state;
 use ratings_support::{default_output, insert_result, output, Env};
 use tower::ServiceExt;
 
@@ -430,7 +430,7 @@ async fn http_suite(env: Env) {
     env.cleanup().await;
 }
 
-async fn admin_routes(app: &axum::Router, store: &hashtale_core::Store) {
+async fn admin_routes(app: &axum::Router, store: &hashtale_store::Store) {
     let bearer = format!("Bearer {ADMIN}");
     // Bearer token.
     let page = get_with(app, "/admin/ratings", header::AUTHORIZATION, &bearer).await;
@@ -674,7 +674,7 @@ async fn image_from_url() {
         9,
         "v1",
         default_output(9),
-        hashtale_core::types::ImageSource::Url(format!("http://{addr}/img.png")),
+        hashtale_types::ImageSource::Url(format!("http://{addr}/img.png")),
     )
     .await;
     let (_, token) = hashtale_api::ratings::add_rater(&env.store, "ann")

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use hashtale_fetch::FetchConfig;
+
 use crate::{Error, Result};
 
 /// A secret from the configuration (a token, a signing key), held in a
@@ -251,36 +253,6 @@ impl Default for ModelsConfig {
     }
 }
 
-/// Limits on fetching and decoding images from outsiders.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct FetchConfig {
-    /// Total deadline of one fetch: connecting, every redirect hop and the whole body.
-    pub timeout_ms: u64,
-    pub max_bytes: u64,
-    /// Largest width × height accepted (decompression bombs).
-    pub max_pixels: u64,
-    /// Largest single side accepted.
-    pub max_side: u32,
-    /// Allow loopback, private and link-local addresses (tests, local feeds).
-    pub allow_private: bool,
-    /// Hosts (names or addresses, as written in URLs) that may be non-public even when
-    /// `allow_private` is off, e.g. an intranet feed. Each redirect hop is checked on its own.
-    pub allow_private_hosts: Vec<String>,
-    pub max_redirects: usize,
-}
-
-impl FetchConfig {
-    /// The limits every decode of an outsider's image uses (the worker's and the CLI's).
-    pub fn decode_limits(&self) -> hashtale_fetch::DecodeLimits {
-        hashtale_fetch::DecodeLimits {
-            max_bytes: self.max_bytes,
-            max_pixels: self.max_pixels,
-            max_side: self.max_side,
-        }
-    }
-}
-
 /// Sources polled or watched by the scheduler.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -388,22 +360,6 @@ impl Default for WorkerConfig {
             batches_in_flight: 4,
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
-        }
-    }
-}
-
-impl Default for FetchConfig {
-    fn default() -> Self {
-        // The decoder's defaults: `hashtale tag` and the pipeline accept the same photos.
-        let limits = hashtale_fetch::DecodeLimits::default();
-        Self {
-            timeout_ms: 10_000,
-            max_bytes: limits.max_bytes,
-            max_pixels: limits.max_pixels,
-            max_side: limits.max_side,
-            allow_private: false,
-            allow_private_hosts: Vec::new(),
-            max_redirects: 5,
         }
     }
 }

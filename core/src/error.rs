@@ -20,6 +20,10 @@ pub enum Error {
     /// retrying will not help, so the job fails at once.
     #[error("{0}")]
     BadInput(String),
+    /// The input is not in a format we take (an upload that is not an image by its magic
+    /// bytes); final, like [`Error::BadInput`].
+    #[error("{0}")]
+    Unsupported(String),
     /// A transient failure (network, server error); the job is retried.
     #[error("{0}")]
     Transient(String),
@@ -36,10 +40,24 @@ impl From<hashtale_fetch::DecodeError> for Error {
     }
 }
 
+impl From<hashtale_fetch::FetchError> for Error {
+    fn from(e: hashtale_fetch::FetchError) -> Self {
+        use hashtale_fetch::FetchError;
+        match e {
+            FetchError::Config(m) => Error::Config(m),
+            FetchError::BadInput(m) => Error::BadInput(m),
+            FetchError::Transient(m) => Error::Transient(m),
+        }
+    }
+}
+
 impl Error {
     /// Whether retrying the same job could succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::BadInput(_) | Error::NotFound(_))
+        !matches!(
+            self,
+            Error::BadInput(_) | Error::Unsupported(_) | Error::NotFound(_)
+        )
     }
 
     /// Whether the error says the database or the broker cannot be reached right now (a

@@ -1,14 +1,12 @@
-//! What hashtale's pipeline crates share: configuration, messages, the store (Postgres or
-//! SQLite), the job queues (RabbitMQ or in-process), safe image fetching and metrics.
+//! What every service crate of hashtale shares, and the models do not need.
+//!
+//! - [`config`]: the configuration file and environment (`[database]`, `[queue]`, `[fetch]`, …).
+//! - [`error`]: the pipeline's one error, classified as retryable or not and as "the database
+//!   or broker is unreachable" or not, so every stage decides the same way.
+//! - [`metrics`]: the Prometheus metrics' names and the process's recorder.
 pub mod config;
 pub mod error;
-pub mod fetch;
 pub mod metrics;
-pub mod queue;
-pub mod ratings_store;
-pub mod store;
-pub mod types;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use store::Store;

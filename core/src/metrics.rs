@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use hashtale_types::JobState;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -88,10 +89,10 @@ pub fn succeeded_so_far() -> u64 {
 
 /// The Prometheus text. `jobs_by_state` and `queue_depth` (from the store and broker, given by
 /// the API) are set as gauges first.
-pub fn render(jobs_by_state: Option<&[(String, i64)]>, queue_depth: Option<u64>) -> String {
+pub fn render(jobs_by_state: Option<&[(JobState, i64)]>, queue_depth: Option<u64>) -> String {
     let handle = install();
     for (s, n) in jobs_by_state.unwrap_or_default() {
-        gauge!(JOBS, "state" => s.clone()).set(*n as f64);
+        gauge!(JOBS, "state" => s.as_str()).set(*n as f64);
     }
     if let Some(d) = queue_depth {
         gauge!(QUEUE_DEPTH).set(d as f64);
@@ -101,12 +102,14 @@ pub fn render(jobs_by_state: Option<&[(String, i64)]>, queue_depth: Option<u64>)
 
 #[cfg(test)]
 mod tests {
+    use hashtale_types::JobState;
+
     #[test]
     fn renders_counters_histograms_and_gauges() {
         super::install();
         super::jobs_succeeded(3);
         super::batch_size(5);
-        let text = super::render(Some(&[("done".into(), 7)]), Some(2));
+        let text = super::render(Some(&[(JobState::Done, 7)]), Some(2));
         assert!(
             text.contains("# TYPE hashtale_jobs_succeeded_total counter"),
             "{text}"

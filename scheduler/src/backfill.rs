@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashtale_core::types::{ImageSource, Ingested, NewPost};
 use hashtale_core::{Error, Result};
+use hashtale_types::{ImageSource, Ingested, NewPost};
 use serde::Deserialize;
 use tokio::sync::watch;
 

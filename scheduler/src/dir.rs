@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_core::{Error, Result};
+use hashtale_types::{ImageSource, NewPost};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};

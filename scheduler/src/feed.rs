@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use hashtale_core::config::redact_url;
-use hashtale_core::fetch::{read_body_capped, Fetcher};
-use hashtale_core::types::{ImageSource, NewPost};
 use hashtale_core::{Error, Result};
+use hashtale_fetch::{read_body_capped, Fetcher};
+use hashtale_types::{ImageSource, NewPost};
 use tokio_util::sync::CancellationToken;
 
 use crate::Ingestor;
@@ -86,7 +86,7 @@ pub fn posts_from_feed(source: &str, body: &[u8]) -> Result<Vec<NewPost>> {
             .as_ref()
             .map(|t| t.content.clone())
             .or_else(|| entry.summary.as_ref().map(|s| s.content.clone()))
-            .map(|c| hashtale_core::types::capped_caption(&c));
+            .map(|c| hashtale_types::capped_caption(&c));
         for (i, u) in urls.into_iter().enumerate() {
             let external_id = if i == 0 {
                 entry.id.clone()
@@ -144,7 +144,7 @@ pub async fn poll_once(ing: &Ingestor, fetcher: &Fetcher, url: &str) -> Result<u
     let new_lm = header(reqwest::header::LAST_MODIFIED);
     let body = read_body_capped(&mut resp, MAX_FEED_BYTES as u64, "feed")
         .await
-        .map_err(|e| match e {
+        .map_err(|e| match Error::from(e) {
             Error::BadInput(m) => Error::BadInput(format!("feed {url}: {m}")),
             other => other,
         })?;

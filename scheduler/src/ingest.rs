@@ -5,13 +5,13 @@
 //! finds its post known.
 use std::sync::Arc;
 
-use hashtale_core::queue::{Rabbit, RawDelivery};
-use hashtale_core::types::IngestMessage;
 use hashtale_core::Result;
+use hashtale_queue::{Rabbit, RawDelivery};
+use hashtale_types::IngestMessage;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::Ingestor;
+use hashtale_ingest::{Ingestor, PostDraft};
 
 /// Consumes `{prefix}.ingest` until `cancel` (the message in hand is committed and
 /// acknowledged first).
@@ -31,7 +31,8 @@ pub async fn consume_ingest(
         };
         let post = serde_json::from_slice::<IngestMessage>(&d.data)
             .map_err(|e| hashtale_core::Error::BadInput(e.to_string()))
-            .and_then(|m| m.into_new_post("ingest"));
+            .and_then(PostDraft::from_message)
+            .and_then(|draft| ing.check("ingest", draft));
         let settled = match post {
             Ok(post) => match ing.ingest(&post).await {
                 Ok(_) => d.acker.ack(BasicAckOptions::default()).await,

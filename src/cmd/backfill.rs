@@ -35,7 +35,7 @@ pub fn run(a: BackfillArgs) -> Result<()> {
         let shutdown = shutdown_signal();
         let store = open_store(&cfg).await?;
         let queue = open_queue(&cfg, &store).await?;
-        let ing = Ingestor::new(store.clone(), queue);
+        let ing = Ingestor::new(store.clone(), queue, &cfg.fetch)?;
         let opts = BackfillOptions {
             file: a.file,
             source: a.source,

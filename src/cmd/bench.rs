@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use hashtale_core::config::QueueKind;
-use hashtale_core::queue::JobQueue;
-use hashtale_core::store::{state, StoreOptions};
-use hashtale_core::types::{ImageSource, NewPost};
-use hashtale_core::Store;
+use hashtale_queue::JobQueue;
 use hashtale_scheduler::Ingestor;
+use hashtale_store::Store;
+use hashtale_store::StoreOptions;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, NewPost};
 use hashtale_worker::{ModelStep, NoopModelForOverheadBench, Worker};
 
 use super::config::{runtime, PipelineArgs};
@@ -111,7 +112,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
     let tag = format!(
         "hashtale_bench_{}_{}",
         std::process::id(),
-        hashtale_core::types::now_ms()
+        hashtale_types::now_ms()
     );
     cfg.queue.prefix = tag.clone();
     let tmp = tempfile_dir()?;
@@ -133,7 +134,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
     .await?;
     store.migrate().await?;
     let queue = JobQueue::connect(&cfg.queue, &store).await?;
-    let ing = Ingestor::new(store.clone(), queue.clone());
+    let ing = Ingestor::new(store.clone(), queue.clone(), &cfg.fetch)?;
     let png = tiny_png();
     println!(
         "pipeline overhead bench: {} jobs, {} store, {:?} queue, batch_size {}, model = NoopModelForOverheadBench (zero-cost stand-in)",
@@ -198,7 +199,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
         .job_counts()
         .await?
         .into_iter()
-        .find(|(s, _)| s == state::DONE)
+        .find(|(s, _)| *s == JobState::Done)
         .map_or(0, |(_, n)| n);
     if done as usize != a.jobs {
         bail!(

@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use hashtale_core::config::QueueKind;
-use hashtale_core::fetch::Fetcher;
-use hashtale_core::queue::JobQueue;
-use hashtale_core::store::{state, ResultRow};
-use hashtale_core::Store;
+use hashtale_fetch::Fetcher;
+use hashtale_queue::JobQueue;
 use hashtale_scheduler::{dir, feed, Ingestor};
+use hashtale_store::ResultRow;
+use hashtale_store::Store;
+use hashtale_types::JobState;
 use hashtale_worker::Worker;
 use rand::Rng;
 
@@ -80,12 +81,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         if requeued > 0 {
             tracing::info!("resuming {requeued} unfinished jobs");
         }
-        let queue = JobQueue::Local(hashtale_core::queue::LocalQueue::new(store.clone()));
+        let queue = JobQueue::Local(hashtale_queue::LocalQueue::new(store.clone()));
         if !a.once {
             let gauges = Some((store.clone(), queue.clone()));
             hashtale_api::serve_metrics(&cfg, "run", gauges, shutdown.clone()).await?;
         }
-        let ing = Ingestor::new(store.clone(), queue.clone());
+        let ing = Ingestor::new(store.clone(), queue.clone(), &cfg.fetch)?;
         eprintln!("loading the models…");
         let model = super::worker::load_model(&cfg.models).await?;
         let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
@@ -203,34 +204,25 @@ async fn active_jobs(store: &Store) -> Result<i64> {
         .job_counts()
         .await?
         .iter()
-        .filter(|(s, _)| s != state::DONE && s != state::FAILED)
+        .filter(|(s, _)| !s.is_final())
         .map(|(_, n)| n)
         .sum())
 }
 
 fn describe(r: &ResultRow) -> String {
-    let tags: Vec<String> = r.output["hashtags"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| {
-                    let tag = t["tag"].as_str()?;
-                    let score = t["score"].as_f64().unwrap_or(0.0);
-                    Some(format!("#{} ({score:.2})", tag.trim_start_matches('#')))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tags: Vec<String> = r
+        .output
+        .hashtags
+        .iter()
+        .map(|t| format!("#{} ({:.2})", t.tag.trim_start_matches('#'), t.score))
+        .collect();
     let mut s = tags.join(" ");
-    let suggested: Vec<String> = r.output["instagram"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t["tag"].as_str())
-                .map(|t| format!("#{}", t.trim_start_matches('#')))
-                .collect()
-        })
-        .unwrap_or_default();
+    let suggested: Vec<String> = r
+        .output
+        .instagram
+        .iter()
+        .map(|t| format!("#{}", t.tag.trim_start_matches('#')))
+        .collect();
     if !suggested.is_empty() {
         s.push_str(&format!("\n    Instagram: {}", suggested.join(" ")));
     }
@@ -264,7 +256,7 @@ async fn print_failures(store: &Store) -> Result<()> {
         .job_counts()
         .await?
         .into_iter()
-        .find(|(s, _)| s == state::FAILED)
+        .find(|(s, _)| *s == JobState::Failed)
         .map_or(0, |(_, n)| n);
     if failed > 0 {
         eprintln!("{failed} job(s) failed; see GET /v1/jobs/{{id}} for the reasons");

@@ -41,7 +41,7 @@ pub fn run(a: SchedulerArgs) -> Result<()> {
         if n > 0 {
             tracing::info!("published {n} jobs left pending by an earlier run");
         }
-        let ing = Ingestor::new(store.clone(), queue.clone());
+        let ing = Ingestor::new(store.clone(), queue.clone(), &cfg.fetch)?;
         let (tracker, cancel) = (TaskTracker::new(), cancel_on(&shutdown));
         spawn_sources(&ing, &cfg, &tracker, &cancel)?;
         cancel.cancelled().await;

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use hashtale_core::store::state;
+use hashtale_types::JobState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pipeline_support::{jobs_in, png, Env};
@@ -619,7 +619,7 @@ where
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         stack.assert_alive();
-        f.done_at_fault = jobs_in(&env.store, state::DONE).await;
+        f.done_at_fault = jobs_in(&env.store, JobState::Done).await;
         if f.done_at_fault > 0 {
             break;
         }
@@ -681,7 +681,7 @@ where
     loop {
         stack.assert_alive();
         let posts = env.store.count("posts").await.unwrap_or(-1);
-        let done = jobs_in(&env.store, state::DONE).await;
+        let done = jobs_in(&env.store, JobState::Done).await;
         if posts == expected && done == expected {
             break;
         }
@@ -695,8 +695,8 @@ where
     f.done_after = back.elapsed();
     // A duplicate that is still in flight would show up now.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    f.done = jobs_in(&env.store, state::DONE).await;
-    f.failed = jobs_in(&env.store, state::FAILED).await;
+    f.done = jobs_in(&env.store, JobState::Done).await;
+    f.failed = jobs_in(&env.store, JobState::Failed).await;
     let posts = env.store.count("posts").await.unwrap();
     f.lost = expected - f.done;
     let mut post_ids = Vec::new();

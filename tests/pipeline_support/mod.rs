@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hashtale_core::config::{Config, QueueKind};
-use hashtale_core::queue::JobQueue;
-use hashtale_core::store::StoreOptions;
-use hashtale_core::Store;
+use hashtale_queue::JobQueue;
+use hashtale_store::Store;
+use hashtale_store::StoreOptions;
 use hashtale_worker::ModelStep;
 
 pub fn pg_url() -> String {
@@ -264,13 +264,13 @@ where
 }
 
 /// Number of jobs in `state`.
-pub async fn jobs_in(store: &Store, state: &str) -> i64 {
+pub async fn jobs_in(store: &Store, state: hashtale_types::JobState) -> i64 {
     store
         .job_counts()
         .await
         .unwrap()
         .into_iter()
-        .find(|(s, _)| s == state)
+        .find(|(s, _)| *s == state)
         .map_or(0, |(_, n)| n)
 }
 

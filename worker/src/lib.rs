@@ -26,14 +26,16 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use hashtale_core::config::Config;
-use hashtale_core::fetch::{decode_image, Fetcher};
 use hashtale_core::metrics;
-use hashtale_core::queue::{Delivery, DeliveryTag, JobConsumer, JobQueue, PENDING_GRACE};
-use hashtale_core::store::{self, state, NewResult, Owed, WorkItem};
-use hashtale_core::types::now_ms;
-use hashtale_core::types::{ImageSource, ResultMessage, Timings};
-use hashtale_core::{Error, Result, Store};
+use hashtale_core::{Error, Result};
+use hashtale_fetch::{decode_image, Fetcher};
 use hashtale_models::pipeline::ModelInput;
+use hashtale_queue::{Delivery, DeliveryTag, JobConsumer, JobQueue, PENDING_GRACE};
+use hashtale_store::Store;
+use hashtale_store::{self, NewResult, Owed, WorkItem};
+use hashtale_types::now_ms;
+use hashtale_types::JobState;
+use hashtale_types::{ImageSource, ResultMessage, Timings};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 pub use model::{ModelStep, NoopModelForOverheadBench};
@@ -58,7 +60,7 @@ struct Ready {
 /// Model batches with the model's answers, waiting for their commit.
 struct Inferred {
     batch: Vec<Ready>,
-    outputs: Vec<serde_json::Value>,
+    outputs: Vec<hashtale_types::ImageResult>,
 }
 
 /// Most results committed in one statement when batches that queued up behind a slow commit
@@ -301,7 +303,7 @@ impl Worker {
         &self,
         images: Arc<Vec<ModelInput>>,
         only: Option<usize>,
-    ) -> std::result::Result<Vec<serde_json::Value>, String> {
+    ) -> std::result::Result<Vec<hashtale_types::ImageResult>, String> {
         let model = self.model.clone();
         let expected = if only.is_some() { 1 } else { images.len() };
         let out = tokio::task::spawn_blocking(move || match only {
@@ -333,10 +335,7 @@ impl Worker {
         let mut deliveries = Vec::with_capacity(n);
         let mut messages = HashMap::with_capacity(n);
         for (r, output) in batch.into_iter().zip(outputs) {
-            let story = output
-                .get("story")
-                .and_then(|s| s.as_str())
-                .map(str::to_string);
+            let story = output.story.clone();
             let timings = r.timings;
             messages.insert(
                 r.item.job_id,
@@ -736,7 +735,7 @@ async fn claim(p: &mut Prep<'_>, deliveries: Vec<Delivery>) -> Vec<i64> {
     let max_attempts = cfg.queue.max_attempts as i64;
     for d in deliveries {
         match by_id.remove(&d.msg.job_id) {
-            Some(item) if item.state == state::RUNNING && item.attempts > max_attempts => {
+            Some(item) if item.state == JobState::Running && item.attempts > max_attempts => {
                 // Earlier attempts ended without an outcome (the worker died, e.g. on this very
                 // input): stop here instead of crashing worker after worker forever.
                 let attempts = item.attempts;
@@ -746,7 +745,7 @@ async fn claim(p: &mut Prep<'_>, deliveries: Vec<Delivery>) -> Vec<i64> {
                 );
                 fail_delivery(store, queue, cfg, d, attempts, &e, false).await;
             }
-            Some(item) if item.state == state::RUNNING => {
+            Some(item) if item.state == JobState::Running => {
                 started.push(item.job_id);
                 p.start(d, item);
             }
@@ -888,10 +887,10 @@ const MARK_FLUSH_EVERY: Duration = Duration::from_millis(200);
 const MARK_FLUSH_AT: usize = 512;
 
 impl Marks {
-    fn add(&mut self, what: store::Outbox, ids: impl IntoIterator<Item = i64>) {
+    fn add(&mut self, what: hashtale_store::Outbox, ids: impl IntoIterator<Item = i64>) {
         let list = match what {
-            store::Outbox::Publish => &mut self.published,
-            store::Outbox::Webhook => &mut self.webhook,
+            hashtale_store::Outbox::Publish => &mut self.published,
+            hashtale_store::Outbox::Webhook => &mut self.webhook,
         };
         let before = list.len();
         list.extend(ids);
@@ -911,8 +910,14 @@ impl Marks {
 
     async fn flush(&mut self, store: &Store) {
         for (what, ids) in [
-            (store::Outbox::Publish, std::mem::take(&mut self.published)),
-            (store::Outbox::Webhook, std::mem::take(&mut self.webhook)),
+            (
+                hashtale_store::Outbox::Publish,
+                std::mem::take(&mut self.published),
+            ),
+            (
+                hashtale_store::Outbox::Webhook,
+                std::mem::take(&mut self.webhook),
+            ),
         ] {
             if let Err(e) = store.mark_delivered(what, &ids).await {
                 // Left owed: the sweep sends these again.
@@ -933,7 +938,10 @@ async fn deliver(
 ) {
     if let Some(rabbit) = queue.rabbit() {
         match rabbit.publish_results(&messages).await {
-            Ok(()) => marks.add(store::Outbox::Publish, messages.iter().map(|m| m.result_id)),
+            Ok(()) => marks.add(
+                hashtale_store::Outbox::Publish,
+                messages.iter().map(|m| m.result_id),
+            ),
             Err(e) => tracing::warn!(
                 "publishing {} result messages (the sweep will retry): {e}",
                 messages.len()
@@ -942,7 +950,7 @@ async fn deliver(
     }
     if let Some(hook) = webhook {
         let sent = hook.post_all(&messages).await;
-        marks.add(store::Outbox::Webhook, sent);
+        marks.add(hashtale_store::Outbox::Webhook, sent);
     }
 }
 
@@ -969,14 +977,16 @@ pub async fn sweep_outbox(
     if let Some(rabbit) = queue.rabbit() {
         loop {
             let owed = store
-                .owed_results(store::Outbox::Publish, 0, before, PAGE)
+                .owed_results(hashtale_store::Outbox::Publish, 0, before, PAGE)
                 .await?;
             if owed.is_empty() {
                 break;
             }
             rabbit.publish_results(&owed).await?;
             let ids: Vec<i64> = owed.iter().map(|m| m.result_id).collect();
-            store.mark_delivered(store::Outbox::Publish, &ids).await?;
+            store
+                .mark_delivered(hashtale_store::Outbox::Publish, &ids)
+                .await?;
             swept.published += ids.len();
             if (owed.len() as i64) < PAGE {
                 break;
@@ -987,10 +997,12 @@ pub async fn sweep_outbox(
         let after = now_ms() - WEBHOOK_MAX_AGE.as_millis() as i64;
         loop {
             let owed = store
-                .owed_results(store::Outbox::Webhook, after, before, PAGE)
+                .owed_results(hashtale_store::Outbox::Webhook, after, before, PAGE)
                 .await?;
             let sent = hook.post_all(&owed).await;
-            store.mark_delivered(store::Outbox::Webhook, &sent).await?;
+            store
+                .mark_delivered(hashtale_store::Outbox::Webhook, &sent)
+                .await?;
             swept.webhooks += sent.len();
             if sent.len() < owed.len() || (owed.len() as i64) < PAGE {
                 break;

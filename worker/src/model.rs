@@ -1,9 +1,10 @@
 //! The model step behind a small trait, so the worker can run the real models and the
 //! overhead benchmark can run a stand-in that costs nothing.
 use hashtale_models::pipeline::ModelInput;
+use hashtale_types::ImageResult;
 use image::DynamicImage;
 
-/// Turns a batch of decoded images into one JSON answer per image, in order.
+/// Turns a batch of decoded images into one answer per image, in order.
 pub trait ModelStep: Send + Sync + 'static {
     /// Names the exact weights; stored with every result.
     fn version(&self) -> String;
@@ -13,7 +14,7 @@ pub trait ModelStep: Send + Sync + 'static {
         image
     }
     /// Runs the batch (CPU/GPU-bound: the worker calls it on a blocking thread).
-    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<serde_json::Value>, String>;
+    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<ImageResult>, String>;
 }
 
 /// The real models: encoder → batched beam search (hashtags) → stories.
@@ -26,12 +27,9 @@ impl ModelStep for hashtale_models::pipeline::Hashtale {
         hashtale_models::pipeline::Hashtale::prepare(self, image)
     }
 
-    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<serde_json::Value>, String> {
-        let out = hashtale_models::pipeline::Hashtale::run_batch(self, inputs)
-            .map_err(|e| format!("model: {e}"))?;
-        out.iter()
-            .map(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
-            .collect()
+    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<ImageResult>, String> {
+        hashtale_models::pipeline::Hashtale::run_batch(self, inputs)
+            .map_err(|e| format!("model: {e}"))
     }
 }
 
@@ -44,10 +42,7 @@ impl ModelStep for NoopModelForOverheadBench {
         "noop-overhead-bench".into()
     }
 
-    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<serde_json::Value>, String> {
-        Ok(inputs
-            .iter()
-            .map(|_| serde_json::json!({ "hashtags": [], "story": null, "stand_in": "noop-overhead-bench" }))
-            .collect())
+    fn run_batch(&self, inputs: &[ModelInput]) -> Result<Vec<ImageResult>, String> {
+        Ok(vec![ImageResult::default(); inputs.len()])
     }
 }

@@ -5,10 +5,10 @@
 use std::io::Cursor;
 
 use hashtale_core::config::{Config, QueueKind};
-use hashtale_core::queue::JobQueue;
-use hashtale_core::store::{NewResult, StoreOptions};
-use hashtale_core::types::{ImageSource, NewPost, Timings};
-use hashtale_core::Store;
+use hashtale_queue::JobQueue;
+use hashtale_store::Store;
+use hashtale_store::{NewResult, StoreOptions};
+use hashtale_types::{ImageSource, NewPost, Timings};
 
 pub fn pg_url() -> String {
     std::env::var("HASHTALE_TEST_DATABASE_URL")
@@ -145,12 +145,17 @@ pub async fn insert_result_with(
         image,
         caption: None,
     };
-    let ing = store.ingest(&post, "queued").await.unwrap();
+    let ing = store
+        .ingest(&post, hashtale_types::JobState::Queued)
+        .await
+        .unwrap();
     let job_id = match ing.job_id {
         Some(j) => j,
         None => store.job_for_post(ing.post_id).await.unwrap().unwrap().id,
     };
-    let story = out["story"].as_str().map(str::to_string);
+    let out: hashtale_types::ImageResult =
+        serde_json::from_value(out).expect("a model output's shape");
+    let story = out.story.clone();
     store
         .complete(
             version,

@@ -37,10 +37,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::QueueConfig;
-use crate::store::{state, Store};
-use crate::types::{now_ms, JobMessage, ResultMessage};
-use crate::{Error, Result};
+use hashtale_core::config::QueueConfig;
+use hashtale_core::{Error, Result};
+use hashtale_store::Store;
+use hashtale_types::{now_ms, JobMessage, JobState, ResultMessage};
 
 /// Exchange and queue names derived from the configured prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -803,19 +803,21 @@ impl JobQueue {
     /// Connects the configured queue. `store` backs the local queue.
     pub async fn connect(cfg: &QueueConfig, store: &Store) -> Result<Self> {
         Ok(match cfg.kind {
-            crate::config::QueueKind::Rabbitmq => {
+            hashtale_core::config::QueueKind::Rabbitmq => {
                 JobQueue::Rabbit(Arc::new(Rabbit::connect_with(cfg).await?))
             }
-            crate::config::QueueKind::Local => JobQueue::Local(LocalQueue::new(store.clone())),
+            hashtale_core::config::QueueKind::Local => {
+                JobQueue::Local(LocalQueue::new(store.clone()))
+            }
         })
     }
 
     /// The state a new job row starts in: `pending` until its message is confirmed by the
     /// broker, or `queued` directly for the local queue (the row is the message).
-    pub fn initial_state(&self) -> &'static str {
+    pub fn initial_state(&self) -> JobState {
         match self {
-            JobQueue::Rabbit(_) => state::PENDING,
-            JobQueue::Local(_) => state::QUEUED,
+            JobQueue::Rabbit(_) => JobState::Pending,
+            JobQueue::Local(_) => JobState::Queued,
         }
     }
 
@@ -940,9 +942,9 @@ impl JobQueue {
         match self {
             JobQueue::Rabbit(r) => {
                 let (new_state, available_at) = if retry {
-                    (state::RETRYING, now_ms() + delay as i64)
+                    (JobState::Retrying, now_ms() + delay as i64)
                 } else {
-                    (state::FAILED, now_ms())
+                    (JobState::Failed, now_ms())
                 };
                 let moved = match store
                     .fail_job(d.msg.job_id, error, new_state, available_at)
@@ -963,11 +965,16 @@ impl JobQueue {
             JobQueue::Local(_) => {
                 if retry {
                     store
-                        .fail_job(d.msg.job_id, error, state::QUEUED, now_ms() + delay as i64)
+                        .fail_job(
+                            d.msg.job_id,
+                            error,
+                            JobState::Queued,
+                            now_ms() + delay as i64,
+                        )
                         .await?;
                 } else {
                     store
-                        .fail_job(d.msg.job_id, error, state::FAILED, now_ms())
+                        .fail_job(d.msg.job_id, error, JobState::Failed, now_ms())
                         .await?;
                 }
             }
@@ -983,7 +990,7 @@ impl JobQueue {
                 .job_counts()
                 .await?
                 .into_iter()
-                .find(|(s, _)| s == state::QUEUED)
+                .find(|(s, _)| *s == JobState::Queued)
                 .map_or(0, |(_, n)| n as u64)),
         }
     }
@@ -1097,7 +1104,7 @@ impl Delivery {
                     .fail_job(
                         self.msg.job_id,
                         "requeued at shutdown",
-                        state::QUEUED,
+                        JobState::Queued,
                         now_ms(),
                     )
                     .await?

@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::config::FetchConfig;
-use crate::{Error, Result};
+use crate::{FetchError as Error, FetchResult as Result};
 
 /// Whether `ip` is an ordinary public unicast address.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -321,9 +321,6 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     }
     parts.join(": ")
 }
-
-/// The one image decoder and its limits (see `hashtale-fetch`), re-exported for the pipeline.
-pub use hashtale_fetch::{decode_image, sniff, DecodeLimits, ACCEPTED_FORMATS};
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,8 @@
-//! Messages and records shared by the scheduler, the worker and the API.
+//! What travels between stages: posts, queue bodies, the results exchange's body, timings.
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ImageResult;
 
 /// Milliseconds since the Unix epoch: every timestamp in the store uses this.
 pub fn now_ms() -> i64 {
@@ -46,14 +49,14 @@ pub struct Ingested {
 }
 
 /// The body of a message on the jobs queue.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct JobMessage {
     pub job_id: i64,
     pub post_id: i64,
 }
 
 /// A JSON message on the ingest queue (and the body of `POST /v1/posts`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct IngestMessage {
     pub source: String,
     pub external_id: String,
@@ -65,56 +68,10 @@ pub struct IngestMessage {
     pub caption: Option<String>,
 }
 
-impl IngestMessage {
-    /// Checks the message and turns it into a post of source kind `kind`.
-    pub fn into_new_post(self, kind: &str) -> crate::Result<NewPost> {
-        use base64::Engine;
-        if self.source.is_empty() || self.source.len() > 200 {
-            return Err(crate::Error::BadInput(
-                "source must be 1 to 200 characters".into(),
-            ));
-        }
-        if self.external_id.is_empty() || self.external_id.len() > 500 {
-            return Err(crate::Error::BadInput(
-                "external_id must be 1 to 500 characters".into(),
-            ));
-        }
-        let image = match (self.image_url, self.image_base64) {
-            (Some(u), None) => {
-                let parsed = url::Url::parse(&u)
-                    .map_err(|e| crate::Error::BadInput(format!("image_url: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(crate::Error::BadInput(
-                        "image_url must be http or https".into(),
-                    ));
-                }
-                ImageSource::Url(u)
-            }
-            (None, Some(b)) => ImageSource::Bytes(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .map_err(|e| crate::Error::BadInput(format!("image_base64: {e}")))?,
-            ),
-            _ => {
-                return Err(crate::Error::BadInput(
-                    "exactly one of image_url and image_base64 is required".into(),
-                ))
-            }
-        };
-        Ok(NewPost {
-            source: format!("{kind}:{}", self.source),
-            source_kind: kind.to_string(),
-            external_id: self.external_id,
-            image,
-            caption: self.caption,
-        })
-    }
-}
-
 /// Published on the `{prefix}.results` exchange (and POSTed to the webhook) for every result,
 /// at least once: after a crash the outbox sweep may send a result again, so consumers
 /// deduplicate by `result_id`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ResultMessage {
     /// The result's id in the store (0 in messages from before the outbox).
     #[serde(default)]
@@ -125,11 +82,11 @@ pub struct ResultMessage {
     pub external_id: String,
     pub model_version: String,
     /// The model's whole answer (hashtags, scores, attention maps, story, …).
-    pub output: serde_json::Value,
+    pub output: ImageResult,
 }
 
 /// Milliseconds spent per stage for one image, stored with its result.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Timings {
     pub fetch_ms: f64,
     pub decode_ms: f64,

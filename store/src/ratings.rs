@@ -14,9 +14,9 @@ use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::Row;
 
-use crate::store::{ResultRow, Store};
-use crate::types::now_ms;
-use crate::{Error, Result};
+use crate::{ResultRow, Store};
+use hashtale_core::{Error, Result};
+use hashtale_types::now_ms;
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds.
 macro_rules! on_pool {
@@ -152,16 +152,13 @@ macro_rules! rater_row {
 }
 
 /// The model's confidence in a result, for sampling: its top hashtag score (0 without hashtags).
-pub fn result_confidence(output: &serde_json::Value) -> f64 {
-    output["hashtags"]
-        .as_array()
-        .map(|tags| {
-            tags.iter()
-                .filter_map(|t| t["score"].as_f64())
-                .filter(|s| s.is_finite())
-                .fold(0.0, f64::max)
-        })
-        .unwrap_or(0.0)
+pub fn result_confidence(output: &hashtale_types::ImageResult) -> f64 {
+    output
+        .hashtags
+        .iter()
+        .map(|t| f64::from(t.score))
+        .filter(|s| s.is_finite())
+        .fold(0.0, f64::max)
 }
 
 /// Outcome of one attempt at taking a slot.
@@ -296,7 +293,7 @@ impl Store {
                 rows.iter().map(|r| Ok((
                     r.try_get(0)?,
                     r.try_get(1)?,
-                    result_confidence(&r.try_get::<Json<serde_json::Value>, _>(2)?.0),
+                    result_confidence(&r.try_get::<Json<hashtale_types::ImageResult>, _>(2)?.0),
                 ))).collect::<Result<_>>()?
             });
             if batch.is_empty() {
@@ -516,9 +513,9 @@ impl Store {
                     post_id: r.try_get(1)?,
                     job_id: r.try_get(2)?,
                     model_version: r.try_get(3)?,
-                    output: r.try_get::<Json<serde_json::Value>, _>(4)?.0,
+                    output: r.try_get::<Json<hashtale_types::ImageResult>, _>(4)?.0,
                     story: r.try_get(5)?,
-                    timings: r.try_get::<Json<serde_json::Value>, _>(6)?.0,
+                    timings: r.try_get::<Json<hashtale_types::Timings>, _>(6)?.0,
                     created_at: r.try_get(7)?,
                 },
                 image_url: r.try_get(8)?,
@@ -679,8 +676,16 @@ mod tests {
 
     #[test]
     fn confidence_is_the_top_score() {
-        let v = serde_json::json!({"hashtags": [{"tag": "a", "score": 0.2}, {"tag": "b", "score": 0.7}]});
-        assert!((result_confidence(&v) - 0.7).abs() < 1e-9);
-        assert_eq!(result_confidence(&serde_json::json!({})), 0.0);
+        let tag = |tag: &str, score: f32| hashtale_types::ScoredTag {
+            tag: tag.into(),
+            score,
+            attention: vec![],
+        };
+        let v = hashtale_types::ImageResult {
+            hashtags: vec![tag("a", 0.2), tag("b", 0.7)],
+            ..Default::default()
+        };
+        assert!((result_confidence(&v) - 0.7).abs() < 1e-6);
+        assert_eq!(result_confidence(&Default::default()), 0.0);
     }
 }

@@ -15,8 +15,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::types::Json;
 use sqlx::{PgPool, Row, SqlitePool};
 
-use crate::types::{now_ms, ImageSource, Ingested, NewPost, ResultMessage, Timings};
-use crate::{Error, Result};
+use hashtale_core::{Error, Result};
+use hashtale_types::{
+    now_ms, ImageResult, ImageSource, Ingested, JobState, NewPost, ResultMessage, Timings,
+};
 
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -74,9 +76,9 @@ macro_rules! result_row {
             post_id: $r.try_get(1)?,
             job_id: $r.try_get(2)?,
             model_version: $r.try_get(3)?,
-            output: $r.try_get::<Json<serde_json::Value>, _>(4)?.0,
+            output: $r.try_get::<Json<ImageResult>, _>(4)?.0,
             story: $r.try_get(5)?,
-            timings: $r.try_get::<Json<serde_json::Value>, _>(6)?.0,
+            timings: $r.try_get::<Json<Timings>, _>(6)?.0,
             created_at: $r.try_get(7)?,
         })
     };
@@ -97,7 +99,7 @@ macro_rules! work_item {
             job_id: $r.try_get(0)?,
             post_id: $r.try_get(1)?,
             attempts: $r.try_get(2)?,
-            state: $r.try_get(3)?,
+            state: parse_job_state($r.try_get(3)?)?,
             source: $r.try_get(4)?,
             external_id: $r.try_get(5)?,
             image,
@@ -105,23 +107,12 @@ macro_rules! work_item {
     }};
 }
 
-/// Job states, as stored.
-pub mod state {
-    pub const PENDING: &str = "pending";
-    pub const QUEUED: &str = "queued";
-    pub const RUNNING: &str = "running";
-    pub const RETRYING: &str = "retrying";
-    pub const DONE: &str = "done";
-    pub const FAILED: &str = "failed";
-    pub const ALL: [&str; 6] = [PENDING, QUEUED, RUNNING, RETRYING, DONE, FAILED];
-}
-
 /// A job row.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct JobRow {
     pub id: i64,
     pub post_id: i64,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub created_at: i64,
@@ -149,9 +140,9 @@ pub struct ResultRow {
     pub post_id: i64,
     pub job_id: Option<i64>,
     pub model_version: String,
-    pub output: serde_json::Value,
+    pub output: ImageResult,
     pub story: Option<String>,
-    pub timings: serde_json::Value,
+    pub timings: Timings,
     pub created_at: i64,
 }
 
@@ -161,7 +152,7 @@ pub struct WorkItem {
     pub job_id: i64,
     pub post_id: i64,
     pub attempts: i64,
-    pub state: String,
+    pub state: JobState,
     pub source: String,
     pub external_id: String,
     pub image: ImageSource,
@@ -172,7 +163,7 @@ pub struct WorkItem {
 pub struct NewResult {
     pub job_id: i64,
     pub post_id: i64,
-    pub output: serde_json::Value,
+    pub output: ImageResult,
     pub story: Option<String>,
     pub timings: Timings,
 }
@@ -241,6 +232,11 @@ fn placeholders(start: usize, n: usize) -> String {
         .join(",")
 }
 
+/// A stored state name, read back.
+fn parse_job_state(name: String) -> Result<JobState> {
+    JobState::parse(&name).ok_or_else(|| Error::Other(format!("unknown job state {name:?}")))
+}
+
 /// Hex sha256 of bytes: how stored images are named.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -291,7 +287,7 @@ impl Store {
         } else {
             Err(Error::Config(format!(
                 "unsupported database url {}",
-                crate::config::mask_url_password(url)
+                hashtale_core::config::mask_url_password(url)
             )))
         }
     }
@@ -376,7 +372,7 @@ impl Store {
 
     /// Stores a post and, if it is new, its job in state `job_state` (`pending` when a broker
     /// message still has to be published, `queued` for the local queue), in one transaction.
-    pub async fn ingest(&self, post: &NewPost, job_state: &str) -> Result<Ingested> {
+    pub async fn ingest(&self, post: &NewPost, job_state: JobState) -> Result<Ingested> {
         let source_id = self.source_id(&post.source, &post.source_kind).await?;
         let now = now_ms();
         let (url, sha, bytes) = match &post.image {
@@ -400,7 +396,7 @@ impl Store {
                     let job = sqlx::query(
                         "INSERT INTO jobs (post_id, state, attempts, available_at, created_at, updated_at) \
                          VALUES ($1, $2, 0, $3, $3, $3) RETURNING id")
-                        .bind(post_id).bind(job_state).bind(now).fetch_one(&mut *tx).await?;
+                        .bind(post_id).bind(job_state.as_str()).bind(now).fetch_one(&mut *tx).await?;
                     Ingested { post_id, job_id: Some(job.try_get(0)?) }
                 }
                 None => {
@@ -418,7 +414,11 @@ impl Store {
     /// post repeated within `posts` is new only the first time. Posts go in transactions of at
     /// most [`MAX_INGEST_STATEMENT_BYTES`] of image bytes (one statement binds every image, and a
     /// statement must stay well under Postgres' message limit with phone photos).
-    pub async fn ingest_many(&self, posts: &[NewPost], job_state: &str) -> Result<Vec<Ingested>> {
+    pub async fn ingest_many(
+        &self,
+        posts: &[NewPost],
+        job_state: JobState,
+    ) -> Result<Vec<Ingested>> {
         let mut out = Vec::with_capacity(posts.len());
         for group in byte_capped_groups(posts, MAX_INGEST_STATEMENT_BYTES) {
             out.extend(self.ingest_group(group, job_state).await?);
@@ -427,7 +427,7 @@ impl Store {
     }
 
     /// One transaction of [`Store::ingest_many`].
-    async fn ingest_group(&self, posts: &[NewPost], job_state: &str) -> Result<Vec<Ingested>> {
+    async fn ingest_group(&self, posts: &[NewPost], job_state: JobState) -> Result<Vec<Ingested>> {
         if posts.is_empty() {
             return Ok(Vec::new());
         }
@@ -524,7 +524,7 @@ impl Store {
                     job_sql.push_str(&format!("{}(${}, $1, 0, $2, $2, $2)", if i > 0 { "," } else { "" }, 3 + i));
                 }
                 job_sql.push_str(" RETURNING id, post_id");
-                let mut q = sqlx::query(&job_sql).bind(job_state).bind(now);
+                let mut q = sqlx::query(&job_sql).bind(job_state.as_str()).bind(now);
                 for id in &new_posts { q = q.bind(id); }
                 let jobs = q.fetch_all(&mut *tx).await?;
                 let mut by_post = std::collections::HashMap::new();
@@ -554,7 +554,7 @@ impl Store {
     pub async fn pending_jobs_before(&self, limit: i64, before_ms: i64) -> Result<Vec<(i64, i64)>> {
         on_pool!(self, p => {
             let rows = sqlx::query("SELECT id, post_id FROM jobs WHERE state = $1 AND updated_at < $2 ORDER BY id LIMIT $3")
-                .bind(state::PENDING).bind(before_ms).bind(limit).fetch_all(p).await?;
+                .bind(JobState::Pending.as_str()).bind(before_ms).bind(limit).fetch_all(p).await?;
             rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
         })
     }
@@ -569,7 +569,7 @@ impl Store {
             placeholders(4, job_ids.len())
         );
         on_pool!(self, p => {
-            let mut q = sqlx::query(&sql).bind(state::QUEUED).bind(now_ms()).bind(state::PENDING);
+            let mut q = sqlx::query(&sql).bind(JobState::Queued.as_str()).bind(now_ms()).bind(JobState::Pending.as_str());
             for id in job_ids { q = q.bind(id); }
             q.execute(p).await?;
         });
@@ -602,10 +602,10 @@ impl Store {
                      WHERE j.id IN ({ids}) ORDER BY j.id"
                 );
                 let mut q = sqlx::query(&sql)
-                    .bind(state::RUNNING)
+                    .bind(JobState::Running.as_str())
                     .bind(now)
-                    .bind(state::DONE)
-                    .bind(state::FAILED);
+                    .bind(JobState::Done.as_str())
+                    .bind(JobState::Failed.as_str());
                 for id in job_ids {
                     q = q.bind(id);
                 }
@@ -622,10 +622,10 @@ impl Store {
                 );
                 let mut tx = p.begin().await?;
                 let mut q = sqlx::query(&upd)
-                    .bind(state::RUNNING)
+                    .bind(JobState::Running.as_str())
                     .bind(now)
-                    .bind(state::DONE)
-                    .bind(state::FAILED);
+                    .bind(JobState::Done.as_str())
+                    .bind(JobState::Failed.as_str());
                 for id in job_ids {
                     q = q.bind(id);
                 }
@@ -701,7 +701,7 @@ impl Store {
                     .bind(now)
                     .bind(published_at)
                     .bind(webhook_sent_at)
-                    .bind(state::DONE);
+                    .bind(JobState::Done.as_str());
                 for r in results {
                     q = q
                         .bind(r.post_id)
@@ -777,7 +777,7 @@ impl Store {
                 post_id: r.try_get(1)?,
                 job_id: r.try_get::<Option<i64>, _>(2)?.unwrap_or_default(),
                 model_version: r.try_get(3)?,
-                output: r.try_get::<Json<serde_json::Value>, _>(4)?.0,
+                output: r.try_get::<Json<ImageResult>, _>(4)?.0,
                 source: r.try_get(5)?,
                 external_id: r.try_get(6)?,
             })).collect()
@@ -807,16 +807,16 @@ impl Store {
         &self,
         job_id: i64,
         error: &str,
-        new_state: &str,
+        new_state: JobState,
         available_at: i64,
     ) -> Result<()> {
         let now = now_ms();
-        let finished = (new_state == state::FAILED).then_some(now);
+        let finished = (new_state == JobState::Failed).then_some(now);
         let error: String = error.chars().take(2000).collect();
         on_pool!(self, p => {
             sqlx::query("UPDATE jobs SET state = $1, last_error = $2, available_at = $3, updated_at = $4, finished_at = $5 \
                          WHERE id = $6 AND state <> $7")
-                .bind(new_state).bind(&error).bind(available_at).bind(now).bind(finished).bind(job_id).bind(state::DONE)
+                .bind(new_state.as_str()).bind(&error).bind(available_at).bind(now).bind(finished).bind(job_id).bind(JobState::Done.as_str())
                 .execute(p).await?;
         });
         Ok(())
@@ -836,7 +836,7 @@ impl Store {
              RETURNING id, post_id, attempts"
         );
         on_pool!(self, p => {
-            let rows = sqlx::query(&sql).bind(state::RUNNING).bind(now).bind(state::QUEUED).bind(n).fetch_all(p).await?;
+            let rows = sqlx::query(&sql).bind(JobState::Running.as_str()).bind(now).bind(JobState::Queued.as_str()).bind(n).fetch_all(p).await?;
             let mut v: Vec<Claimed> = rows.iter().map(|r| Ok(Claimed {
                 job_id: r.try_get(0)?, post_id: r.try_get(1)?, attempts: r.try_get(2)?,
             })).collect::<Result<_>>()?;
@@ -849,7 +849,7 @@ impl Store {
     pub async fn requeue_running(&self) -> Result<u64> {
         on_pool!(self, p => {
             let r = sqlx::query("UPDATE jobs SET state = $1, updated_at = $2 WHERE state IN ($3, $4)")
-                .bind(state::QUEUED).bind(now_ms()).bind(state::RUNNING).bind(state::PENDING).execute(p).await?;
+                .bind(JobState::Queued.as_str()).bind(now_ms()).bind(JobState::Running.as_str()).bind(JobState::Pending.as_str()).execute(p).await?;
             Ok(r.rows_affected())
         })
     }
@@ -858,7 +858,7 @@ impl Store {
     pub async fn next_due(&self) -> Result<Option<i64>> {
         on_pool!(self, p => {
             let row = sqlx::query("SELECT MIN(available_at) FROM jobs WHERE state = $1")
-                .bind(state::QUEUED).fetch_one(p).await?;
+                .bind(JobState::Queued.as_str()).fetch_one(p).await?;
             Ok(row.try_get::<Option<i64>, _>(0)?)
         })
     }
@@ -868,7 +868,7 @@ impl Store {
             let row = sqlx::query("SELECT id, post_id, state, attempts, last_error, created_at, updated_at, started_at, finished_at FROM jobs WHERE id = $1")
                 .bind(id).fetch_optional(p).await?;
             row.map(|r| Ok(JobRow {
-                id: r.try_get(0)?, post_id: r.try_get(1)?, state: r.try_get(2)?, attempts: r.try_get(3)?,
+                id: r.try_get(0)?, post_id: r.try_get(1)?, state: parse_job_state(r.try_get(2)?)?, attempts: r.try_get(3)?,
                 last_error: r.try_get(4)?, created_at: r.try_get(5)?, updated_at: r.try_get(6)?,
                 started_at: r.try_get(7)?, finished_at: r.try_get(8)?,
             })).transpose()
@@ -925,16 +925,19 @@ impl Store {
     }
 
     /// Number of jobs in each state (every state listed, zeros included).
-    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+    pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>> {
         let rows: Vec<(String, i64)> = on_pool!(self, p => {
             let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(p).await?;
             rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_>>()?
         });
-        Ok(state::ALL
+        Ok(JobState::ALL
             .iter()
             .map(|s| {
-                let n = rows.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-                (s.to_string(), n)
+                let n = rows
+                    .iter()
+                    .find(|(k, _)| k == s.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (*s, n)
             })
             .collect())
     }
