@@ -25,7 +25,8 @@ pub struct ModelPaths {
 }
 
 impl ModelPaths {
-    /// The layout of the shipped `assets/` folder rooted at `assets`.
+    /// The layout of the shipped `assets/` folder rooted at `assets`; the caller picks the root
+    /// (the binary's `cmd::models::resolve`, from config and environment; tests).
     pub fn shipped(assets: &Path) -> Self {
         Self {
             encoder_dir: assets.join("encoder"),

@@ -9,15 +9,16 @@ use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{load_encoder, EfficientNetLite, ImageEncoder, LiteVariant};
-use crate::expand::{Expander, SuggestOptions, Suggestion};
+use crate::expand::{Expander, SuggestOptions};
+use crate::hash::{digest, DigestWidth};
 use crate::story::{GenerateOptions, StoryWriter};
 use crate::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
 use crate::tags::fuse::{fuse_with_probe, FusionWeights};
 use crate::tags::probe::LinearProbe;
-use crate::tags::{fusion_path, short_digest, BeamOptions, TagModel};
+use crate::tags::{fusion_path, BeamOptions, TagModel};
 use crate::{Error, ModelPaths, Result};
 
-pub use crate::tags::ScoredTag;
+pub use hashtale_types::{ImageResult, ScoredTag};
 
 /// One image for the model step: its pixels and the RNG stream its story samples from.
 #[derive(Debug, Clone)]
@@ -43,25 +44,6 @@ pub fn story_stream(file_bytes: &[u8]) -> u64 {
     use sha2::Digest;
     let d = sha2::Sha256::digest(file_bytes);
     u64::from_be_bytes(d[..8].try_into().expect("a SHA-256 has 32 bytes"))
-}
-
-/// What the models say about one image.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ImageResult {
-    /// Content hashtags from the image, ranked, with attention maps.
-    pub hashtags: Vec<ScoredTag>,
-    /// Instagram hashtags suggested from the content hashtags, with the tags that brought them.
-    #[serde(default)]
-    pub instagram: Vec<Suggestion>,
-    /// The story, when a story model is loaded.
-    pub story: Option<String>,
-    /// The text that seeded the story: the prompt line of its hashtags.
-    #[serde(default)]
-    pub story_seed: Option<String>,
-    /// The hashtags that conditioned the story (a conditioned model takes up to 5: content
-    /// hashtags first, then Instagram suggestions it knows; the plain model the top hashtag).
-    #[serde(default)]
-    pub story_tags: Vec<String>,
 }
 
 /// Which taggers make the content hashtags.
@@ -184,7 +166,7 @@ impl Hashtale {
         let expander = if what.expand {
             let path = crate::expand::stats_file(&paths.hashtag_stats);
             let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
-            Some((Expander::load(&path)?, short_digest(&bytes)))
+            Some((Expander::load(&path)?, digest(&bytes, DigestWidth::Low48)))
         } else {
             None
         };
@@ -392,6 +374,6 @@ fn load_concepts(
         tagger,
         fusion,
         probe,
-        digest: short_digest(&digest_input),
+        digest: digest(&digest_input, DigestWidth::Low48),
     })
 }

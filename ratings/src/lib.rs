@@ -1,7 +1,7 @@
 //! Human ratings of hashtale's results: the three questions and their scales, the rows raters
 //! produce, and (in the modules) agreement statistics, reports, charts and exports.
 //!
-//! Storage lives in `hashtale-core`'s store and the pages in `hashtale-api`; this crate holds no I/O
+//! Storage lives in `hashtale-store` and the pages in `hashtale-api`; this crate holds no I/O
 //! beyond writers for exports.
 use serde::{Deserialize, Serialize};
 

@@ -415,7 +415,7 @@ fn bench_stages(a: StagesBenchArgs) -> Result<()> {
     out.insert("encoder_images_per_s".into(), encoder_rate.into());
     // The plain char-LSTM (the reference's nn.LSTM shapes), on the host engine and on the
     // tensor step it replaces; 500 characters each, no early stop.
-    let plain_dir = super::models::assets_root(&cfg.models).join("story-plain");
+    let plain_dir = super::models::plain_story_model(&cfg.models);
     let host = StoryModel::load(&plain_dir, &device)?;
     let tensor = StoryModel::load(&plain_dir, &device)?.with_tensor_engine();
     let opts = GenerateOptions {

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
-use hashtale_models::data::harrison::read_harrison;
-use hashtale_models::data::tagged_folder::TaggedFolder;
-use hashtale_models::data::Sample;
 use hashtale_models::encoder::{load_encoder, EfficientNetLite, LiteVariant};
-use hashtale_models::tags::features::{load_or_extract, FeatureSet};
+use hashtale_train::data::harrison::read_harrison;
+use hashtale_train::data::tagged_folder::TaggedFolder;
+use hashtale_train::data::Sample;
+use hashtale_train::tags::features::{load_or_extract, FeatureSet};
 
 #[derive(Args, Clone)]
 pub struct DataArgs {

@@ -7,15 +7,15 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use clap::Args;
 use hashtale_models::encoder::{EfficientNetLite, ImageEncoder, LiteVariant};
-use hashtale_models::metrics::{bleu1, bleu1_seed, evaluate, frequency_prior, TOP_K};
 use hashtale_models::tags::concepts::{ConceptOptions, ConceptTable, ConceptTagger};
-use hashtale_models::tags::features::FeatureSet;
 use hashtale_models::tags::fuse::{
-    fit_calibration, fuse_with_probe, log_loss, Context as ListContext, Features, FusionWeights,
+    fuse_with_probe, Context as ListContext, Features, FusionWeights,
 };
-use hashtale_models::tags::gate::{fit_gate, out_of_fold, GateFit};
 use hashtale_models::tags::probe::LinearProbe;
 use hashtale_models::tags::{fusion_path, BeamOptions, ScoredTag, TagModel, TagModelConfig};
+use hashtale_train::metrics::{bleu1, bleu1_seed, evaluate, frequency_prior, TOP_K};
+use hashtale_train::tags::features::FeatureSet;
+use hashtale_train::tags::fusion_fit::{fit_calibration, fit_gate, log_loss, out_of_fold, GateFit};
 
 use super::dataset::{load_split_features, split_names, DataArgs};
 

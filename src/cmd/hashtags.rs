@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use hashtale_models::data::harrison::read_harrison_tags;
-use hashtale_models::expand::{
-    self, eval, read_tag_set, CooccurrenceStats, Expander, SuggestOptions,
-};
+use hashtale_models::expand::{self, read_tag_set, CooccurrenceStats, Expander, SuggestOptions};
+use hashtale_train::data::harrison::read_harrison_tags;
+use hashtale_train::expand_eval as eval;
 
 /// Pairs seen in only one or two posts are mostly noise and two thirds of the file; dropping
 /// them costs no measurable recall (docs/hashtags.md).

@@ -67,6 +67,12 @@ pub fn offline_with_tag_model(model: Option<&PathBuf>) -> Result<ModelPaths> {
     Ok(paths)
 }
 
+/// The shipped plain story model (one hashtag in front of the story): the baseline that
+/// `eval story --conditioned` and `bench` compare the configured model with.
+pub fn plain_story_model(cfg: &ModelsConfig) -> PathBuf {
+    assets_root(cfg).join("story-plain")
+}
+
 /// The shipped sample photos.
 pub fn samples_dir(cfg: &ModelsConfig) -> PathBuf {
     assets_root(cfg).join("samples")

@@ -3,10 +3,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hashtale_models::story::corpus::{read_stories, split_dev, CorpusSpec};
 use hashtale_models::story::keywords::mentions;
-use hashtale_models::story::train::{train, TrainConfig};
 use hashtale_models::story::{Conditioning, GenerateOptions, StoryModel, StoryWriter};
+use hashtale_train::story::corpus::{read_stories, split_dev, CorpusSpec};
+use hashtale_train::story::train::{train, TrainConfig};
 
 #[derive(Args)]
 pub struct StoryArgs {
@@ -418,7 +418,9 @@ pub fn run_eval(a: EvalStoryArgs) -> anyhow::Result<()> {
 
 /// The shipped plain model (the seed's method: one hashtag in front of the story).
 fn default_plain_dir() -> anyhow::Result<PathBuf> {
-    Ok(super::models::assets_root(&super::models::offline_config()?.models).join("story-plain"))
+    Ok(super::models::plain_story_model(
+        &super::models::offline_config()?.models,
+    ))
 }
 
 fn run_eval_conditioned(
@@ -668,7 +670,7 @@ fn run_compare(
     split_model: &StoryModel,
     stories: &[String],
 ) -> anyhow::Result<()> {
-    use hashtale_models::story::quality;
+    use hashtale_train::story::quality;
     // Keyword sets come from the conditioned model that chose the split (the shipped one by
     // default), so every model is asked about the same hashtags.
     let kw = split_model

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hashtale_models::tags::train::{train, Split, TrainConfig};
 use hashtale_models::tags::{ModelKind, TagModel, Vocab};
+use hashtale_train::tags::train::{train, Split, TrainConfig};
 
 use super::dataset::{load_split_features, DataArgs};
 
@@ -174,7 +174,7 @@ struct FolderFeatures {
 
 /// P@1 and R@5 of the ranking that `scores` (B, V) give over `tags`, against `truth`.
 fn ranked_figures(scores: &[Vec<f32>], tags: &[String], truth: &[Vec<String>]) -> (f64, f64) {
-    use hashtale_models::metrics::{evaluate, TOP_K};
+    use hashtale_train::metrics::{evaluate, TOP_K};
     let items: Vec<(Vec<String>, Vec<String>)> = scores
         .iter()
         .zip(truth)
@@ -214,11 +214,11 @@ fn router_accuracy(
 
 pub fn run_probe(a: TrainProbeArgs) -> anyhow::Result<()> {
     use candle_core::Tensor;
-    use hashtale_models::tags::probe::{
-        tag_ids, train_mixture, train_probe, LinearProbe, ProbeConfig, ProbeData, ProbeLoss,
-        ProbePart, ProbeTrainConfig,
-    };
+    use hashtale_models::tags::probe::{LinearProbe, ProbeConfig, ProbeLoss};
     use hashtale_models::tags::TagModelConfig;
+    use hashtale_train::tags::probe::{
+        tag_ids, train_mixture, train_probe, ProbeData, ProbePart, ProbeTrainConfig,
+    };
 
     let device = hashtale_models::device::best_device();
     let paths = super::models::offline_with_tag_model(a.model.as_ref())?;
@@ -324,7 +324,7 @@ pub fn run_probe(a: TrainProbeArgs) -> anyhow::Result<()> {
             .collect();
         Ok((merged, per_folder))
     };
-    let report = |what: &str, e: &hashtale_models::tags::probe::ProbeEpoch, line: String| {
+    let report = |what: &str, e: &hashtale_train::tags::probe::ProbeEpoch, line: String| {
         eprintln!(
             "{what}epoch {:>2}: train loss {:.4}, dev loss {:.4}{line}",
             e.epoch, e.train_loss, e.dev_loss

@@ -1,16 +1,16 @@
 //! Story-model benchmark (not a test): training step time for a 2×512 LSTM with embedding 256,
 //! batch 32, vocabulary 80, and batch-64 generation of 500 characters, on 2 threads.
 //!
-//! `cargo bench -p hashtale-models --bench story` (set `STORY_BENCH_STEPS`, `STORY_BENCH_THREADS`,
+//! `cargo bench -p hashtale-train --bench story` (set `STORY_BENCH_STEPS`, `STORY_BENCH_THREADS`,
 //! `STORY_BENCH_BPTT` to change the defaults: 100 steps, 2 threads, BPTT 100).
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use hashtale_models::story::charlm::{CharLm, CharLmConfig};
-use hashtale_models::story::corpus::Alphabet;
+use hashtale_models::story::codec::Alphabet;
 use hashtale_models::story::generate::{generate, GenerateOptions};
-use hashtale_models::story::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
+use hashtale_train::story::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

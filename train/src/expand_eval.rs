@@ -12,7 +12,7 @@
 //! common training hashtags other than the query.
 use serde::{Deserialize, Serialize};
 
-use super::{CooccurrenceStats, Expander, SuggestOptions};
+use hashtale_models::expand::{CooccurrenceStats, Expander, SuggestOptions};
 
 /// Posts whose index satisfies `i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1` are held out.
 pub const HOLDOUT_EVERY: usize = 10;

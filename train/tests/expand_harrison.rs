@@ -4,10 +4,10 @@ mod support;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use hashtale_models::data::harrison::{read_harrison, read_harrison_tags, read_harrison_vocab};
-use hashtale_models::data::Sample;
 use hashtale_models::expand::{CooccurrenceStats, Expander, SuggestOptions};
 use hashtale_models::Error;
+use hashtale_train::data::harrison::{read_harrison, read_harrison_tags, read_harrison_vocab};
+use hashtale_train::data::Sample;
 
 fn fixture(data: &str, tags: &str, vocab: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -3,11 +3,11 @@
 use candle_core::{Device, Tensor};
 use hashtale_models::encoder::Encoded;
 use hashtale_models::tags::fuse::{fuse_with_probe, Calibration, FusionWeights};
-use hashtale_models::tags::probe::{
-    tag_ids, train_mixture, train_probe, LinearProbe, ProbeConfig, ProbeData, ProbeLoss, ProbePart,
-    ProbeTrainConfig,
-};
+use hashtale_models::tags::probe::{LinearProbe, ProbeConfig, ProbeLoss};
 use hashtale_models::tags::ScoredTag;
+use hashtale_train::tags::probe::{
+    tag_ids, train_mixture, train_probe, ProbeData, ProbePart, ProbeTrainConfig,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

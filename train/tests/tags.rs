@@ -2,9 +2,9 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use hashtale_models::encoder::Encoded;
-use hashtale_models::tags::features::FeatureSet;
-use hashtale_models::tags::train::{batch_loss, train, Split, TrainConfig};
 use hashtale_models::tags::{beam_search, BeamOptions, DecoderDims, ModelKind, TagNet, Vocab};
+use hashtale_train::tags::features::FeatureSet;
+use hashtale_train::tags::train::{batch_loss, train, Split, TrainConfig};
 
 fn dims(vocab: usize) -> DecoderDims {
     DecoderDims {

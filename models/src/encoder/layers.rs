@@ -363,15 +363,6 @@ pub fn global_mean(x: &Tensor) -> Result<Tensor> {
     x.reshape((b, h * w, c))?.mean(1)
 }
 
-/// Casts to f32 when a checkpoint was stored in another float type.
-pub fn as_f32(x: Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 {
-        Ok(x)
-    } else {
-        x.to_dtype(DType::F32)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

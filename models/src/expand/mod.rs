@@ -17,13 +17,10 @@
 //! with each conditional shrunk towards `t`'s overall popularity so that a content tag seen in
 //! only a handful of posts cannot push its accidental companions to the top. Candidates must
 //! co-occur with at least one content tag; ties go to the more popular hashtag, then the name.
-pub mod eval;
 pub mod stats;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
 
 pub use stats::{normalise_tag, CooccurrenceStats};
 
@@ -40,14 +37,7 @@ pub fn stats_file(path: &Path) -> PathBuf {
     }
 }
 
-/// One suggested hashtag: its association score and the content tags that brought it,
-/// strongest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Suggestion {
-    pub tag: String,
-    pub score: f32,
-    pub because: Vec<String>,
-}
+pub use hashtale_types::Suggestion;
 
 /// Limits and filters applied to suggestions.
 #[derive(Debug, Clone)]

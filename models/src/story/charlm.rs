@@ -6,17 +6,16 @@
 //! line it reads once. Truncated BPTT never carries a gradient from a word 300 characters into
 //! the story back to the prefix it should echo; the vector gives every window that path.
 //!
-//! The LSTM is written here (rather than `candle_nn::LSTM`) so the whole step is two matmuls and
-//! the gate nonlinearities, and so a training window is unrolled step by step from per-step
-//! inputs: nothing slices a whole-sequence tensor that needs gradients, whose backward is very
-//! slow in candle.
+//! The layers are [`crate::nn::LstmCell`]s in the story layout; a training window is unrolled
+//! step by step from per-step inputs (see that module for why).
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::rngs::StdRng;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::copy::CopyTable;
+use crate::nn::dropout::{dropout_mask, DropDraw};
+use crate::nn::LstmCell;
 use crate::Result;
 
 /// Sizes of a [`CharLm`].
@@ -44,65 +43,6 @@ pub struct CharLmConfig {
     /// rarely seen without having learnt to spell it out of the prefix line.
     #[serde(default)]
     pub copy: bool,
-}
-
-/// One LSTM layer. Gates in the order input, forget, cell, output.
-#[derive(Debug, Clone)]
-pub struct LstmCell {
-    /// (in, 4·hidden)
-    pub(crate) w_x: Tensor,
-    /// (hidden, 4·hidden)
-    pub(crate) w_h: Tensor,
-    /// (4·hidden)
-    pub(crate) b: Tensor,
-    /// (keyword_dim, 4·hidden): how the keyword vector moves the gates, when there is one.
-    pub(crate) w_k: Option<Tensor>,
-    hidden: usize,
-}
-
-impl LstmCell {
-    /// `keyword_dim` 0: no keyword input.
-    pub fn new(in_dim: usize, hidden: usize, keyword_dim: usize, vb: VarBuilder) -> Result<Self> {
-        let a = 1.0 / (hidden as f64).sqrt();
-        let u = Init::Uniform { lo: -a, up: a };
-        // Zero: a model fine-tuned from one without keywords starts out unchanged.
-        let w_k = (keyword_dim > 0)
-            .then(|| vb.get_with_hints((keyword_dim, 4 * hidden), "w_k", Init::Const(0.0)))
-            .transpose()?;
-        Ok(LstmCell {
-            w_x: vb.get_with_hints((in_dim, 4 * hidden), "w_x", u)?,
-            w_h: vb.get_with_hints((hidden, 4 * hidden), "w_h", u)?,
-            b: vb.get_with_hints(4 * hidden, "b", Init::Const(0.0))?,
-            w_k,
-            hidden,
-        })
-    }
-
-    /// One time step: input (B, in), state (B, hidden) twice, the keyword vectors (B,
-    /// keyword_dim) if any; returns the new (h, c).
-    pub fn step(
-        &self,
-        x: &Tensor,
-        h: &Tensor,
-        c: &Tensor,
-        keywords: Option<&Tensor>,
-    ) -> Result<(Tensor, Tensor)> {
-        let n = self.hidden;
-        let mut gates = x
-            .matmul(&self.w_x)?
-            .add(&h.matmul(&self.w_h)?)?
-            .broadcast_add(&self.b)?;
-        if let (Some(w), Some(k)) = (&self.w_k, keywords) {
-            gates = gates.add(&k.matmul(w)?)?;
-        }
-        let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, n)?)?;
-        let f = candle_nn::ops::sigmoid(&gates.narrow(1, n, n)?)?;
-        let g = gates.narrow(1, 2 * n, n)?.tanh()?;
-        let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * n, n)?)?;
-        let c = f.mul(c)?.add(&i.mul(&g)?)?;
-        let h = o.mul(&c.tanh()?)?;
-        Ok((h, c))
-    }
 }
 
 /// Hidden and cell state of every layer, each (B, hidden).
@@ -153,16 +93,6 @@ pub struct KeywordInput {
     pub copy_next: Option<Tensor>,
 }
 
-/// An inverted-dropout mask (B, d) drawn from our own seeded RNG (candle's CPU RNG can't be
-/// seeded, and training must be reproducible).
-fn dropout_mask(rng: &mut StdRng, b: usize, d: usize, p: f32, dev: &Device) -> Result<Tensor> {
-    let keep = 1.0 / (1.0 - p);
-    let v: Vec<f32> = (0..b * d)
-        .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
-        .collect();
-    Ok(Tensor::from_vec(v, (b, d), dev)?)
-}
-
 impl CharLm {
     /// Builds the layers from `vb` (names: `embed.*`, `keywords.table`, `lstm{i}.*`, `out.*`).
     pub fn new(cfg: &CharLmConfig, vb: VarBuilder) -> Result<Self> {
@@ -187,7 +117,7 @@ impl CharLm {
         let mut cells = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
             let in_dim = if l == 0 { cfg.emb } else { cfg.hidden };
-            cells.push(LstmCell::new(
+            cells.push(LstmCell::story_layout(
                 in_dim,
                 cfg.hidden,
                 keyword_dim,
@@ -367,7 +297,7 @@ impl CharLm {
             if let Some(rng) = dropout.as_deref_mut() {
                 if p > 0.0 {
                     let d = x.dim(1)?;
-                    x = x.mul(&dropout_mask(rng, b, d, p, &self.device)?)?;
+                    x = x.mul(&dropout_mask(rng, b, d, p, DropDraw::Below, &self.device)?)?;
                 }
             }
             let (h, c) = cell.step(&x, &state.h[l], &state.c[l], keywords)?;
@@ -377,7 +307,14 @@ impl CharLm {
         }
         if let Some(rng) = dropout {
             if p > 0.0 {
-                x = x.mul(&dropout_mask(rng, b, self.cfg.hidden, p, &self.device)?)?;
+                x = x.mul(&dropout_mask(
+                    rng,
+                    b,
+                    self.cfg.hidden,
+                    p,
+                    DropDraw::Below,
+                    &self.device,
+                )?)?;
             }
         }
         Ok((x, LmState { h: hs, c: cs }))

@@ -8,7 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::charlm::{CharLm, CharLmConfig};
-use super::corpus::{Alphabet, Codec, Conditioning, FALLBACK};
+use super::codec::{Alphabet, Codec, Conditioning, FALLBACK};
 use super::subword::SubwordVocab;
 use crate::{Error, Result};
 
@@ -157,7 +157,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CharLm, CheckpointMeta, Stri
     let meta = read_meta(dir)?;
     let w = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w).map_err(|e| Error::io(&w, e))?;
-    let hash = crate::hash::short_digest(&bytes);
+    let hash = crate::hash::digest(&bytes, crate::hash::DigestWidth::High32);
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
     let tensors = tensors
         .into_iter()

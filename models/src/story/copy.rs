@@ -9,7 +9,7 @@
 //!
 //! The sets are data made from the keyword table and the vocabulary, never weights; the same
 //! functions serve training, evaluation, the tensor step and the host engine.
-use super::corpus::Codec;
+use super::codec::Codec;
 
 /// Per keyword id, its forms as piece sequences.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -23,8 +23,8 @@ use rand09::distr::{Distribution, Uniform};
 use rand09::SeedableRng;
 
 use super::charlm::CharLm;
+use super::codec::Codec;
 use super::copy::CopyTable;
-use super::corpus::Codec;
 use super::generate::{
     argmax, effective_top_p, finish, is_sentence_end, keep_nucleus, nucleus, stream_seed,
     GenerateOptions,

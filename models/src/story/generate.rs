@@ -6,7 +6,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use rand::Rng;
 
 use super::charlm::CharLm;
-use super::corpus::{Codec, DOC_SEP};
+use super::codec::{Codec, DOC_SEP};
 use super::keywords::format_prefix;
 use crate::Result;
 

@@ -20,8 +20,9 @@ pub const MAX_KEYWORDS: usize = 5;
 pub const KEYWORDS_FILE: &str = "keywords.tsv";
 
 /// Function words and story filler that are hashtags somewhere (`#me`, `#day`) but say nothing
-/// about what a story is about.
-const STOP: &[&str] = &[
+/// about what a story is about: never keywords. The one stop-word list; training's pseudo-tags
+/// extend it (hashtale-train's `story::corpus`).
+pub const STOP_WORDS: &[&str] = &[
     "about", "after", "again", "all", "also", "and", "any", "are", "back", "been", "before", "but",
     "can", "day", "did", "for", "from", "get", "got", "had", "has", "have", "her", "him", "his",
     "how", "its", "just", "like", "made", "make", "may", "more", "new", "not", "now", "one", "our",
@@ -47,7 +48,7 @@ const UNTOPICAL: &str = "\
 
 /// Whether a word can never be a keyword.
 fn is_stop(word: &str) -> bool {
-    STOP.contains(&word) || UNTOPICAL.split_whitespace().any(|w| w == word)
+    STOP_WORDS.contains(&word) || UNTOPICAL.split_whitespace().any(|w| w == word)
 }
 
 /// A hashtag's text as the prefix writes it: lower case, letters, digits and `_` only, without a
@@ -304,7 +305,7 @@ impl KeywordExtractor {
 
 /// The copy forms of every keyword of `ex` under `codec`, in id order: what a keyword-copy
 /// model ([`super::charlm::CharLmConfig::copy`]) may copy.
-pub fn copy_table(ex: &KeywordExtractor, codec: &super::corpus::Codec) -> super::copy::CopyTable {
+pub fn copy_table(ex: &KeywordExtractor, codec: &super::codec::Codec) -> super::copy::CopyTable {
     super::copy::CopyTable::for_words(ex.words(), codec)
 }
 

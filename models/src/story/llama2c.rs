@@ -19,11 +19,11 @@ use candle_transformers::models::llama2_c::{Cache, Config, Llama};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::eval::EvalResult;
 use super::generate::{finish, is_sentence_end, sample_row, stream_seed, GenerateOptions};
 use super::keywords::prefix_tags;
 use super::llama_host::HostLlama;
 use super::llama_tokenizer::{LlamaTokenizer, BOS, EOS};
-use super::train::EvalResult;
 use crate::{Error, Result};
 
 /// The magic of llama2.c's newer export versions, which this reader does not take.
@@ -296,7 +296,10 @@ impl Llama2cStoryModel {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "llama2c".into());
-        let version = format!("story-llama2c-{name}-{}", crate::hash::short_digest(&bytes));
+        let version = crate::hash::version(
+            &format!("story-llama2c-{name}"),
+            &crate::hash::digest(&bytes, crate::hash::DigestWidth::High32),
+        );
         let with_path = |e: Error| Error::msg(format!("{}: {e}", checkpoint.display()));
         let (config, _) = parse_header(&bytes).map_err(with_path)?;
         let tokenizer = LlamaTokenizer::load(tokenizer, config.vocab_size)?;

@@ -1,10 +1,9 @@
 //! The hashtag-seeded story model: a character-level LSTM language model that writes the ~500
 //! characters following a hashtag, many seeds at once.
 //!
-//! - [`corpus`]: story files, alphabet, dev split, training/eval streams.
+//! - [`codec`]: how a model spells text (alphabet or subword pieces), the document separator.
 //! - [`charlm`]: the model (embedding, stacked LSTM, output layer).
-//! - [`rmsprop`]: the RMSProp optimizer candle-nn lacks.
-//! - [`train`]: training and bits-per-character evaluation.
+//! - [`eval`]: bits per character on held-out stories.
 //! - [`generate`]: batched sampling through candle tensors (training-time checks, GPU).
 //! - [`engine`]: the host story engine: a fused LSTM step over a pool of refilled slots (CPU).
 //! - [`service`]: that engine on its own thread, one pool shared by every caller.
@@ -17,28 +16,25 @@ use candle_core::Device;
 
 pub mod charlm;
 pub mod checkpoint;
+pub mod codec;
 pub mod copy;
-pub mod corpus;
 pub mod engine;
+pub mod eval;
 pub mod generate;
 pub mod keywords;
 pub mod llama2c;
 pub mod llama_host;
 pub mod llama_tokenizer;
-pub mod quality;
-pub mod rmsprop;
 pub mod service;
 pub mod subword;
-pub mod train;
 
 pub use charlm::{CharLm, CharLmConfig};
-pub use corpus::{Alphabet, Codec, Conditioning};
+pub use codec::{Alphabet, Codec, Conditioning};
+pub use eval::EvalResult;
 pub use generate::{stream_seed, GenerateOptions};
 pub use keywords::KeywordExtractor;
 pub use llama2c::Llama2cStoryModel;
 pub use llama_tokenizer::LlamaTokenizer;
-pub use rmsprop::{RmsProp, RmsPropConfig};
-pub use train::{EvalResult, TrainConfig};
 
 use crate::Result;
 
@@ -369,9 +365,9 @@ impl StoryModel {
         )
     }
 
-    /// Bits per character on stories (see [`train::evaluate`]).
+    /// Bits per character on stories (see [`eval::evaluate`]).
     pub fn evaluate(&self, stories: &[String]) -> Result<EvalResult> {
-        train::evaluate(&self.lm, &self.alphabet, stories)
+        eval::evaluate(&self.lm, &self.alphabet, stories)
     }
 
     /// Bits per character on stories, each read after the prompt of its hashtags (the prompt is
@@ -384,15 +380,15 @@ impl StoryModel {
             .map(|(tags, story)| {
                 // The lane already holds the document start, so the prompt's separator is dropped.
                 let p = self.prompt_for(tags);
-                (p[corpus::DOC_SEP.len()..].to_string(), story.clone())
+                (p[codec::DOC_SEP.len()..].to_string(), story.clone())
             })
             .collect();
-        train::evaluate_docs(&self.lm, &self.alphabet, &docs, keywords.as_deref())
+        eval::evaluate_docs(&self.lm, &self.alphabet, &docs, keywords.as_deref())
     }
 
     /// Model name and a short hash of its weights file, e.g. `story-charlm-1a2b3c4d`.
     pub fn version(&self) -> String {
-        format!("{}-{}", self.meta.name, self.hash)
+        crate::hash::version(&self.meta.name, &self.hash)
     }
 
     /// How the model spells text (characters or subword pieces).

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::Arc;
 
-use super::corpus::Codec;
+use super::codec::Codec;
 use super::engine::{HostLm, StoryPool, StoryRequest};
 use super::generate::GenerateOptions;
 use crate::{Error, Result};
@@ -132,7 +132,7 @@ fn fail_all(pool: &mut StoryPool<'_, (usize, Reply)>, why: &str) {
 mod tests {
     use super::*;
     use crate::story::charlm::{CharLm, CharLmConfig};
-    use crate::story::corpus::Alphabet;
+    use crate::story::codec::Alphabet;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 

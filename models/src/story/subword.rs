@@ -13,7 +13,7 @@ use tokenizers::{
     TokenizerBuilder,
 };
 
-use super::corpus::DOC_SEP;
+use super::codec::DOC_SEP;
 use crate::{Error, Result};
 
 /// A trained byte-level BPE vocabulary.
@@ -172,7 +172,7 @@ mod tests {
         assert!(!v.ids_containing(&['\n']).is_empty());
         // A word's copy forms: its pieces after a space, lower and capitalised, unless they
         // begin with a bare space piece.
-        let codec = super::super::corpus::Codec::Subword(Box::new(v.clone()));
+        let codec = super::super::codec::Codec::Subword(Box::new(v.clone()));
         let table = super::super::copy::CopyTable::for_words(["dog", "zoë"].into_iter(), &codec);
         assert_eq!(table.len(), 2);
         let mut expected = Vec::new();
@@ -198,7 +198,7 @@ mod tests {
         let space = v.encode(" ")[0];
         assert!(!t.starts(&[0]).contains(&space) && !table.starts(&[0, 1]).contains(&space));
         let chars =
-            super::super::corpus::Codec::Chars(super::super::corpus::Alphabet::new("dog ".chars()));
+            super::super::codec::Codec::Chars(super::super::codec::Alphabet::new("dog ".chars()));
         let t = super::super::copy::CopyTable::for_words(["dog"].into_iter(), &chars);
         assert!(t.starts(&[0]).is_empty());
     }

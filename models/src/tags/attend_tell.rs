@@ -5,9 +5,9 @@ use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
 use super::attention::SoftAttention;
 use super::decoder::{apply_dropout, DecodeState, StepDecoder, StepOutput};
-use super::lstm::LstmCell;
 use super::DecoderDims;
 use crate::encoder::Encoded;
+use crate::nn::LstmCell;
 
 #[derive(Debug, Clone)]
 pub struct ShowAttendTell {
@@ -29,7 +29,7 @@ impl ShowAttendTell {
             gate: candle_nn::linear(d.hidden, d.feature, vb.pp("gate"))?,
             init_h: candle_nn::linear(d.feature, d.hidden, vb.pp("init_h"))?,
             init_c: candle_nn::linear(d.feature, d.hidden, vb.pp("init_c"))?,
-            lstm: LstmCell::new(d.embed + d.feature, d.hidden, vb.pp("lstm"))?,
+            lstm: LstmCell::torch_layout(d.embed + d.feature, d.hidden, vb.pp("lstm"))?,
             output: candle_nn::linear(d.hidden, d.vocab, vb.pp("output"))?,
         })
     }
@@ -64,7 +64,7 @@ impl StepDecoder for ShowAttendTell {
         let context = (beta * z)?;
         let emb = self.embedding.forward(prev)?;
         let x = Tensor::cat(&[&emb, &context], 1)?;
-        let (h, c) = self.lstm.forward(&x, &state.h, &state.c)?;
+        let (h, c) = self.lstm.step(&x, &state.h, &state.c, None)?;
         Ok(StepOutput {
             logits: self.output.forward(&apply_dropout(&h, dropout)?)?,
             alpha: Some(alpha),

@@ -37,7 +37,7 @@ pub struct Calibration {
 }
 
 /// Number of weights of a calibration.
-const N: usize = 6;
+pub const N: usize = 6;
 
 impl Calibration {
     /// The identity map: calibrated = raw.
@@ -50,7 +50,8 @@ impl Calibration {
         object_photo: 0.0,
     };
 
-    fn weights(&self) -> [f64; N] {
+    /// The weights in [`Features::row`] order.
+    pub fn weights(&self) -> [f64; N] {
         [
             self.bias,
             self.score,
@@ -61,7 +62,8 @@ impl Calibration {
         ]
     }
 
-    fn from_weights(w: [f64; N]) -> Self {
+    /// A calibration from weights in [`Features::row`] order.
+    pub fn from_weights(w: [f64; N]) -> Self {
         Self {
             bias: w[0],
             score: w[1],
@@ -132,7 +134,8 @@ impl Context {
 }
 
 impl Features {
-    fn row(&self) -> [f64; N] {
+    /// What the weights multiply: 1, then the logits of the scores (0 for an absent source).
+    pub fn row(&self) -> [f64; N] {
         let present = |x: f32| if x > 0.0 { logit(x as f64) } else { 0.0 };
         [
             1.0,
@@ -196,7 +199,8 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
-fn sigmoid(x: f64) -> f64 {
+/// The logistic function, as calibrations apply it.
+pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
@@ -267,104 +271,6 @@ pub fn fuse_with_probe(
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.tag.cmp(&b.tag)));
     out.truncate(max_tags);
     out
-}
-
-/// Fits a calibration to (features, relevant, sample weight) triples by Newton's method on the
-/// weighted log-loss, with a small ridge towards the identity so separable data stays finite.
-pub fn fit_calibration(samples: &[(Features, bool, f64)]) -> Calibration {
-    let rows: Vec<([f64; N], f64, f64)> = samples
-        .iter()
-        .map(|(x, y, w)| (x.row(), if *y { 1.0 } else { 0.0 }, *w))
-        .collect();
-    let prior = Calibration::IDENTITY.weights();
-    let mut w = prior;
-    let ridge = 1e-3;
-    for _ in 0..100 {
-        let mut grad = [0.0f64; N];
-        let mut hess = [[0.0f64; N]; N];
-        for i in 0..N {
-            grad[i] = ridge * (w[i] - prior[i]);
-            hess[i][i] = ridge;
-        }
-        for (x, y, sw) in &rows {
-            let p = sigmoid((0..N).map(|i| w[i] * x[i]).sum());
-            let v = sw * p * (1.0 - p);
-            for i in 0..N {
-                grad[i] += sw * (p - y) * x[i];
-                for j in 0..N {
-                    hess[i][j] += v * x[i] * x[j];
-                }
-            }
-        }
-        let Some(step) = solve(hess, grad) else {
-            break;
-        };
-        // Damped Newton: halve the step until the penalised loss does not rise (a full step
-        // diverges on near-saturated scores, e.g. a sigmoid probe's tail at logit −12).
-        let objective = |w: &[f64; N]| -> f64 {
-            let mut loss = 0.0;
-            for (x, y, sw) in &rows {
-                let z: f64 = (0..N).map(|i| w[i] * x[i]).sum();
-                // log(1 + e^z) − y·z, stable.
-                loss += sw * (z.max(0.0) + (-z.abs()).exp().ln_1p() - y * z);
-            }
-            loss + 0.5 * ridge * (0..N).map(|i| (w[i] - prior[i]).powi(2)).sum::<f64>()
-        };
-        let before = objective(&w);
-        let mut t = 1.0;
-        let mut next = w;
-        for _ in 0..30 {
-            for i in 0..N {
-                next[i] = w[i] - t * step[i];
-            }
-            if objective(&next) <= before + 1e-12 {
-                break;
-            }
-            t *= 0.5;
-        }
-        w = next;
-        if step.iter().map(|s| (t * s).abs()).sum::<f64>() < 1e-9 {
-            break;
-        }
-    }
-    Calibration::from_weights(w)
-}
-
-/// Solves the N×N system `a·x = b` by Gaussian elimination with partial pivoting.
-fn solve(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
-    for col in 0..N {
-        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-12 {
-            return None;
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        let pivot_row = a[col];
-        for row in col + 1..N {
-            let f = a[row][col] / pivot_row[col];
-            for (x, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
-                *x -= f * p;
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = [0.0; N];
-    for row in (0..N).rev() {
-        let rest: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - rest) / a[row][row];
-    }
-    Some(x)
-}
-
-/// Weighted mean log-loss of a calibration (for the fit's provenance).
-pub fn log_loss(calibration: Calibration, samples: &[(Features, bool, f64)]) -> f64 {
-    let (mut sum, mut total) = (0.0, 0.0);
-    for (x, y, w) in samples {
-        let p = (calibration.apply(x) as f64).clamp(1e-9, 1.0 - 1e-9);
-        sum -= w * if *y { p.ln() } else { (1.0 - p).ln() };
-        total += w;
-    }
-    sum / total.max(f64::MIN_POSITIVE)
 }
 
 #[cfg(test)]
@@ -451,41 +357,6 @@ mod tests {
             assert!(pair[0].score >= pair[1].score);
         }
         assert_eq!(fuse(&decoder, &concepts, &w, 2, 49).len(), 2);
-    }
-
-    #[test]
-    fn fit_recovers_a_known_calibration() {
-        // Labels Bernoulli(truth(x)) over a grid of features, given in expectation as weights.
-        let truth = Calibration {
-            bias: -1.0,
-            score: 2.0,
-            concept_top: 0.5,
-            decoder_top: -0.7,
-            probe_top: 0.0,
-            object_photo: 0.0,
-        };
-        let mut samples = Vec::new();
-        for i in 1..20 {
-            for j in 1..10 {
-                for k in 1..10 {
-                    let x = Features {
-                        score: i as f32 / 20.0,
-                        concept_top: j as f32 / 10.0,
-                        decoder_top: k as f32 / 10.0,
-                        probe_top: 0.0,
-                        object_photo: 0.0,
-                    };
-                    let p = truth.apply(&x) as f64;
-                    samples.push((x, true, p));
-                    samples.push((x, false, 1.0 - p));
-                }
-            }
-        }
-        let fit = fit_calibration(&samples);
-        for (got, want) in fit.weights().iter().zip(truth.weights()) {
-            assert!((got - want).abs() < 0.02, "{fit:?}");
-        }
-        assert!(log_loss(fit, &samples) < log_loss(Calibration::IDENTITY, &samples));
     }
 
     #[test]

@@ -5,14 +5,11 @@ pub mod attention;
 pub mod beam;
 pub mod concepts;
 pub mod decoder;
-pub mod features;
 pub mod fuse;
 pub mod gate;
-pub mod lstm;
 pub mod multilabel;
 pub mod probe;
 pub mod show_tell;
-pub mod train;
 pub mod vocab;
 
 use std::collections::HashMap;
@@ -23,6 +20,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::Encoded;
+use crate::hash::{digest, DigestWidth};
 use crate::{Error, Result};
 pub use attend_tell::ShowAttendTell;
 pub use beam::{beam_search, BeamOptions, Decoded};
@@ -30,15 +28,7 @@ pub use multilabel::MultiLabel;
 pub use show_tell::ShowTell;
 pub use vocab::Vocab;
 
-/// One hashtag with its probability and the 7×7 map (49 weights, row-major, summing to 1) of
-/// where it is: the decoder's attention, or a concept's class activation map (empty only for the
-/// baselines without attention, before fusion).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScoredTag {
-    pub tag: String,
-    pub score: f32,
-    pub attention: Vec<f32>,
-}
+pub use hashtale_types::ScoredTag;
 
 /// The fusion weights of a hashtag model: they are tuned for that decoder and its encoder's
 /// head, so they live in the model's directory.
@@ -108,11 +98,6 @@ pub struct TagModel {
     pub weights_digest: String,
 }
 
-/// FNV-1a over the bytes, as 12 hex digits: enough to tell shipped weights apart.
-pub fn short_digest(bytes: &[u8]) -> String {
-    format!("{:012x}", crate::hash::fnv1a(bytes) & 0xffff_ffff_ffff)
-}
-
 impl TagModel {
     /// Loads `config.json` and `model.safetensors` (f32 or f16) from `dir`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
@@ -122,7 +107,7 @@ impl TagModel {
         config.vocab.reindex();
         let w_path = dir.join("model.safetensors");
         let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
-        let weights_digest = short_digest(&bytes);
+        let weights_digest = digest(&bytes, DigestWidth::Low48);
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)?;
         let net = TagNet::new(config.kind, &config.dims, vb)?;
         Ok(Self {
@@ -149,13 +134,13 @@ impl TagModel {
         Ok(())
     }
 
-    /// `kind@digest`, stored with every result.
+    /// `kind-digest` (e.g. `attention-77465e76f1ca`), stored with every result.
     pub fn version(&self) -> String {
         let kind = serde_json::to_value(self.config.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        format!("{kind}-{}", self.weights_digest)
+        crate::hash::version(&kind, &self.weights_digest)
     }
 
     /// Ranked hashtags for each encoded image: beam search for the sequence decoders, the top
@@ -258,6 +243,6 @@ fn decoded_to_predictions(decoded: Vec<Decoded>, vocab: &Vocab) -> Vec<Predictio
 }
 
 /// Log-softmax over the last dimension (re-exported for training code).
-pub(crate) fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::log_softmax(x, D::Minus1)
 }

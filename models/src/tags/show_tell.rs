@@ -4,9 +4,9 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 
 use super::decoder::{apply_dropout, DecodeState, StepDecoder, StepOutput};
-use super::lstm::LstmCell;
 use super::DecoderDims;
 use crate::encoder::Encoded;
+use crate::nn::LstmCell;
 
 #[derive(Debug, Clone)]
 pub struct ShowTell {
@@ -21,7 +21,7 @@ impl ShowTell {
         Ok(Self {
             embedding: candle_nn::embedding(d.vocab, d.embed, vb.pp("embedding"))?,
             image_proj: candle_nn::linear(d.feature, d.embed, vb.pp("image_proj"))?,
-            lstm: LstmCell::new(d.embed, d.hidden, vb.pp("lstm"))?,
+            lstm: LstmCell::torch_layout(d.embed, d.hidden, vb.pp("lstm"))?,
             output: candle_nn::linear(d.hidden, d.vocab, vb.pp("output"))?,
         })
     }
@@ -36,7 +36,7 @@ impl StepDecoder for ShowTell {
             enc.pooled.device(),
         )?;
         let x = self.image_proj.forward(&enc.pooled)?;
-        let (h, c) = self.lstm.forward(&x, &zeros, &zeros)?;
+        let (h, c) = self.lstm.step(&x, &zeros, &zeros, None)?;
         Ok(DecodeState { h, c, memory: None })
     }
 
@@ -47,7 +47,7 @@ impl StepDecoder for ShowTell {
         dropout: Option<&Tensor>,
     ) -> Result<StepOutput> {
         let x = self.embedding.forward(prev)?;
-        let (h, c) = self.lstm.forward(&x, &state.h, &state.c)?;
+        let (h, c) = self.lstm.step(&x, &state.h, &state.c, None)?;
         Ok(StepOutput {
             logits: self.output.forward(&apply_dropout(&h, dropout)?)?,
             alpha: None,

@@ -104,7 +104,7 @@ impl TaggedFolder {
                 };
                 if carve && split == "train" {
                     let rel = s.image.strip_prefix(root).unwrap_or(&s.image);
-                    let h = crate::hash::fnv1a(rel.to_string_lossy().as_bytes());
+                    let h = hashtale_models::hash::fnv1a(rel.to_string_lossy().as_bytes());
                     if (h as f64) < CARVED_DEV_FRACTION * u64::MAX as f64 {
                         split = "dev".into();
                     }

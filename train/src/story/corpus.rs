@@ -1,28 +1,18 @@
 //! Story corpora: plain UTF-8 text, one story per paragraph, stories separated by blank lines.
 //!
-//! Also the character alphabet (with its fallback for unknown characters), the dev split (held out
-//! by story, so no story leaks between train and dev), and the character streams the model is
-//! trained and evaluated on.
-use std::collections::{BTreeMap, HashMap};
+//! Also the dev split (held out by story, so no story leaks between train and dev) and the
+//! character streams the model is trained on. The alphabet and document format are the model's
+//! (`hashtale_models::story::codec`); evaluation lanes are in `hashtale_models::story::eval`.
 use std::path::{Path, PathBuf};
 
+use hashtale_models::story::codec::{Codec, DOC_SEP};
+use hashtale_models::story::keywords::{format_prefix, KeywordExtractor, STOP_WORDS};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::keywords::{format_prefix, KeywordExtractor};
-use super::subword::SubwordVocab;
 use crate::{Error, Result};
-
-/// The paragraph separator between documents in every stream (and what ends a story).
-pub const DOC_SEP: &str = "\n\n";
-
-/// Characters the alphabet always holds, so the fallback and the document format never miss.
-const REQUIRED: [char; 3] = ['\n', ' ', '#'];
-
-/// The character every unknown character becomes when its lower-case form is unknown too.
-pub const FALLBACK: char = ' ';
 
 /// Splits a text into stories: CRLF and lone CR become LF, stories are separated by one or more
 /// blank (or whitespace-only) lines, the lines of one story are joined with single spaces, and
@@ -110,181 +100,14 @@ impl std::str::FromStr for CorpusSpec {
     }
 }
 
-/// The model's characters. Index order is the order of `chars`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alphabet {
-    chars: Vec<char>,
-    index: HashMap<char, u32>,
-}
-
-impl Alphabet {
-    /// The alphabet of these characters (deduplicated, order kept), plus the required ones.
-    pub fn new(chars: impl IntoIterator<Item = char>) -> Self {
-        let mut v: Vec<char> = Vec::new();
-        for c in chars.into_iter().chain(REQUIRED) {
-            if !v.contains(&c) {
-                v.push(c);
-            }
-        }
-        let index = v.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
-        Alphabet { chars: v, index }
-    }
-
-    /// Characters seen at least `min_count` times in the texts, sorted by code point. Rarer ones
-    /// are left to the fallback: a character seen once cannot be learned anyway.
-    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>, min_count: usize) -> Self {
-        let mut counts: BTreeMap<char, usize> = BTreeMap::new();
-        for t in texts {
-            for c in t.chars() {
-                *counts.entry(c).or_default() += 1;
-            }
-        }
-        let mut chars: Vec<char> = counts
-            .into_iter()
-            .filter(|&(_, n)| n >= min_count.max(1))
-            .map(|(c, _)| c)
-            .collect();
-        chars.extend(REQUIRED);
-        chars.sort_unstable();
-        chars.dedup();
-        Self::new(chars)
-    }
-
-    pub fn len(&self) -> usize {
-        self.chars.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chars.is_empty()
-    }
-
-    pub fn chars(&self) -> &[char] {
-        &self.chars
-    }
-
-    pub fn contains(&self, c: char) -> bool {
-        self.index.contains_key(&c)
-    }
-
-    /// The index of `c`; an unknown character maps to its lower-case form when that is known,
-    /// else to [`FALLBACK`] (a space). Never fails.
-    pub fn encode_char(&self, c: char) -> u32 {
-        if let Some(&i) = self.index.get(&c) {
-            return i;
-        }
-        let mut lower = c.to_lowercase();
-        if let (Some(l), None) = (lower.next(), lower.next()) {
-            if let Some(&i) = self.index.get(&l) {
-                return i;
-            }
-        }
-        self.index[&FALLBACK]
-    }
-
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        text.chars().map(|c| self.encode_char(c)).collect()
-    }
-
-    /// The character at `i` (the fallback for an out-of-range index).
-    pub fn decode_one(&self, i: u32) -> char {
-        self.chars.get(i as usize).copied().unwrap_or(FALLBACK)
-    }
-
-    pub fn decode(&self, ids: &[u32]) -> String {
-        ids.iter().map(|&i| self.decode_one(i)).collect()
-    }
-
-    /// The alphabet as one string, how checkpoints store it.
-    pub fn to_string_repr(&self) -> String {
-        self.chars.iter().collect()
-    }
-}
-
-/// How a story LM spells text: one id per character ([`Alphabet`]) or per subword piece
-/// ([`SubwordVocab`]).
-#[derive(Debug, Clone)]
-pub enum Codec {
-    Chars(Alphabet),
-    /// Boxed: a tokenizer is large beside an alphabet.
-    Subword(Box<SubwordVocab>),
-}
-
-impl Codec {
-    /// Number of ids (the model's input and output size).
-    pub fn len(&self) -> usize {
-        match self {
-            Codec::Chars(a) => a.len(),
-            Codec::Subword(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        match self {
-            Codec::Chars(a) => a.encode(text),
-            Codec::Subword(v) => v.encode(text),
-        }
-    }
-
-    pub fn decode(&self, ids: &[u32]) -> String {
-        match self {
-            Codec::Chars(a) => a.decode(ids),
-            Codec::Subword(v) => v.decode(ids),
-        }
-    }
-
-    /// The text of one id on its own.
-    pub fn piece(&self, id: u32) -> std::borrow::Cow<'_, str> {
-        match self {
-            Codec::Chars(a) => a.decode_one(id).to_string().into(),
-            Codec::Subword(v) => v.piece(id).into(),
-        }
-    }
-
-    /// Ids a story may not contain: any with a newline or a `#` (a story is one paragraph and
-    /// carries no further hashtags).
-    pub fn story_banned(&self) -> Vec<u32> {
-        match self {
-            Codec::Chars(a) => ['\n', '#']
-                .iter()
-                .filter(|&&c| a.contains(c))
-                .map(|&c| a.encode_char(c))
-                .collect(),
-            Codec::Subword(v) => v.ids_containing(&['\n', '#']),
-        }
-    }
-
-    /// `chars` or `subword`, as reports name it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Codec::Chars(_) => "chars",
-            Codec::Subword(_) => "subword",
-        }
-    }
-}
-
-impl From<Alphabet> for Codec {
-    fn from(a: Alphabet) -> Self {
-        Codec::Chars(a)
-    }
-}
-
-/// Words that make a poor pseudo-hashtag for a story.
-const STOP: &[&str] = &[
-    "about",
-    "after",
-    "again",
-    "also",
+/// Narrative filler that makes a poor pseudo-hashtag, on top of the keyword stop words
+/// ([`STOP_WORDS`]): a pseudo-tag is never one of either list. The base list's words of 4+
+/// letters were all in this list before the two were joined, so the pseudo-tags drawn are the same.
+const PSEUDO_TAG_STOP: &[&str] = &[
     "always",
     "another",
     "around",
-    "back",
     "because",
-    "been",
-    "before",
     "being",
     "could",
     "decided",
@@ -295,70 +118,40 @@ const STOP: &[&str] = &[
     "even",
     "ever",
     "every",
-    "from",
     "going",
-    "have",
     "having",
     "here",
     "into",
-    "just",
     "know",
-    "like",
-    "made",
-    "make",
     "many",
-    "more",
     "much",
     "must",
     "never",
     "next",
     "only",
     "other",
-    "over",
     "really",
-    "said",
     "same",
     "should",
     "since",
-    "some",
     "something",
     "still",
     "such",
-    "than",
-    "that",
-    "their",
-    "them",
-    "then",
     "there",
     "these",
-    "they",
     "thing",
     "things",
-    "this",
     "those",
     "through",
-    "time",
-    "today",
-    "very",
     "wanted",
-    "was",
-    "went",
-    "were",
-    "what",
-    "when",
     "where",
     "which",
     "while",
-    "will",
-    "with",
     "would",
-    "your",
     "yesterday",
     "finally",
     "later",
     "felt",
-    "got",
-    "get",
     "took",
     "came",
     "come",
@@ -377,7 +170,6 @@ const STOP: &[&str] = &[
     "years",
     "night",
     "morning",
-    "day",
     "days",
     "better",
     "little",
@@ -387,8 +179,12 @@ const STOP: &[&str] = &[
     "need",
     "needed",
     "away",
-    "took",
 ];
+
+/// Whether a word can never be a pseudo-hashtag.
+fn is_pseudo_tag_stop(word: &str) -> bool {
+    STOP_WORDS.contains(&word) || PSEUDO_TAG_STOP.contains(&word)
+}
 
 /// A pseudo-hashtag for a story: one of its content words (letters only, 4+ letters, not a stop
 /// word), picked at random. Stories carry no hashtags, so this is what teaches the model that the
@@ -400,7 +196,7 @@ pub fn pseudo_tag(story: &str, rng: &mut impl Rng) -> Option<String> {
         .filter(|w| {
             w.chars().count() >= 4
                 && w.chars().all(|c| c.is_ascii_lowercase())
-                && !STOP.contains(&w.as_str())
+                && !is_pseudo_tag_stop(w)
         })
         .collect();
     if words.is_empty() {
@@ -424,18 +220,6 @@ pub fn document(story: &str, tag_prob: f64, rng: &mut impl Rng) -> String {
     d.push_str(story);
     d.push_str(DOC_SEP);
     d
-}
-
-/// How training stories are prefixed: the seed's pseudo-hashtag, or the hashtag-conditioned
-/// format of [`super::keywords`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Conditioning {
-    /// `#word story`: one of the story's words, with probability `tag_prob` (the plain model).
-    #[default]
-    PseudoTag,
-    /// `#k1 #k2\n` + story: a random non-empty subset of the story's keywords, in random order.
-    Keywords,
 }
 
 /// Makes the documents of a training stream.
@@ -536,81 +320,11 @@ pub fn epoch_stream(
     out
 }
 
-/// One evaluation lane: characters and, per character, whether predicting it counts and which
-/// document (index into the documents given) it belongs to, as in [`Stream`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalLane {
-    pub ids: Vec<u32>,
-    pub scored: Vec<bool>,
-    pub doc: Vec<u32>,
-    /// Characters of the scored text (its stories and their closing separators): what bits per
-    /// character divide by, whatever the ids spell.
-    pub chars: usize,
-}
-
-/// Deals documents `(context, story)` into at most `max_lanes` evaluation lanes of similar length
-/// (longest first, each to the shortest lane). A lane is a separator, then per document its
-/// context (read, not scored: e.g. a hashtag prefix) and its story with the closing separator
-/// (scored). Lanes let evaluation batch across stories while every story still starts from the
-/// state a document start gives.
-pub fn eval_lanes(
-    docs: &[(String, String)],
-    alphabet: &Codec,
-    max_lanes: usize,
-    min_lane_chars: usize,
-) -> Vec<EvalLane> {
-    let len = |d: &(String, String)| d.0.chars().count() + d.1.chars().count() + 2;
-    let total: usize = docs.iter().map(len).sum();
-    let n = (total / min_lane_chars.max(1))
-        .clamp(1, max_lanes.max(1))
-        .min(docs.len().max(1));
-    let mut order: Vec<usize> = (0..docs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(len(&docs[i])));
-    let mut lanes: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); n];
-    for i in order {
-        let lane = lanes
-            .iter_mut()
-            .min_by_key(|(l, _)| *l)
-            .expect("at least one lane");
-        lane.0 += len(&docs[i]);
-        lane.1.push(i);
-    }
-    lanes
-        .into_iter()
-        .map(|(_, mut ids)| {
-            ids.sort_unstable();
-            let sep = alphabet.encode(DOC_SEP);
-            let mut lane = EvalLane {
-                ids: sep.clone(),
-                scored: vec![false; sep.len()],
-                doc: vec![ids.first().copied().unwrap_or(0) as u32; sep.len()],
-                chars: 0,
-            };
-            for (k, &i) in ids.iter().enumerate() {
-                let (ctx, story) = &docs[i];
-                let c = alphabet.encode(ctx);
-                let scored_text = format!("{story}{DOC_SEP}");
-                let s = alphabet.encode(&scored_text);
-                lane.chars += scored_text.chars().count();
-                lane.scored.extend(std::iter::repeat_n(false, c.len()));
-                lane.scored.extend(std::iter::repeat_n(true, s.len()));
-                // The closing separator already belongs to the next document of the lane.
-                let next = ids.get(k + 1).copied().unwrap_or(i) as u32;
-                let body = c.len() + s.len() - sep.len();
-                lane.doc.extend(std::iter::repeat_n(i as u32, body));
-                lane.doc.extend(std::iter::repeat_n(next, sep.len()));
-                lane.ids.extend(c);
-                lane.ids.extend(s);
-            }
-            lane
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::keywords::split_prefix;
     use super::*;
+    use hashtale_models::story::codec::Alphabet;
+    use hashtale_models::story::keywords::split_prefix;
 
     #[test]
     fn corpus_spec_parses_weights() {
@@ -623,15 +337,6 @@ mod tests {
     }
 
     #[test]
-    fn alphabet_fallback_never_panics() {
-        let a = Alphabet::from_texts(["abc abc"], 1);
-        assert_eq!(a.decode(&a.encode("cab")), "cab");
-        // Upper case falls back to lower case, anything else to a space.
-        assert_eq!(a.decode(&a.encode("CAB☃")), "cab ");
-        assert_eq!(a.decode_one(10_000), FALLBACK);
-    }
-
-    #[test]
     fn split_is_by_story_and_deterministic() {
         let stories: Vec<String> = (0..20).map(|i| format!("story {i}.")).collect();
         let (tr, dev) = split_dev(&stories, 0.1, 7);
@@ -639,31 +344,6 @@ mod tests {
         assert_eq!(tr.len(), 18);
         assert!(dev.iter().all(|d| !tr.contains(d)));
         assert_eq!(split_dev(&stories, 0.1, 7).1, dev);
-    }
-
-    #[test]
-    fn lanes_hold_every_story_once() {
-        let a = Codec::from(Alphabet::from_texts(["x#"], 1));
-        let docs: Vec<(String, String)> = (0..9)
-            .map(|i| {
-                (
-                    (if i % 2 == 0 { "#x\n" } else { "" }).to_string(),
-                    "x".repeat(10 + i * 7),
-                )
-            })
-            .collect();
-        let lanes = eval_lanes(&docs, &a, 4, 50);
-        assert_eq!(lanes.len(), 4);
-        let chars: usize = lanes.iter().map(|l| l.ids.len()).sum();
-        let context: usize = docs.iter().map(|d| d.0.len()).sum();
-        let scored: usize = docs.iter().map(|d| d.1.len() + 2).sum();
-        assert_eq!(chars, scored + context + 2 * lanes.len());
-        let counted: usize = lanes
-            .iter()
-            .map(|l| l.scored.iter().filter(|&&b| b).count())
-            .sum();
-        assert_eq!(counted, scored);
-        assert!(lanes.iter().all(|l| l.ids.len() == l.scored.len()));
     }
 
     #[test]
@@ -772,27 +452,5 @@ mod tests {
         // The closing separator of the last document.
         assert_eq!(pos + 2, s.ids.len());
         assert!(s.doc[pos..].iter().all(|&x| x == 5));
-    }
-
-    #[test]
-    fn lane_characters_belong_to_their_documents() {
-        let a = Codec::from(Alphabet::from_texts(["xy#\n"], 1));
-        let docs: Vec<(String, String)> = (0..6)
-            .map(|i| ("#x\n".to_string(), "y".repeat(5 + i)))
-            .collect();
-        for lane in eval_lanes(&docs, &a, 2, 10) {
-            assert_eq!(lane.doc.len(), lane.ids.len());
-            // Each run of one document starts right after a separator and holds its story.
-            let mut start = 0;
-            while start < lane.doc.len() {
-                let d = lane.doc[start];
-                let end = start + lane.doc[start..].iter().take_while(|&&x| x == d).count();
-                let text = a.decode(&lane.ids[start..end]);
-                assert!(text.starts_with("\n\n#x\n"), "{text:?}");
-                let story = &docs[d as usize].1;
-                assert!(text.contains(story.as_str()));
-                start = end;
-            }
-        }
     }
 }

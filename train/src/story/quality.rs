@@ -3,7 +3,7 @@
 //! mentions its hashtags.
 use std::collections::HashSet;
 
-use super::keywords::mentions;
+use hashtale_models::story::keywords::mentions;
 
 /// The lower-case words of a text: runs of letters and apostrophes, apostrophes trimmed.
 pub fn words(text: &str) -> Vec<String> {

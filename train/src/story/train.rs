@@ -1,5 +1,5 @@
-//! Training (truncated BPTT over contiguous lanes of a shuffled document stream) and evaluation
-//! (bits per character on held-out stories).
+//! Training (truncated BPTT over contiguous lanes of a shuffled document stream); dev bits per
+//! character come from the model crate's `story::eval`.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,13 +10,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::charlm::{masked_nll_sum, CharLm, CharLmConfig, WindowKeywords};
-use super::checkpoint::{self, CheckpointMeta, FORMAT};
-use super::copy;
-use super::corpus::{self, Alphabet, Codec, Conditioning, CorpusSpec, Prefixer, FALLBACK};
-use super::keywords::{self, KeywordExtractor};
+use hashtale_models::nn::init::reinit_in_name_order;
+use hashtale_models::story::charlm::{CharLm, CharLmConfig, WindowKeywords};
+use hashtale_models::story::checkpoint::{self, CheckpointMeta, FORMAT};
+use hashtale_models::story::codec::{Alphabet, Codec, Conditioning, FALLBACK};
+use hashtale_models::story::copy;
+use hashtale_models::story::eval::{evaluate_docs, EvalResult};
+use hashtale_models::story::keywords::{self, KeywordExtractor};
+use hashtale_models::story::subword::SubwordVocab;
+
+use super::corpus::{self, CorpusSpec, Prefixer};
 use super::rmsprop::{clip_grad_norm, RmsProp, RmsPropConfig};
-use super::subword::SubwordVocab;
 use crate::{Error, Result};
 
 /// Everything a training run needs; stored in the checkpoint for provenance.
@@ -85,7 +89,7 @@ pub struct TrainConfig {
     pub f16: bool,
     /// The sampling settings the checkpoint recommends (stored in its `config.json`).
     #[serde(default)]
-    pub sampling: super::checkpoint::SamplingDefaults,
+    pub sampling: checkpoint::SamplingDefaults,
 }
 
 fn default_prefix_drop() -> f64 {
@@ -183,133 +187,14 @@ impl TrainConfig {
     }
 }
 
-/// Bits per character of a model on some text.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvalResult {
-    pub bits_per_char: f64,
-    pub chars: usize,
-}
-
-/// Scores stories in batched lanes (see [`corpus::eval_lanes`]): every character of every story
-/// and its closing blank line, each story read after the ones before it in its lane.
-pub fn evaluate(lm: &CharLm, alphabet: &Codec, stories: &[String]) -> Result<EvalResult> {
-    let docs: Vec<(String, String)> = stories.iter().map(|s| (String::new(), s.clone())).collect();
-    evaluate_docs(lm, alphabet, &docs, None)
-}
-
-/// Like [`evaluate`] for `(context, story)` documents: the context (a hashtag prefix) is read
-/// before its story but not scored, so models with and without a prefix are scored on the same
-/// characters. `keywords` gives each document's keyword ids, for a model with a keyword table
-/// (none: every document reads the empty set).
-pub fn evaluate_docs(
-    lm: &CharLm,
-    alphabet: &Codec,
-    docs: &[(String, String)],
-    keywords: Option<&[Vec<u32>]>,
-) -> Result<EvalResult> {
-    const WINDOW: usize = 256;
-    if keywords.is_some_and(|k| k.len() != docs.len()) {
-        return Err(Error::msg("one keyword set per document"));
-    }
-    let lanes = corpus::eval_lanes(docs, alphabet, 64, 1500);
-    // Every document's keyword vector, made once; none given reads as no keywords.
-    let input = match keywords {
-        Some(k) => lm.keyword_input(k)?,
-        None => lm.keyword_input(&vec![Vec::new(); docs.len()])?,
-    };
-    let n = lanes.len();
-    let longest = lanes.iter().map(|l| l.ids.len()).max().unwrap_or(0);
-    if longest < 3 {
-        return Ok(EvalResult {
-            bits_per_char: 0.0,
-            chars: 0,
-        });
-    }
-    let dev = lm.device();
-    let mut state = lm.zero_state(n)?;
-    let mut nats = 0f64;
-    let chars: usize = lanes.iter().map(|l| l.chars).sum();
-    let mut start = 0usize;
-    // Input j predicts j+1; a lane's mask says which predictions count.
-    while start < longest - 1 {
-        let t = WINDOW.min(longest - 1 - start);
-        let mut x = Vec::with_capacity(n * t);
-        let mut y = Vec::with_capacity(n * t);
-        let mut m = Vec::with_capacity(n * t);
-        for lane in &lanes {
-            for j in start..start + t {
-                let ok = lane.scored.get(j + 1).copied().unwrap_or(false);
-                x.push(lane.ids.get(j).copied().unwrap_or(0));
-                y.push(lane.ids.get(j + 1).copied().unwrap_or(0));
-                m.push(if ok { 1f32 } else { 0.0 });
-            }
-        }
-        let x = Tensor::from_vec(x, (n, t), dev)?;
-        let y = Tensor::from_vec(y, n * t, dev)?;
-        let m = Tensor::from_vec(m, n * t, dev)?;
-        let kw = match &input {
-            Some(v) => {
-                let per_step: Vec<Vec<u32>> = (start..start + t)
-                    .map(|j| {
-                        lanes
-                            .iter()
-                            .map(|l| l.doc.get(j).or(l.doc.last()).copied().unwrap_or(0))
-                            .collect()
-                    })
-                    .collect();
-                let mut w = WindowKeywords::with_input(v.clone(), &per_step, dev)?;
-                if let (Some(table), Some(kw)) = (lm.copy_table(), keywords) {
-                    let mut rows = Vec::with_capacity(n * t);
-                    for lane in &lanes {
-                        for j in start..start + t {
-                            let next = match (lane.ids.get(j), lane.doc.get(j)) {
-                                (Some(_), Some(&d)) => table.next(
-                                    &kw[d as usize],
-                                    copy::history(&lane.ids, &lane.doc, 0, j, table.longest()),
-                                ),
-                                _ => Vec::new(),
-                            };
-                            rows.push(next);
-                        }
-                    }
-                    w.copy_next = lm.copy_next_mask(&rows)?;
-                }
-                Some(w)
-            }
-            None => None,
-        };
-        let (logits, s) = lm.forward(&x, &state, kw.as_ref(), None)?;
-        // Detached, or the graph of every earlier window stays alive through the state.
-        state = s.detach();
-        nats += masked_nll_sum(&logits.detach(), &y, &m)?;
-        start += t;
-    }
-    Ok(EvalResult {
-        bits_per_char: if chars > 0 {
-            nats / chars as f64 / std::f64::consts::LN_2
-        } else {
-            0.0
-        },
-        chars,
-    })
-}
-
 /// Deterministic weights from `seed` (candle's CPU RNG cannot be seeded): uniform ±1/√hidden for
 /// the LSTM and output weights, zero biases with forget-gate bias 1, unit-variance embeddings.
 fn init_weights(varmap: &VarMap, cfg: &CharLmConfig, seed: u64) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::msg("varmap lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
     let a = 1.0 / (cfg.hidden as f32).sqrt();
-    for name in names {
-        let var = &data[name];
-        let shape = var.shape().clone();
-        let n = shape.elem_count();
-        let v: Vec<f32> = if name.ends_with(".b") {
+    reinit_in_name_order(varmap, |name, dims| {
+        let n: usize = dims.iter().product();
+        if name.ends_with(".b") {
             (0..n)
                 .map(|i| {
                     if (cfg.hidden..2 * cfg.hidden).contains(&i) {
@@ -320,18 +205,16 @@ fn init_weights(varmap: &VarMap, cfg: &CharLmConfig, seed: u64) -> Result<()> {
                 })
                 .collect()
         } else if name.ends_with("bias") || name.ends_with(".w_k") || name.starts_with("copy") {
-            // Keyword inputs and the copy gate start at zero (see `LstmCell::new`): a new model
-            // copies nothing until it learns to.
+            // Keyword inputs and the copy gate start at zero (see `LstmCell::story_layout`): a
+            // new model copies nothing until it learns to.
             vec![0.0; n]
         } else if name.starts_with("embed") || name.starts_with("keywords") {
             let r = 3f32.sqrt();
             (0..n).map(|_| rng.gen_range(-r..r)).collect()
         } else {
             (0..n).map(|_| rng.gen_range(-a..a)).collect()
-        };
-        var.set(&Tensor::from_vec(v, shape, var.device())?)?;
-    }
-    Ok(())
+        }
+    })
 }
 
 /// The keyword vectors of one training window: the documents its lanes touch, each lane's

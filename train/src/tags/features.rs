@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::short_digest;
-use crate::encoder::{Encoded, ImageEncoder};
-use crate::image_prep::load_image;
+use hashtale_models::encoder::{Encoded, ImageEncoder};
+use hashtale_models::hash::{digest, DigestWidth};
+use hashtale_models::image_prep::load_image;
+
 use crate::{Error, Result};
 
 /// Features of a list of images. The grid is kept as f16 (half the memory; the decoders cast
@@ -136,7 +137,7 @@ pub fn cache_path(cache_dir: &Path, encoder: &str, images: &[PathBuf]) -> PathBu
     cache_dir.join(format!(
         "{encoder}-{}-{}.safetensors",
         images.len(),
-        short_digest(&joined)
+        digest(&joined, DigestWidth::Low48)
     ))
 }
 

@@ -16,11 +16,17 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::decoder::StepDecoder;
+use hashtale_models::encoder::Encoded;
+use hashtale_models::nn;
+use hashtale_models::nn::dropout::DropDraw;
+use hashtale_models::nn::init::reinit_in_name_order;
+use hashtale_models::tags::decoder::StepDecoder;
+use hashtale_models::tags::vocab::{Vocab, PAD};
+use hashtale_models::tags::{
+    log_softmax, DecoderDims, ModelKind, TagModel, TagModelConfig, TagNet,
+};
+
 use super::features::FeatureSet;
-use super::vocab::{Vocab, PAD};
-use super::{log_softmax, DecoderDims, ModelKind, TagModel, TagModelConfig, TagNet};
-use crate::encoder::Encoded;
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,12 +107,7 @@ impl Trained {
 /// Re-initialises every variable from `rng`, in name order: uniform ±1/√fan_in for matrices,
 /// N(0, 1)-like uniform ±√3 for embeddings, zero for biases.
 fn seeded_init(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
+    reinit_in_name_order(varmap, |name, dims| {
         let n: usize = dims.iter().product();
         let bound = if dims.len() < 2 {
             0.0
@@ -115,15 +116,13 @@ fn seeded_init(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
         } else {
             1.0 / (dims[1] as f32).sqrt()
         };
-        let values: Vec<f32> = (0..n)
+        (0..n)
             .map(|_| rng.gen_range(-1.0f32..=1.0) * bound)
-            .collect();
-        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
-    }
-    Ok(())
+            .collect()
+    })
 }
 
-/// A scaled keep-mask for inverted dropout.
+/// A scaled keep-mask for inverted dropout, drawn as the decoders were first trained with.
 fn dropout_mask(
     rng: &mut StdRng,
     rows: usize,
@@ -131,17 +130,7 @@ fn dropout_mask(
     p: f32,
     device: &Device,
 ) -> Result<Tensor> {
-    let keep = 1.0 - p;
-    let v: Vec<f32> = (0..rows * cols)
-        .map(|_| {
-            if rng.gen::<f32>() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Ok(Tensor::from_vec(v, (rows, cols), device)?)
+    nn::dropout::dropout_mask(rng, rows, cols, p, DropDraw::Above, device)
 }
 
 /// Padded decoder inputs, targets and mask for a batch: each (B, T).

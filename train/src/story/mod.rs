@@ -1,0 +1,13 @@
+//! Training the story models.
+//!
+//! - [`corpus`]: story files, the dev split, training streams and their prefixes.
+//! - [`rmsprop`]: the RMSProp optimizer candle-nn lacks.
+//! - [`train`]: truncated-BPTT training of the char/subword LSTM.
+//! - [`quality`]: measures of generated stories that need no model.
+pub mod corpus;
+pub mod quality;
+pub mod rmsprop;
+pub mod train;
+
+pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use train::{train, TrainConfig, TrainReport};
