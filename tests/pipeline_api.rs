@@ -154,6 +154,54 @@ async fn api_suite(env: Env) {
         .unwrap();
     let (st, v, _) = call(&app, req).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    // An HTML form with both inputs sends an empty `image_url` beside the file: it is absent.
+    let mut mp = Vec::new();
+    mp.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image_url\"\r\n\r\n\r\n")
+            .as_bytes(),
+    );
+    mp.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
+    mp.extend_from_slice(&png(3));
+    mp.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let req = Request::post("/v1/posts")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(mp))
+        .unwrap();
+    let (st, v, _) = call(&app, req).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+
+    // Parameters out of their documented bounds, malformed or repeated: a JSON 400.
+    for uri in [
+        "/v1/results?limit=-1722",
+        "/v1/results?limit=0",
+        "/v1/results?limit=1001",
+        "/v1/results?since=-1",
+        "/v1/results?after=x",
+        "/v1/results?since=1&since=2",
+        "/v1/results?limit=10&limit=10",
+        "/v1/jobs/0",
+        "/v1/jobs/-3",
+        "/v1/jobs/9223372036854775808",
+        "/v1/posts/0",
+        "/v1/posts/abc",
+        "/v1/posts/99999999999999999999",
+    ] {
+        let (st, v, text) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}: {text}");
+        assert!(v["error"].is_string(), "{uri}: {text}");
+    }
+    let (st, _, text) = call(
+        &app,
+        Request::get("/v1/jobs/9223372036854775807")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "the largest id is an id: {text}");
 
     // Reads.
     let (st, v, _) = call(
@@ -238,6 +286,14 @@ async fn api_suite(env: Env) {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["openapi"], "3.1.0");
     assert!(v["paths"]["/v1/posts"]["post"]["security"].is_array());
+    for path in [
+        "/v1/results",
+        "/rate/{token}/answer",
+        "/admin/ratings/report.json",
+        "/healthz",
+    ] {
+        assert!(v["paths"][path].is_object(), "{path} is not documented");
+    }
 
     // Not ready: the database is gone. Readers learn that, not the driver's error text.
     let gone = hashtale_store::Store::connect(

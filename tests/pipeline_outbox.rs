@@ -213,7 +213,7 @@ async fn committing_twice_creates_and_announces_one_result() {
             .map(|c| NewResult {
                 job_id: c.job_id,
                 post_id: c.post_id,
-                output: serde_json::from_value(serde_json::json!({})).unwrap(),
+                output: Default::default(),
                 story: None,
                 timings: Timings::default(),
             })

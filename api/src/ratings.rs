@@ -12,13 +12,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{middleware, Form, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::Engine;
 use hashtale_core::config::Config;
+use hashtale_core::sign::{hmac_sha256_parts, verify_parts};
 use hashtale_core::Error;
 use hashtale_ratings::{distribution_svg, export, QuestionSet, Report};
 use hashtale_store::ratings::{
@@ -27,16 +28,21 @@ use hashtale_store::ratings::{
 use hashtale_store::sha256_hex;
 use hashtale_store::Store;
 use hashtale_types::now_ms;
-use hmac::{Hmac, Mac};
 use minijinja::context;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::{check_bearer, Presented, TokenHash};
+use crate::params::{Id, PageForm, PagePath, PageQuery};
 use crate::AppState;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Name of the admin session cookie.
 pub const ADMIN_COOKIE: &str = "hashtale_admin";
@@ -52,8 +58,8 @@ const SLOT_SYNC_EVERY: Duration = Duration::from_secs(5);
 pub struct RatingsState {
     questions: QuestionSet,
     sampling: Sampling,
-    /// SHA-256 of the admin token; `None`: admin pages are disabled.
-    admin_hash: Option<[u8; 32]>,
+    /// The admin token; `None`: admin pages are disabled.
+    admin_hash: Option<TokenHash>,
     secure_cookie: bool,
     secret: tokio::sync::OnceCell<Vec<u8>>,
     last_sync: Mutex<Option<Instant>>,
@@ -72,9 +78,7 @@ impl RatingsState {
                 ttl_ms: (r.assignment_ttl_s > 0)
                     .then(|| (r.assignment_ttl_s as i64).saturating_mul(1000)),
             },
-            admin_hash: r
-                .effective_admin_token(&cfg.api)
-                .map(|t| Sha256::digest(t.as_bytes()).into()),
+            admin_hash: r.effective_admin_token(&cfg.api).map(TokenHash::of),
             secure_cookie: r.base_url(&cfg.api).starts_with("https://"),
             secret: tokio::sync::OnceCell::new(),
             last_sync: Mutex::new(None),
@@ -106,22 +110,22 @@ pub fn invite_link(cfg: &Config, token: &str) -> String {
     format!("{}/rate/{token}", cfg.ratings.base_url(&cfg.api))
 }
 
-/// The rating and admin routes (mounted by [`crate::router`]).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/rate/{token}", get(rate_page))
-        .route("/rate/{token}/answer", axum::routing::post(answer))
-        .route("/rate/{token}/skip", axum::routing::post(skip))
-        .route("/rate/{token}/previous", get(previous_page))
-        .route("/rate/{token}/image/{result_id}", get(image))
-        .route("/static/rate.js", get(static_js))
-        .route("/static/rate.css", get(static_css))
-        .route("/admin/login", get(login_page).post(login))
-        .route("/admin/ratings", get(admin_page))
-        .route("/admin/ratings/report.json", get(admin_report_json))
-        .route("/admin/ratings/chart.svg", get(admin_chart))
-        .route("/admin/ratings/export.csv", get(admin_export_csv))
-        .route("/admin/ratings/export.jsonl", get(admin_export_jsonl))
+/// The rating and admin routes (mounted by [`crate::routes`]).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(rate_page))
+        .routes(routes!(answer))
+        .routes(routes!(skip))
+        .routes(routes!(previous_page))
+        .routes(routes!(image))
+        .routes(routes!(static_js))
+        .routes(routes!(static_css))
+        .routes(routes!(login_page, login))
+        .routes(routes!(admin_page))
+        .routes(routes!(admin_report_json))
+        .routes(routes!(admin_chart))
+        .routes(routes!(admin_export_csv))
+        .routes(routes!(admin_export_jsonl))
         .layer(middleware::map_response(security_headers))
 }
 
@@ -193,7 +197,7 @@ fn html(status: StatusCode, body: String) -> Response {
 pub struct PageError(StatusCode, String);
 
 impl PageError {
-    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, msg: impl Into<String>) -> Self {
         PageError(status, msg.into())
     }
     fn bad(msg: impl Into<String>) -> Self {
@@ -209,6 +213,14 @@ impl From<Error> for PageError {
         match e {
             Error::BadInput(m) => PageError::bad(m),
             Error::NotFound(m) => PageError::new(StatusCode::NOT_FOUND, format!("not found: {m}")),
+            // The database is away (a restart, a network cut): worth retrying, not a bug.
+            e if e.is_unavailable() => {
+                tracing::warn!("ratings: {e}");
+                PageError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the service is unavailable, try again",
+                )
+            }
             other => {
                 tracing::error!("ratings: {other}");
                 PageError::internal()
@@ -225,6 +237,7 @@ impl IntoResponse for PageError {
             StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::CONFLICT => "Cannot change this item",
+            StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
             _ => "Error",
         };
         let body = templates()
@@ -255,26 +268,23 @@ async fn secret(state: &AppState) -> PageResult<&[u8]> {
         .map_err(PageError::from)
 }
 
-fn mac(secret: &[u8], parts: &[&str]) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    for p in parts {
-        // Length-prefixed so that no two part lists give the same input.
-        m.update(&(p.len() as u64).to_be_bytes());
-        m.update(p.as_bytes());
-    }
-    m
+/// The fields a CSRF token signs: it is valid for one rater's form for one assignment.
+fn csrf_parts(rater_id: i64, assignment_id: i64) -> [String; 3] {
+    [
+        "csrf".into(),
+        rater_id.to_string(),
+        assignment_id.to_string(),
+    ]
+}
+
+fn as_bytes(parts: &[String]) -> Vec<&[u8]> {
+    parts.iter().map(String::as_bytes).collect()
 }
 
 /// The CSRF token of a rater's form for one assignment.
 pub fn csrf_token(secret: &[u8], rater_id: i64, assignment_id: i64) -> String {
-    hex::encode(
-        mac(
-            secret,
-            &["csrf", &rater_id.to_string(), &assignment_id.to_string()],
-        )
-        .finalize()
-        .into_bytes(),
-    )
+    let parts = csrf_parts(rater_id, assignment_id);
+    hex::encode(hmac_sha256_parts(secret, &as_bytes(&parts)))
 }
 
 fn check_csrf(
@@ -289,14 +299,8 @@ fn check_csrf(
             "missing CSRF token: reload the page and answer again",
         ));
     };
-    let ok = hex::decode(given).is_ok_and(|bytes| {
-        mac(
-            secret,
-            &["csrf", &rater_id.to_string(), &assignment_id.to_string()],
-        )
-        .verify_slice(&bytes)
-        .is_ok()
-    });
+    let parts = csrf_parts(rater_id, assignment_id);
+    let ok = hex::decode(given).is_ok_and(|tag| verify_parts(secret, &as_bytes(&parts), &tag));
     if ok {
         Ok(())
     } else {
@@ -514,7 +518,25 @@ async fn current_assignment(state: &AppState, rater: &Rater) -> PageResult<Optio
         .await?)
 }
 
-async fn rate_page(State(state): State<AppState>, Path(token): Path<String>) -> PageResult {
+/// The rater's token in a path: what [`rater`] accepts as well formed.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the path parameter; handlers take it as a `String`.
+struct TokenParam {
+    /// The rater's invite token (from `hashtale raters add`).
+    #[param(min_length = 16, max_length = 128, pattern = "^[A-Za-z0-9_-]{16,128}$")]
+    token: String,
+}
+
+/// The rater's current item (a new one is assigned when needed), or "all done".
+#[utoipa::path(get, path = "/rate/{token}", tag = "ratings", params(TokenParam),
+    responses(
+        (status = 400, description = "The token is not valid UTF-8 once percent-decoded", body = String, content_type = "text/html"),
+        (status = 200, description = "The rating form, or the page saying nothing is left", body = String, content_type = "text/html"),
+        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
+async fn rate_page(State(state): State<AppState>, PagePath(token): PagePath<String>) -> PageResult {
     let rater = rater(&state, &token).await?;
     match current_assignment(&state, &rater).await? {
         Some(a) => {
@@ -536,7 +558,19 @@ async fn rate_page(State(state): State<AppState>, Path(token): Path<String>) -> 
     }
 }
 
-async fn previous_page(State(state): State<AppState>, Path(token): Path<String>) -> PageResult {
+/// The rater's last answered item, to change the answer.
+#[utoipa::path(get, path = "/rate/{token}/previous", tag = "ratings", params(TokenParam),
+    responses(
+        (status = 400, description = "The token is not valid UTF-8 once percent-decoded", body = String, content_type = "text/html"),
+        (status = 200, description = "The rating form, filled in", body = String, content_type = "text/html"),
+        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        (status = 404, description = "Nothing answered yet", body = String, content_type = "text/html"),
+    ))]
+async fn previous_page(
+    State(state): State<AppState>,
+    PagePath(token): PagePath<String>,
+) -> PageResult {
     let rater = rater(&state, &token).await?;
     let Some(a) = state.store.previous_rating_assignment(rater.id).await? else {
         return Err(PageError::new(
@@ -672,10 +706,99 @@ async fn checked_form(
     Ok((rater, fields, assignment))
 }
 
+/// The rating form's fields: the item, its CSRF token, the answers; nothing else (unknown and
+/// repeated fields are refused).
+struct AnswerForm;
+
+/// The skip form's fields: the item and its CSRF token.
+struct SkipForm;
+
+/// An object of exactly these properties, the first two required (`assignment`, `csrf`).
+fn rating_form_schema(extra: &[(String, Schema)]) -> RefOr<Schema> {
+    let mut form = ObjectBuilder::new()
+        .property(
+            "assignment",
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(1))
+                .description(Some("the item (assignment) answered")),
+        )
+        .required("assignment")
+        .property(
+            "csrf",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9a-f]{64}$"))
+                .description(Some(
+                    "the form's CSRF token (bound to the rater and the item)",
+                )),
+        )
+        .required("csrf")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for (name, schema) in extra {
+        form = form.property(name, schema.clone());
+    }
+    Schema::Object(form.build()).into()
+}
+
+impl PartialSchema for AnswerForm {
+    fn schema() -> RefOr<Schema> {
+        let int = |min: i64, max: Option<i64>, what: String| {
+            Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(min))
+                    .maximum(max)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        // `q1_N`: hashtag N fits the image (1) or not (0); unticked ones are omitted.
+        let mut answers: Vec<(String, Schema)> = (0..MAX_HASHTAGS)
+            .map(|i| {
+                let what = format!("hashtag {i} fits the image: 1, or 0 (omitted: 0)");
+                (format!("q1_{i}"), int(0, Some(1), what))
+            })
+            .collect();
+        for q in ["q2", "q3"] {
+            let what = "the story's answer on the question's scale (required when the item has \
+                        a story, refused otherwise)";
+            answers.push((q.to_string(), int(0, None, what.to_string())));
+        }
+        rating_form_schema(&answers)
+    }
+}
+
+impl ToSchema for AnswerForm {}
+
+impl PartialSchema for SkipForm {
+    fn schema() -> RefOr<Schema> {
+        rating_form_schema(&[])
+    }
+}
+
+impl ToSchema for SkipForm {}
+
+/// Answers the rater's item; back to the rating page.
+#[utoipa::path(post, path = "/rate/{token}/answer", tag = "ratings", params(TokenParam),
+    request_body(content = AnswerForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Saved: on to the next item", headers(("location" = String))),
+        (status = 400, description = "A field missing, repeated, unknown or out of its scale", body = String, content_type = "text/html"),
+        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        (status = 403, description = "Missing or invalid CSRF token", body = String, content_type = "text/html"),
+        (status = 404, description = "The item is not assigned to this rater", body = String, content_type = "text/html"),
+        (status = 409, description = "The item can no longer be changed", body = String, content_type = "text/html"),
+        (status = 413, description = "Form too large", body = String, content_type = "text/html"),
+        (status = 415, description = "Not a urlencoded form", body = String, content_type = "text/html"),
+        (status = 422, description = "Not a parseable urlencoded form", body = String, content_type = "text/html"),
+    ))]
 async fn answer(
     State(state): State<AppState>,
-    Path(token): Path<String>,
-    Form(fields): Form<Vec<(String, String)>>,
+    PagePath(token): PagePath<String>,
+    PageForm(fields): PageForm<Vec<(String, String)>>,
 ) -> PageResult {
     let (rater, fields, assignment) = checked_form(&state, &token, fields).await?;
     let item = state.store.rating_item(&assignment).await?;
@@ -700,10 +823,25 @@ async fn answer(
     }
 }
 
+/// Skips the rater's current item.
+#[utoipa::path(post, path = "/rate/{token}/skip", tag = "ratings", params(TokenParam),
+    request_body(content = SkipForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Skipped: on to the next item", headers(("location" = String))),
+        (status = 400, description = "A field missing, repeated or unknown", body = String, content_type = "text/html"),
+        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        (status = 403, description = "Missing or invalid CSRF token", body = String, content_type = "text/html"),
+        (status = 404, description = "The item is not assigned to this rater", body = String, content_type = "text/html"),
+        (status = 409, description = "Only the current item can be skipped", body = String, content_type = "text/html"),
+        (status = 413, description = "Form too large", body = String, content_type = "text/html"),
+        (status = 415, description = "Not a urlencoded form", body = String, content_type = "text/html"),
+        (status = 422, description = "Not a parseable urlencoded form", body = String, content_type = "text/html"),
+    ))]
 async fn skip(
     State(state): State<AppState>,
-    Path(token): Path<String>,
-    Form(fields): Form<Vec<(String, String)>>,
+    PagePath(token): PagePath<String>,
+    PageForm(fields): PageForm<Vec<(String, String)>>,
 ) -> PageResult {
     let (rater, fields, assignment) = checked_form(&state, &token, fields).await?;
     if let Some(extra) = fields
@@ -725,10 +863,25 @@ async fn skip(
     Ok(Redirect::to(&format!("/rate/{token}")).into_response())
 }
 
+/// The image of an item assigned to the rater (fetched by the server for URL posts).
+#[utoipa::path(get, path = "/rate/{token}/image/{result_id}", tag = "ratings",
+    params(
+        TokenParam,
+        ("result_id" = i64, Path, description = "the item's result id", minimum = 1, maximum = 9223372036854775807_i64),
+    ),
+    responses(
+        (status = 200, description = "The image", content_type = "image/*"),
+        (status = 400, description = "The result id is not a number from 1 to 2^63-1", body = String, content_type = "text/html"),
+        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        (status = 404, description = "Not assigned to this rater, or no image", body = String, content_type = "text/html"),
+        (status = 502, description = "The image could not be fetched, or is not an image", body = String, content_type = "text/html"),
+    ))]
 async fn image(
     State(state): State<AppState>,
-    Path((token, result_id)): Path<(String, i64)>,
+    PagePath(path): PagePath<(String, Id)>,
 ) -> PageResult {
+    let (token, Id(result_id)) = path;
     let rater = rater(&state, &token).await?;
     let assignment = state
         .store
@@ -767,6 +920,9 @@ async fn image(
         .into_response())
 }
 
+/// The rating page's script.
+#[utoipa::path(get, path = "/static/rate.js", tag = "ratings",
+    responses((status = 200, description = "JavaScript", body = String, content_type = "text/javascript")))]
 async fn static_js() -> Response {
     (
         [
@@ -778,6 +934,9 @@ async fn static_js() -> Response {
         .into_response()
 }
 
+/// The rating and admin pages' style sheet.
+#[utoipa::path(get, path = "/static/rate.css", tag = "ratings",
+    responses((status = 200, description = "CSS", body = String, content_type = "text/css")))]
 async fn static_css() -> Response {
     (
         [
@@ -792,7 +951,7 @@ async fn static_css() -> Response {
 // ---------------------------------------------------------------------------------------------
 // Admin
 
-fn admin_hash(state: &AppState) -> PageResult<[u8; 32]> {
+fn admin_hash(state: &AppState) -> PageResult<TokenHash> {
     state.ratings.admin_hash.ok_or_else(|| {
         PageError::new(
             StatusCode::FORBIDDEN,
@@ -801,55 +960,44 @@ fn admin_hash(state: &AppState) -> PageResult<[u8; 32]> {
     })
 }
 
-/// `{expiry_ms}.{hex hmac}` for an admin session ending at `expiry_ms`.
-fn admin_session_value(secret: &[u8], admin_hash: &[u8; 32], expiry_ms: i64) -> String {
-    let tag = mac(
-        secret,
-        &["admin", &hex::encode(admin_hash), &expiry_ms.to_string()],
-    )
-    .finalize()
-    .into_bytes();
-    format!("{expiry_ms}.{}", hex::encode(tag))
+/// The fields an admin session signs: the admin token (as its hash: a new token ends every
+/// session) and the expiry.
+fn admin_session_tag(secret: &[u8], admin: &TokenHash, expiry_ms: i64) -> [u8; 32] {
+    let (hash, expiry) = (hex::encode(admin.as_bytes()), expiry_ms.to_string());
+    hmac_sha256_parts(secret, &[b"admin", hash.as_bytes(), expiry.as_bytes()])
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// `{expiry_ms}.{hex hmac}` for an admin session ending at `expiry_ms`.
+fn admin_session_value(secret: &[u8], admin: &TokenHash, expiry_ms: i64) -> String {
+    let tag = admin_session_tag(secret, admin, expiry_ms);
+    format!("{expiry_ms}.{}", hex::encode(tag))
 }
 
 /// Admin access: `Authorization: Bearer <token>` or a valid session cookie; 401 otherwise.
 async fn require_admin(state: &AppState, headers: &HeaderMap) -> PageResult<()> {
     let expected = admin_hash(state)?;
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let given = auth
-            .to_str()
-            .unwrap_or("")
-            .strip_prefix("Bearer ")
-            .unwrap_or("");
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        if bool::from(given.ct_eq(&expected)) {
-            return Ok(());
+    match check_bearer(&expected, headers) {
+        Presented::Valid => return Ok(()),
+        // A wrong token is refused even beside a valid cookie: the caller meant the header.
+        Presented::Invalid => {
+            return Err(PageError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong admin token",
+            ))
         }
-        return Err(PageError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong admin token",
-        ));
+        Presented::Nothing => {}
     }
-    if let Some(value) = cookie(headers, ADMIN_COOKIE) {
+    let jar = CookieJar::from_headers(headers);
+    if let Some(cookie) = jar.get(ADMIN_COOKIE) {
         let secret = secret(state).await?;
-        let valid = value
+        let valid = cookie
+            .value()
             .split_once('.')
-            .and_then(|(exp, _)| exp.parse::<i64>().ok())
-            .filter(|exp| *exp > now_ms())
-            .is_some_and(|exp| {
-                let want = admin_session_value(secret, &expected, exp);
-                bool::from(want.as_bytes().ct_eq(value.as_bytes()))
+            .and_then(|(exp, tag)| Some((exp.parse::<i64>().ok()?, hex::decode(tag).ok()?)))
+            .filter(|(exp, _)| *exp > now_ms())
+            .is_some_and(|(exp, tag)| {
+                let want = admin_session_tag(secret, &expected, exp);
+                bool::from(want.as_slice().ct_eq(tag.as_slice()))
             });
         if valid {
             return Ok(());
@@ -861,46 +1009,83 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> PageResult<()> 
     ))
 }
 
+/// The sign-in form.
+#[utoipa::path(get, path = "/admin/login", tag = "admin",
+    responses(
+        (status = 200, description = "The sign-in form", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
 async fn login_page(State(state): State<AppState>) -> PageResult {
     admin_hash(&state)?;
     Ok(html(StatusCode::OK, render("login.html", context! {})?))
 }
 
-#[derive(Deserialize)]
+/// Longest admin token the sign-in form takes (the form field's `maxlength`).
+pub(crate) const MAX_ADMIN_TOKEN_CHARS: usize = 512;
+
+/// The sign-in form's fields.
+#[derive(Deserialize, ToSchema)]
 struct LoginForm {
+    /// The admin token (`ratings.admin_token`, or `api.token`).
     #[serde(default)]
+    #[schema(max_length = 512)]
     token: String,
 }
 
-async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> PageResult {
+/// Signs in with the admin token: sets the session cookie (never the token itself).
+#[utoipa::path(post, path = "/admin/login", tag = "admin",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed in: the session cookie is set; on to /admin/ratings",
+            headers(("location" = String), ("set-cookie" = String, description = "hashtale_admin=…; Path=/admin; HttpOnly; SameSite=Strict"))),
+        (status = 400, description = "Token longer than 512 characters", body = String, content_type = "text/html"),
+        (status = 401, description = "Wrong admin token", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        (status = 413, description = "Form too large", body = String, content_type = "text/html"),
+        (status = 415, description = "Not a urlencoded form", body = String, content_type = "text/html"),
+        (status = 422, description = "Not a parseable urlencoded form", body = String, content_type = "text/html"),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    PageForm(f): PageForm<LoginForm>,
+) -> PageResult {
     let expected = admin_hash(&state)?;
-    let given: [u8; 32] = Sha256::digest(f.token.as_bytes()).into();
-    if !bool::from(given.ct_eq(&expected)) {
+    if f.token.chars().count() > MAX_ADMIN_TOKEN_CHARS {
+        return Err(PageError::bad(format!(
+            "token: at most {MAX_ADMIN_TOKEN_CHARS} characters"
+        )));
+    }
+    if !expected.matches(&f.token) {
         let body = render("login.html", context! { error => "Wrong admin token." })?;
         return Ok(html(StatusCode::UNAUTHORIZED, body));
     }
     let expiry = now_ms() + ADMIN_SESSION.as_millis() as i64;
     let value = admin_session_value(secret(&state).await?, &expected, expiry);
-    let cookie = format!(
-        "{ADMIN_COOKIE}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        ADMIN_SESSION.as_secs(),
-        if state.ratings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
-    );
-    let mut resp = Redirect::to("/admin/ratings").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|_| PageError::internal())?,
-    );
-    Ok(resp)
+    let cookie = Cookie::build((ADMIN_COOKIE, value))
+        .path("/admin")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(
+            ADMIN_SESSION
+                .try_into()
+                .map_err(|_| PageError::internal())?,
+        )
+        .secure(state.ratings.secure_cookie);
+    Ok((jar.add(cookie), Redirect::to("/admin/ratings")).into_response())
 }
 
-#[derive(Deserialize, Default)]
+/// Longest model version the admin pages filter on (model versions are short names).
+pub(crate) const MAX_MODEL_VERSION_CHARS: usize = 200;
+
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct VersionQuery {
+    /// Only this model version (empty: all).
     #[serde(default)]
+    #[param(max_length = 200)]
     model_version: Option<String>,
 }
 
@@ -913,23 +1098,22 @@ impl VersionQuery {
     fn query(&self) -> String {
         self.version()
             .map(|v| {
-                let enc: String = url_encode(v);
-                format!("?model_version={enc}")
+                let enc = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("model_version", v)
+                    .finish();
+                format!("?{enc}")
             })
             .unwrap_or_default()
     }
-}
 
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    fn checked(self) -> PageResult<Self> {
+        match &self.model_version {
+            Some(v) if v.chars().count() > MAX_MODEL_VERSION_CHARS => Err(PageError::bad(format!(
+                "model_version: at most {MAX_MODEL_VERSION_CHARS} characters"
+            ))),
+            _ => Ok(self),
+        }
+    }
 }
 
 async fn report(state: &AppState, q: &VersionQuery) -> PageResult<Report> {
@@ -937,12 +1121,32 @@ async fn report(state: &AppState, q: &VersionQuery) -> PageResult<Report> {
     Ok(Report::build(&rows, &state.ratings.questions))
 }
 
+/// What every admin route checks first: access, then the query.
+async fn admin_query(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: PageResult<VersionQuery>,
+) -> PageResult<VersionQuery> {
+    require_admin(state, headers).await?;
+    q?.checked()
+}
+
+/// The admin page: progress, raters, the report.
+#[utoipa::path(get, path = "/admin/ratings", tag = "admin", params(VersionQuery),
+    security(("bearer" = []), ("admin_session" = [])),
+    responses(
+        (status = 200, description = "The admin page", body = String, content_type = "text/html"),
+        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
+        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
 async fn admin_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<VersionQuery>,
+    q: Result<PageQuery<VersionQuery>, PageError>,
 ) -> PageResult {
-    require_admin(&state, &headers).await?;
+    let q = admin_query(&state, &headers, q.map(|PageQuery(q)| q)).await?;
     sync_slots(&state, true).await?;
     let report = report(&state, &q).await?;
     let progress = state
@@ -975,21 +1179,41 @@ async fn admin_page(
     Ok(html(StatusCode::OK, body))
 }
 
+/// Human-rating report per model version (see docs/ratings.md).
+#[utoipa::path(get, path = "/admin/ratings/report.json", tag = "admin", params(VersionQuery),
+    security(("bearer" = []), ("admin_session" = [])),
+    responses(
+        (status = 200, description = "The report", body = Object),
+        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
+        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
 async fn admin_report_json(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<VersionQuery>,
+    q: Result<PageQuery<VersionQuery>, PageError>,
 ) -> PageResult {
-    require_admin(&state, &headers).await?;
+    let q = admin_query(&state, &headers, q.map(|PageQuery(q)| q)).await?;
     Ok(axum::Json(report(&state, &q).await?).into_response())
 }
 
+/// The answers' distribution per question, as SVG.
+#[utoipa::path(get, path = "/admin/ratings/chart.svg", tag = "admin", params(VersionQuery),
+    security(("bearer" = []), ("admin_session" = [])),
+    responses(
+        (status = 200, description = "The chart", body = String, content_type = "image/svg+xml"),
+        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
+        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
 async fn admin_chart(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<VersionQuery>,
+    q: Result<PageQuery<VersionQuery>, PageError>,
 ) -> PageResult {
-    require_admin(&state, &headers).await?;
+    let q = admin_query(&state, &headers, q.map(|PageQuery(q)| q)).await?;
     let svg = distribution_svg(&report(&state, &q).await?, &state.ratings.questions);
     Ok((
         [
@@ -1008,10 +1232,10 @@ async fn admin_chart(
 async fn admin_export(
     state: &AppState,
     headers: &HeaderMap,
-    q: &VersionQuery,
+    q: PageResult<VersionQuery>,
     format: export::ExportFormat,
 ) -> PageResult {
-    require_admin(state, headers).await?;
+    let q = admin_query(state, headers, q).await?;
     let rows = state.store.rating_rows(q.version()).await?;
     let mut out = Vec::new();
     export::write(format, &rows, &mut out).map_err(|e| {
@@ -1031,18 +1255,40 @@ async fn admin_export(
         .into_response())
 }
 
+/// Every rating answer as CSV.
+#[utoipa::path(get, path = "/admin/ratings/export.csv", tag = "admin", params(VersionQuery),
+    security(("bearer" = []), ("admin_session" = [])),
+    responses(
+        (status = 200, description = "The answers", body = String, content_type = "text/csv"),
+        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
+        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
 async fn admin_export_csv(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<VersionQuery>,
+    q: Result<PageQuery<VersionQuery>, PageError>,
 ) -> PageResult {
-    admin_export(&state, &headers, &q, export::ExportFormat::Csv).await
+    let q = q.map(|PageQuery(q)| q);
+    admin_export(&state, &headers, q, export::ExportFormat::Csv).await
 }
 
+/// Every rating answer as JSON Lines.
+#[utoipa::path(get, path = "/admin/ratings/export.jsonl", tag = "admin", params(VersionQuery),
+    security(("bearer" = []), ("admin_session" = [])),
+    responses(
+        (status = 200, description = "The answers", body = String, content_type = "application/jsonl"),
+        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
+        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
+        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+    ))]
 async fn admin_export_jsonl(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<VersionQuery>,
+    q: Result<PageQuery<VersionQuery>, PageError>,
 ) -> PageResult {
-    admin_export(&state, &headers, &q, export::ExportFormat::Jsonl).await
+    let q = q.map(|PageQuery(q)| q);
+    admin_export(&state, &headers, q, export::ExportFormat::Jsonl).await
 }
