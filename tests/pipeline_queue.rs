@@ -23,6 +23,14 @@ fn post(id: u32) -> NewPost {
     }
 }
 
+/// The in-process queue of a local `Env`.
+fn local(env: &Env) -> &hashtale_queue::LocalQueue {
+    match &env.queue {
+        JobQueue::Local(l) => l,
+        JobQueue::Rabbit(_) => panic!("not a local queue"),
+    }
+}
+
 async fn next(c: &mut hashtale_queue::JobConsumer) -> hashtale_queue::Delivery {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     c.next(Some(deadline))
@@ -284,23 +292,23 @@ async fn local_queue_retries_then_fails_and_survives_restart() {
     assert_eq!((row.state, row.attempts), (JobState::Failed, 3));
     // A job claimed by a process that died is taken again after a restart.
     let r2 = ing.ingest(&post(2)).await.unwrap();
-    let claimed = env.store.claim(10).await.unwrap();
+    let claimed = local(&env).claim(10).await.unwrap();
     assert_eq!(claimed[0].job_id, r2.job_id.unwrap());
-    assert!(env.store.claim(10).await.unwrap().is_empty());
-    assert_eq!(env.store.requeue_running().await.unwrap(), 1);
+    assert!(local(&env).claim(10).await.unwrap().is_empty());
+    assert_eq!(local(&env).requeue_running().await.unwrap(), 1);
     let mut c = env.queue.consumer(4).await.unwrap();
     assert_eq!(next(&mut c).await.msg.job_id, r2.job_id.unwrap());
     env.cleanup().await;
 }
 
-/// On the in-process queue, republishing what is pending must not hand a running job out again
+/// On the in-process queue, enqueueing what is pending must not hand a running job out again
 /// (it would run twice): only `pending` rows move, to `queued`.
 #[tokio::test]
-async fn local_republish_leaves_running_jobs_alone() {
+async fn local_enqueue_pending_leaves_running_jobs_alone() {
     let env = Env::sqlite_local("local_republish").await;
     let ing = Ingestor::new(env.store.clone(), env.queue.clone(), &env.cfg.fetch).unwrap();
     let running = ing.ingest(&post(1)).await.unwrap().job_id.unwrap();
-    let claimed = env.store.claim(10).await.unwrap();
+    let claimed = local(&env).claim(10).await.unwrap();
     assert_eq!(claimed[0].job_id, running);
     env.store.start_jobs(&[running]).await.unwrap();
     // A job whose publisher died after its commit.
@@ -311,12 +319,12 @@ async fn local_republish_leaves_running_jobs_alone() {
         .unwrap()
         .job_id
         .unwrap();
-    assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 1);
+    assert_eq!(env.queue.enqueue_pending(&env.store).await.unwrap(), 1);
     let row = env.store.job(running).await.unwrap().unwrap();
     assert_eq!(row.state, JobState::Running, "the live worker's job");
     let row = env.store.job(pending).await.unwrap().unwrap();
     assert_eq!(row.state, JobState::Queued);
-    assert_eq!(env.queue.republish_pending(&env.store).await.unwrap(), 0);
+    assert_eq!(env.queue.enqueue_pending(&env.store).await.unwrap(), 0);
     env.cleanup().await;
 }
 

@@ -1,6 +1,7 @@
 //! The store on both backends: the same checks run on Postgres and on SQLite.
 mod pipeline_support;
 
+use hashtale_queue::LocalQueue;
 use hashtale_store::NewResult;
 use hashtale_store::Store;
 use hashtale_types::JobState;
@@ -67,12 +68,13 @@ async fn store_suite(store: &Store) {
     assert!(store.pending_jobs(10).await.unwrap().is_empty());
 
     // Claiming (local queue) counts attempts and hands each job out once.
-    let claimed = store.claim(2).await.unwrap();
+    let local = LocalQueue::new(store.clone());
+    let claimed = local.claim(2).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(claimed.iter().all(|c| c.attempts == 0));
-    let rest = store.claim(10).await.unwrap();
+    let rest = local.claim(10).await.unwrap();
     assert_eq!(rest.len(), 1);
-    assert!(store.claim(10).await.unwrap().is_empty());
+    assert!(local.claim(10).await.unwrap().is_empty());
 
     // A retry is not due before its time; a restart requeues running jobs.
     let j = claimed[0].job_id;
@@ -80,12 +82,12 @@ async fn store_suite(store: &Store) {
         .fail_job(j, "flaky network", JobState::Queued, now_ms() + 60_000)
         .await
         .unwrap();
-    assert!(store.claim(10).await.unwrap().is_empty());
+    assert!(local.claim(10).await.unwrap().is_empty());
     assert_eq!(
         store.job(j).await.unwrap().unwrap().last_error.as_deref(),
         Some("flaky network")
     );
-    assert_eq!(store.requeue_running().await.unwrap(), 2);
+    assert_eq!(local.requeue_running().await.unwrap(), 2);
 
     // Work items carry the image; results are unique per (post, model version).
     let items = store

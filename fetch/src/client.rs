@@ -325,6 +325,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{bind, serve, Reply};
     use image::ImageFormat;
     use std::io::Cursor;
 
@@ -391,83 +392,6 @@ mod tests {
         assert!(!is_no_such_host(
             "failed to lookup address information: Temporary failure in name resolution"
         ));
-    }
-
-    /// What the test server answers for one path.
-    #[derive(Clone)]
-    enum Reply {
-        Ok(Vec<u8>),
-        /// The body without Content-Length, ended by closing the connection.
-        Unsized(Vec<u8>),
-        Redirect(String),
-        /// Never answers.
-        Hang,
-    }
-
-    /// A minimal HTTP/1.1 server on `listener` (one request per connection), so redirects can
-    /// point wherever a test needs; unknown paths get 404.
-    fn serve(listener: tokio::net::TcpListener, routes: Vec<(&'static str, Reply)>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let routes: std::collections::HashMap<String, Reply> = routes
-            .into_iter()
-            .map(|(p, r)| (p.to_string(), r))
-            .collect();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let routes = routes.clone();
-                tokio::spawn(async move {
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&req);
-                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    let (head, body) = match routes.get(&path) {
-                        Some(Reply::Ok(b)) => (
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n",
-                                b.len()
-                            ),
-                            b.clone(),
-                        ),
-                        Some(Reply::Unsized(b)) => (
-                            "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n".to_string(),
-                            b.clone(),
-                        ),
-                        Some(Reply::Redirect(to)) => (
-                            format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n"),
-                            Vec::new(),
-                        ),
-                        Some(Reply::Hang) => {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                            return;
-                        }
-                        None => (
-                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n".to_string(),
-                            Vec::new(),
-                        ),
-                    };
-                    let _ = sock
-                        .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
-                        .await;
-                    let _ = sock.write_all(&body).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-    }
-
-    async fn bind(ip: &str) -> (tokio::net::TcpListener, SocketAddr) {
-        let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-        let a = l.local_addr().unwrap();
-        (l, a)
     }
 
     fn fetcher(allow_private_hosts: &[&str]) -> Fetcher {

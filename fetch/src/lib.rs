@@ -7,9 +7,12 @@
 //!   (`hashtale tag`, `classify`), dataset tools and the worker all decode here, so a photo one
 //!   accepts the others accept too.
 //! - [`config`]: the one set of limits for both ([`FetchConfig`], [`DecodeLimits`]).
+//! - `test_support` (tests only): axum test servers for the client's tests.
 pub mod client;
 pub mod config;
 pub mod decode;
+#[cfg(test)]
+mod test_support;
 
 pub use client::{is_public, read_body_capped, Fetcher};
 pub use config::FetchConfig;

@@ -3,6 +3,15 @@
 //! Sources: watched folders (notify), RSS/Atom/JSON feeds (feed-rs, polled with ETag and
 //! Last-Modified), the RabbitMQ ingest queue, and backfill files. Posts are unique per
 //! (source, external id), so seeing the same thing twice never makes a second job.
+//!
+//! # Module map
+//!
+//! - `lib.rs`: [`spawn_sources`], which starts every configured source.
+//! - [`dir`]: watched folders (a file is taken once it stops changing).
+//! - [`feed`]: feed polling, conditional on ETag and Last-Modified.
+//! - [`ingest`]: the RabbitMQ ingest queue's consumer.
+//! - [`backfill`]: backfill files, resumable.
+//! - [`Ingestor`] (from hashtale-ingest): commits posts and hands their jobs to the queue.
 pub mod backfill;
 pub mod dir;
 pub mod feed;

@@ -77,11 +77,12 @@ pub fn run(a: RunArgs) -> Result<()> {
             )
         };
         let store = open_store(&cfg).await?;
-        let requeued = store.requeue_running().await?;
+        let local = hashtale_queue::LocalQueue::new(store.clone());
+        let requeued = local.requeue_running().await?;
         if requeued > 0 {
             tracing::info!("resuming {requeued} unfinished jobs");
         }
-        let queue = JobQueue::Local(hashtale_queue::LocalQueue::new(store.clone()));
+        let queue = JobQueue::Local(local);
         if !a.once {
             let gauges = Some((store.clone(), queue.clone()));
             hashtale_api::serve_metrics(&cfg, "run", gauges, shutdown.clone()).await?;

@@ -37,7 +37,7 @@ pub fn run(a: SchedulerArgs) -> Result<()> {
         hashtale_api::serve_metrics(&cfg, "scheduler", None, shutdown.clone()).await?;
         let store = open_store(&cfg).await?;
         let queue = open_queue(&cfg, &store).await?;
-        let n = queue.republish_pending(&store).await?;
+        let n = queue.enqueue_pending(&store).await?;
         if n > 0 {
             tracing::info!("published {n} jobs left pending by an earlier run");
         }

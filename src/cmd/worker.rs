@@ -60,8 +60,8 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         hashtale_api::serve_metrics(&cfg, "worker", None, shutdown.clone()).await?;
         let store = open_store(&cfg).await?;
         let queue = open_queue(&cfg, &store).await?;
-        if let hashtale_queue::JobQueue::Local(_) = queue {
-            store.requeue_running().await?;
+        if let hashtale_queue::JobQueue::Local(local) = &queue {
+            local.requeue_running().await?;
         }
         let model = load_model(&cfg.models).await?;
         Worker {

@@ -18,16 +18,6 @@ use crate::{ResultRow, Store};
 use hashtale_core::{Error, Result};
 use hashtale_types::now_ms;
 
-/// Runs `$body` with `$pool` bound to whichever pool the store holds.
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Postgres($pool) => $body,
-            Store::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// Assignment states, as stored.
 pub mod assignment_state {
     /// Shown to the rater, not yet answered (holds one of the result's k slots).
