@@ -14,6 +14,7 @@ use hashtale_worker::{NoopModelForOverheadBench, Worker};
 use pipeline_support::{jobs_in, png, serve, wait_until, Env, Files};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// A server (on loopback, which the tests' fetch config allows) that answers every request
 /// with a PNG sent one byte a second, until `finish` turns true: then the rest at once.
@@ -108,17 +109,17 @@ async fn ingest_16(env: &Env, drip: &Drip) -> (i64, Vec<i64>) {
 fn start_worker(
     env: &Env,
 ) -> (
-    watch::Sender<bool>,
+    CancellationToken,
     tokio::task::JoinHandle<hashtale_core::Result<()>>,
 ) {
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let worker = Worker {
         store: env.store.clone(),
         queue: env.queue.clone(),
         cfg: env.cfg.clone(),
         model: Arc::new(NoopModelForOverheadBench),
     };
-    (stop, tokio::spawn(worker.run(rx)))
+    (stop.clone(), tokio::spawn(worker.run(stop)))
 }
 
 async fn state_of(env: &Env, job: i64) -> JobState {
@@ -163,7 +164,7 @@ async fn dripping_url_does_not_hold_up_the_others(mut env: Env) {
     let row = env.store.job(drip_job).await.unwrap().unwrap();
     assert_eq!(row.attempts, 1, "the late job was not retried");
 
-    let _ = stop.send(true);
+    stop.cancel();
     task.await
         .unwrap()
         .expect("the worker ends cleanly (no ack of an unknown tag)");
@@ -210,7 +211,7 @@ async fn a_url_that_never_finishes_fails_alone_at_its_deadline() {
     let reason = row.last_error.unwrap_or_default();
     assert!(reason.contains("deadline"), "{reason}");
     assert!(drip.sent.load(Ordering::SeqCst) < drip.body_len);
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }

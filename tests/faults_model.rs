@@ -79,14 +79,14 @@ async fn a_model_crashing_image_fails_alone() {
     let model = Arc::new(CrashesOnOneImage {
         calls: AtomicUsize::new(0),
     });
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let worker = Worker {
         store: env.store.clone(),
         queue: env.queue.clone(),
         cfg: env.cfg.clone(),
         model: model.clone(),
     };
-    let task = tokio::spawn(worker.run(rx));
+    let task = tokio::spawn(worker.run(stop.clone()));
     wait_until(60, "every job finished", || async {
         jobs_in(&env.store, JobState::Done).await + jobs_in(&env.store, JobState::Failed).await == 5
     })
@@ -101,7 +101,7 @@ async fn a_model_crashing_image_fails_alone() {
     let reason = row.last_error.unwrap_or_default();
     assert!(reason.contains("fails on this image"), "{reason}");
     assert_eq!(env.store.count("results").await.unwrap(), 4);
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }

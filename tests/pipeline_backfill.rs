@@ -27,10 +27,10 @@ async fn backfill_suite(env: Env) {
         max_bytes: 1 << 20,
     };
     // Interrupted before it starts: nothing done, resumable.
-    let (tx, rx) = tokio::sync::watch::channel(true);
-    let r = run_backfill(&ing, &opts, rx).await.unwrap();
+    let stopped = tokio_util::sync::CancellationToken::new();
+    stopped.cancel();
+    let r = run_backfill(&ing, &opts, stopped).await.unwrap();
     assert!(!r.finished);
-    drop(tx);
     // Simulate an earlier run that committed the first chunk.
     for i in 0..10u32 {
         let post = hashtale_types::NewPost {
@@ -50,7 +50,7 @@ async fn backfill_suite(env: Env) {
     let (id, _) = env.store.backfill_start(&key, 31).await.unwrap();
     env.store.backfill_progress(id, 10, false).await.unwrap();
 
-    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let rx = tokio_util::sync::CancellationToken::new();
     let r = run_backfill(&ing, &opts, rx.clone()).await.unwrap();
     assert!(r.finished);
     assert_eq!(

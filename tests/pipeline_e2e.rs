@@ -16,23 +16,23 @@ use hashtale_types::JobState;
 use hashtale_types::{ImageSource, JobMessage, NewPost, ResultMessage};
 use hashtale_worker::Worker;
 use pipeline_support::{jobs_in, jpeg, model, png, rss, serve, wait_until, Env, Files};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Starts a worker with the real models; returns its stop switch and task.
 fn start_worker(
     env: &Env,
 ) -> (
-    watch::Sender<bool>,
+    CancellationToken,
     tokio::task::JoinHandle<hashtale_core::Result<()>>,
 ) {
-    let (tx, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let w = Worker {
         store: env.store.clone(),
         queue: env.queue.clone(),
         cfg: env.cfg.clone(),
         model: model(),
     };
-    (tx, tokio::spawn(w.run(rx)))
+    (stop.clone(), tokio::spawn(w.run(stop)))
 }
 
 /// Post ids and result ids seen on the results exchange.
@@ -168,7 +168,7 @@ async fn two_hundred_posts(env: Env) {
     }
     stop_dir.cancel();
     watcher.await.unwrap().unwrap();
-    let _ = stop.send(true);
+    stop.cancel();
     worker.await.unwrap().unwrap();
     if let Some(rabbit) = env.queue.rabbit() {
         // The worker's channel is closed: anything it had not acknowledged would be back.
@@ -276,7 +276,7 @@ async fn poison_inputs_fail_with_reasons_and_the_rest_succeeds() {
         jobs_in(&env.store, JobState::Done).await == 7
     })
     .await;
-    let _ = stop.send(true);
+    stop.cancel();
     worker.await.unwrap().unwrap();
     env.cleanup().await;
 }
@@ -356,7 +356,7 @@ async fn the_same_post_delivered_twice_gives_one_result() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop.send(true);
+    stop.cancel();
     worker.await.unwrap().unwrap();
     assert_eq!(
         env.store.results_for_post(r.post_id).await.unwrap().len(),
@@ -419,7 +419,7 @@ async fn a_job_delivered_again_after_its_last_attempt_is_parked_not_rerun() {
         rabbit.depth(&rabbit.names.dead).await.unwrap() == 1
     })
     .await;
-    let _ = stop.send(true);
+    stop.cancel();
     worker.await.unwrap().unwrap();
     env.cleanup().await;
 }

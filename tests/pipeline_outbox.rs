@@ -269,14 +269,14 @@ async fn a_hanging_webhook_does_not_stall_the_worker() {
         .await
         .unwrap();
     }
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let worker = hashtale_worker::Worker {
         store: env.store.clone(),
         queue: env.queue.clone(),
         cfg: env.cfg.clone(),
         model: Arc::new(hashtale_worker::NoopModelForOverheadBench),
     };
-    let task = tokio::spawn(worker.run(rx));
+    let task = tokio::spawn(worker.run(stop.clone()));
     let started = std::time::Instant::now();
     // The webhook client waits 10 s per call; a worker that waited on it would take minutes.
     pipeline_support::wait_until(8, "all 30 results", || async {
@@ -284,7 +284,7 @@ async fn a_hanging_webhook_does_not_stall_the_worker() {
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(8));
-    let _ = stop.send(true);
+    stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     env.cleanup().await;
 }

@@ -30,7 +30,6 @@ use hashtale_ingest::Ingestor;
 use hashtale_queue::JobQueue;
 use hashtale_store::Store;
 use serde::Serialize;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa::{OpenApi, ToSchema};
@@ -170,7 +169,7 @@ pub async fn serve_metrics(
     cfg: &Config,
     command: &str,
     gauges: Option<(Store, JobQueue)>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> hashtale_core::Result<Option<SocketAddr>> {
     metrics::install();
     let Some(listen) = cfg.metrics.listen_for(command) else {
@@ -202,7 +201,7 @@ pub async fn serve_metrics(
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
+                shutdown.cancelled().await;
             })
             .await;
         if let Err(e) = r {

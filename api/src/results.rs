@@ -3,78 +3,25 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hashtale_types::{ImageResult, JobState, Timings};
-use serde::Deserialize;
-use serde_json::json;
+use hashtale_store::{JobRow, PostRow, ResultRow};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::params::{ApiPath, ApiQuery, Id, Limit, NonNegative};
 use crate::{ApiError, ApiResult, AppState, ErrorBody};
 
-// The store's rows serialize as these (the store crate stays free of OpenAPI): they describe
-// the responses only.
-
-/// A job: its state, attempts and last error. Times are ms since the Unix epoch.
-#[derive(ToSchema)]
-#[schema(as = Job)]
-#[allow(dead_code)]
-pub(crate) struct JobDoc {
-    id: i64,
-    post_id: i64,
-    state: JobState,
-    attempts: i64,
-    last_error: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-}
-
-/// A post (without its image bytes).
-#[derive(ToSchema)]
-#[schema(as = Post)]
-#[allow(dead_code)]
-pub(crate) struct PostDoc {
-    id: i64,
-    /// `api:NAME`, `dir:FOLDER` (last component only), `feed:URL` (without credentials), …
-    source: String,
-    external_id: String,
-    image_url: Option<String>,
-    /// SHA-256 of the stored bytes (uploads, folders).
-    image_sha256: Option<String>,
-    caption: Option<String>,
-    first_seen: i64,
-}
-
-/// A stored result of the models.
-#[derive(ToSchema)]
-#[schema(as = StoredResult)]
-#[allow(dead_code)]
-pub(crate) struct ResultDoc {
-    id: i64,
-    post_id: i64,
-    job_id: Option<i64>,
-    model_version: String,
-    output: ImageResult,
-    story: Option<String>,
-    timings: Timings,
-    created_at: i64,
-}
-
 /// A post with its job and results.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct PostView {
-    post: PostDoc,
-    job: Option<JobDoc>,
-    results: Vec<ResultDoc>,
+    post: PostRow,
+    job: Option<JobRow>,
+    results: Vec<ResultRow>,
 }
 
 /// A page of results.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct ResultsPage {
-    results: Vec<ResultDoc>,
+    results: Vec<ResultRow>,
     /// The `after` of the next page; null on the last page.
     next_after: Option<i64>,
 }
@@ -102,7 +49,7 @@ pub(crate) async fn get_post(
     let job = state.store.job_for_post(id).await?;
     let results = state.store.results_for_post(id).await?;
     post.source = public_source(&post.source);
-    Ok(Json(json!({ "post": post, "job": job, "results": results })).into_response())
+    Ok(Json(PostView { post, job, results }).into_response())
 }
 
 /// A job's state, attempts and last error.
@@ -112,7 +59,7 @@ pub(crate) async fn get_post(
     tag = "reads",
     params(("id" = i64, Path, description = "job id", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
-        (status = 200, description = "The job", body = JobDoc),
+        (status = 200, description = "The job", body = JobRow),
         (status = 400, description = "The id is not a number from 1 to 2^63-1", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
@@ -190,7 +137,11 @@ pub(crate) async fn list_results(
     let next_after = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({ "results": rows, "next_after": next_after })).into_response())
+    Ok(Json(ResultsPage {
+        results: rows,
+        next_after,
+    })
+    .into_response())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hashtale_core::{Error, Result};
 use hashtale_types::{ImageSource, Ingested, NewPost};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Ingestor;
 
@@ -145,7 +145,7 @@ fn to_post(source: &str, base: &Path, e: &Entry, max_bytes: u64) -> Result<NewPo
 pub async fn run_backfill(
     ing: &Ingestor,
     opts: &BackfillOptions,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<BackfillReport> {
     // The file system is read on blocking threads, never on the runtime's.
     let given = opts.file.clone();
@@ -193,7 +193,7 @@ pub async fn run_backfill(
     let chunk = opts.chunk.max(1);
     let mut pos = done as usize;
     while pos < entries.len() {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             bar.abandon_with_message("interrupted; rerun to resume");
             return Ok(report);
         }

@@ -166,7 +166,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
     );
 
     // 2. Drain: the worker with the stand-in model.
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let model: Arc<dyn ModelStep> = Arc::new(NoopModelForOverheadBench);
     let t1 = Instant::now();
     let worker = tokio::spawn(
@@ -176,7 +176,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
             cfg: cfg.clone(),
             model,
         }
-        .run(rx),
+        .run(stop.clone()),
     );
     // Watch the worker's own success counter (same process) rather than polling the jobs
     // table: a `GROUP BY` over every job 50 times a second cost the store a good share of the
@@ -207,7 +207,7 @@ async fn bench_pipeline(a: PipelineBenchArgs) -> Result<()> {
             a.jobs
         );
     }
-    let _ = stop.send(true);
+    stop.cancel();
     worker.await??;
     let results = store.count("results").await?;
     println!(

@@ -8,7 +8,6 @@ use hashtale_core::config::{Config, QueueKind};
 use hashtale_queue::JobQueue;
 use hashtale_store::Store;
 use hashtale_store::StoreOptions;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,10 +97,11 @@ pub async fn open_queue(cfg: &Config, store: &Store) -> Result<JobQueue> {
     })
 }
 
-/// A flag that turns true on SIGTERM or Ctrl-C (graceful shutdown: stop taking work, finish
-/// what is in hand). A second signal exits at once.
-pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// A token cancelled on SIGTERM or Ctrl-C (graceful shutdown: stop taking work, finish what is
+/// in hand). A second signal exits at once.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing the SIGTERM handler");
@@ -114,22 +114,11 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
                 tracing::info!(
                     "shutting down: finishing the work in hand (signal again to exit now)"
                 );
-                let _ = tx.send(true);
+                cancel.cancel();
             } else {
                 std::process::exit(130);
             }
         }
-    });
-    rx
-}
-
-/// A token cancelled when `shutdown` turns true (the sources and the API stop on it).
-pub fn cancel_on(shutdown: &watch::Receiver<bool>) -> CancellationToken {
-    let token = CancellationToken::new();
-    let (mut rx, t) = (shutdown.clone(), token.clone());
-    tokio::spawn(async move {
-        let _ = rx.wait_for(|v| *v).await;
-        t.cancel();
     });
     token
 }

@@ -16,7 +16,7 @@ use hashtale_types::JobState;
 use hashtale_worker::Worker;
 use rand::Rng;
 
-use super::config::{cancel_on, drain, open_store, runtime, shutdown_signal, PipelineArgs};
+use super::config::{drain, open_store, runtime, shutdown_signal, PipelineArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -65,7 +65,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let shutdown = shutdown_signal();
         // The sources and the API run on `tracker` and stop on `cancel`; at the end the process
         // waits for what they have in hand.
-        let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), cancel_on(&shutdown));
+        let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), shutdown.child_token());
         // Bind before anything else: a taken port is an error, not a log line after a banner.
         let listener = if a.once {
             None
@@ -90,7 +90,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let ing = Ingestor::new(store.clone(), queue.clone(), &cfg.fetch)?;
         eprintln!("loading the models…");
         let model = super::worker::load_model(&cfg.models).await?;
-        let (stop_worker, worker_rx) = tokio::sync::watch::channel(false);
+        let stop_worker = tokio_util::sync::CancellationToken::new();
         let worker = tokio::spawn(
             Worker {
                 store: store.clone(),
@@ -98,7 +98,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 cfg: cfg.clone(),
                 model,
             }
-            .run(worker_rx),
+            .run(stop_worker.clone()),
         );
         let mut printed = 0i64;
         if a.once {
@@ -132,7 +132,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             }
             loop {
                 printed = print_new(&store, printed).await?;
-                if active_jobs(&store).await? == 0 || *shutdown.borrow() {
+                if active_jobs(&store).await? == 0 || shutdown.is_cancelled() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,11 +177,10 @@ pub fn run(a: RunArgs) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let mut s = shutdown.clone();
             loop {
                 printed = print_new(&store, printed).await?;
                 tokio::select! {
-                    _ = s.wait_for(|v| *v) => break,
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
@@ -190,7 +189,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         // worker finishes the batch in hand.
         cancel.cancel();
         drain(&tracker, "the sources and the API").await;
-        let _ = stop_worker.send(true);
+        stop_worker.cancel();
         worker.await??;
         print_new(&store, printed).await?;
         print_failures(&store).await?;

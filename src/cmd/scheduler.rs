@@ -6,9 +6,7 @@ use clap::Args;
 use hashtale_scheduler::{spawn_sources, Ingestor};
 use tokio_util::task::TaskTracker;
 
-use super::config::{
-    cancel_on, drain, open_queue, open_store, runtime, shutdown_signal, PipelineArgs,
-};
+use super::config::{drain, open_queue, open_store, runtime, shutdown_signal, PipelineArgs};
 
 #[derive(Args)]
 pub struct SchedulerArgs {
@@ -42,7 +40,7 @@ pub fn run(a: SchedulerArgs) -> Result<()> {
             tracing::info!("published {n} jobs left pending by an earlier run");
         }
         let ing = Ingestor::new(store.clone(), queue.clone(), &cfg.fetch)?;
-        let (tracker, cancel) = (TaskTracker::new(), cancel_on(&shutdown));
+        let (tracker, cancel) = (TaskTracker::new(), shutdown.child_token());
         spawn_sources(&ing, &cfg, &tracker, &cancel)?;
         cancel.cancelled().await;
         // Let the sources finish what they hold (a feed poll, a file, an ingest message).

@@ -2,7 +2,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::config::{cancel_on, open_queue, open_store, runtime, shutdown_signal, PipelineArgs};
+use super::config::{open_queue, open_store, runtime, shutdown_signal, PipelineArgs};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -31,7 +31,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         hashtale_api::serve_metrics(&cfg, "serve", gauges, shutdown.clone()).await?;
         let state = hashtale_api::AppState::new(store, queue, &cfg)?;
         // Requests in progress and the commits they started are waited for.
-        hashtale_api::serve(state, &cfg, cancel_on(&shutdown)).await?;
+        hashtale_api::serve(state, &cfg, shutdown.child_token()).await?;
         Ok(())
     })
 }

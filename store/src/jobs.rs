@@ -8,8 +8,9 @@ use hashtale_types::{now_ms, ImageSource, JobState};
 
 use crate::{parse_job_state, push_id_list, Store};
 
-/// A job row.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A job: its state, attempts and last error. Times are ms since the Unix epoch.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobRow {
     pub id: i64,
     pub post_id: i64,

@@ -38,13 +38,17 @@ fn byte_capped_groups(posts: &[NewPost], cap: usize) -> Vec<&[NewPost]> {
     groups
 }
 
-/// A post row (without image bytes).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A post (without its image bytes).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Post)]
 pub struct PostRow {
     pub id: i64,
+    /// `api:NAME`, `dir:FOLDER`, `feed:URL`, … (the API shows a folder's last component only
+    /// and a feed URL without credentials).
     pub source: String,
     pub external_id: String,
     pub image_url: Option<String>,
+    /// SHA-256 of the stored bytes (uploads, folders).
     pub image_sha256: Option<String>,
     pub caption: Option<String>,
     pub first_seen: i64,

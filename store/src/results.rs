@@ -9,8 +9,9 @@ use hashtale_types::{now_ms, ImageResult, JobState, Timings};
 
 use crate::{push_id_list, Owed, Store};
 
-/// A stored result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A stored result of the models.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = StoredResult)]
 pub struct ResultRow {
     pub id: i64,
     pub post_id: i64,

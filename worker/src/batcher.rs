@@ -15,7 +15,8 @@ use hashtale_models::pipeline::ModelInput;
 use hashtale_queue::{Delivery, DeliveryTag, JobConsumer, JobQueue};
 use hashtale_store::{Store, WorkItem};
 use hashtale_types::JobState;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::prepare::Prep;
 use crate::{ModelStep, Ready};
@@ -35,7 +36,7 @@ pub(crate) async fn prepare_loop(
     late: Late,
     consumer: &mut JobConsumer,
     tx: mpsc::Sender<(Vec<Ready>, Vec<ModelInput>)>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     batch_size: usize,
     max_wait: Duration,
 ) -> Result<()> {
@@ -53,7 +54,7 @@ pub(crate) async fn prepare_loop(
         ready: VecDeque::new(),
     };
     let outcome = loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break Ok(());
         }
         let mut deliveries = Vec::new();
@@ -71,7 +72,7 @@ pub(crate) async fn prepare_loop(
                     Some((id, r)) = p.fetches.next(), if !p.fetches.is_empty() => {
                         p.landed(id, r).await
                     }
-                    _ = shutdown.changed() => break None,
+                    _ = shutdown.cancelled() => break None,
                 }
             };
             match first {

@@ -49,7 +49,8 @@ use hashtale_models::pipeline::ModelInput;
 use hashtale_queue::{Delivery, JobQueue, PENDING_GRACE};
 use hashtale_store::{Store, WorkItem};
 use hashtale_types::{now_ms, ResultMessage, Timings};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use batcher::{prepare_loop, Late};
 use outbox::{deliver, Marks, MARK_FLUSH_AT};
@@ -85,7 +86,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let batch_size = self.cfg.worker.batch_size.max(1);
         let max_wait = Duration::from_millis(self.cfg.worker.max_wait_ms);
         // Room for the batch filling, the one being prepared, the one prepared, the ones in the
@@ -114,7 +115,7 @@ impl Worker {
             late.clone(),
             &mut consumer,
             tx,
-            &mut shutdown,
+            &shutdown,
             batch_size,
             max_wait,
         );
