@@ -3,6 +3,14 @@
 //!
 //! Storage lives in `hashtale-store` and the pages in `hashtale-api`; this crate holds no I/O
 //! beyond writers for exports.
+//!
+//! - `lib.rs`: the rows raters produce ([`RatingRow`]).
+//! - [`questions`]: Q1–Q3 and their scales, worded by the config.
+//! - [`stats`]: majority votes and Wilson intervals.
+//! - [`agreement`]: Fleiss κ and Krippendorff α (checked against published examples).
+//! - [`report`]: per model version and question, with agreement.
+//! - [`chart`]: the report as an SVG.
+//! - [`export`]: CSV and JSONL, written and read back.
 use serde::{Deserialize, Serialize};
 
 pub mod agreement;
