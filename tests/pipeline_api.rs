@@ -135,43 +135,10 @@ async fn api_suite(env: Env) {
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Multipart upload.
-    let boundary = "XyZ";
-    let mut mp = Vec::new();
-    mp.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\nup\r\n")
-            .as_bytes(),
-    );
-    mp.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
-    mp.extend_from_slice(&png(2));
-    mp.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let req = Request::post("/v1/posts")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-        .body(Body::from(mp))
-        .unwrap();
-    let (st, v, _) = call(&app, req).await;
+    let (st, v, _) = call(&app, multipart_post(&[("caption", "up")], "a.png", &png(2))).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     // An HTML form with both inputs sends an empty `image_url` beside the file: it is absent.
-    let mut mp = Vec::new();
-    mp.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image_url\"\r\n\r\n\r\n")
-            .as_bytes(),
-    );
-    mp.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
-    mp.extend_from_slice(&png(3));
-    mp.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let req = Request::post("/v1/posts")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-        .body(Body::from(mp))
-        .unwrap();
-    let (st, v, _) = call(&app, req).await;
+    let (st, v, _) = call(&app, multipart_post(&[("image_url", "")], "b.png", &png(3))).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
 
     // Parameters out of their documented bounds, malformed or repeated: a JSON 400.
@@ -411,4 +378,34 @@ async fn posts_are_accepted_while_the_broker_is_away() {
     );
     assert_eq!(rabbit.depth(&rabbit.names.jobs).await.unwrap(), 2);
     env.cleanup().await;
+}
+
+/// A multipart `POST /v1/posts` with the token: text fields, then a PNG file field.
+fn multipart_post(fields: &[(&str, &str)], file_name: &str, png: &[u8]) -> Request<Body> {
+    let boundary = "XyZ";
+    let mut mp = Vec::new();
+    for (name, value) in fields {
+        mp.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    mp.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: image/png\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    mp.extend_from_slice(png);
+    mp.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Request::post("/v1/posts")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(mp))
+        .unwrap()
 }

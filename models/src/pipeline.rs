@@ -356,15 +356,7 @@ fn load_concepts(
     digest_input.extend_from_slice(&bytes);
     let dir = fusion_path.parent().unwrap_or(std::path::Path::new("."));
     let probe = if LinearProbe::exists(dir) {
-        let p = LinearProbe::load(dir, device)?;
-        if p.config.encoder != encoder.name() {
-            return Err(Error::msg(format!(
-                "the probe in {} reads {} features, not {}",
-                dir.display(),
-                p.config.encoder,
-                encoder.name()
-            )));
-        }
+        let p = LinearProbe::load_for(dir, device, encoder.name())?;
         digest_input.extend_from_slice(p.digest.as_bytes());
         Some(p)
     } else {

@@ -1,80 +1,14 @@
-//! Story training tests: RMSProp against hand-computed steps, overfitting a tiny text, hashtag
+//! Story training tests: overfitting a tiny text, hashtag
 //! conditioning end to end, corpus reading. No shared data needed.
 use std::path::Path;
 
-use candle_core::{Device, Tensor, Var};
-use candle_nn::Optimizer;
+use candle_core::Device;
+
 use hashtale_models::story::checkpoint;
 use hashtale_models::story::codec::Alphabet;
 use hashtale_models::story::{keywords, Conditioning, GenerateOptions, StoryModel};
 use hashtale_train::story::corpus::{parse_stories, read_stories, CorpusSpec};
 use hashtale_train::story::train::{train, TrainConfig};
-use hashtale_train::story::{RmsProp, RmsPropConfig};
-fn grads(var: &Var, coef: &[f32]) -> candle_core::backprop::GradStore {
-    // loss = Σ coef·p, so the gradient is exactly coef.
-    let c = Tensor::new(coef, &Device::Cpu).unwrap();
-    var.as_tensor()
-        .mul(&c)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap()
-}
-
-fn close(a: &[f32], b: &[f64]) {
-    for (x, y) in a.iter().zip(b) {
-        assert!((*x as f64 - y).abs() < 1e-6, "{a:?} vs {b:?}");
-    }
-}
-
-#[test]
-fn rmsprop_matches_hand_computed_steps() {
-    let v = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
-    let cfg = RmsPropConfig {
-        lr: 0.01,
-        decay: 0.9,
-        eps: 1e-7,
-        momentum: 0.0,
-    };
-    let mut opt = RmsProp::new(vec![v.clone()], cfg).unwrap();
-    // Step 1, g = (0.5, -4): v = 0.1·g² = (0.025, 1.6); p -= 0.01·g/(√v + 1e-7).
-    opt.step(&grads(&v, &[0.5, -4.0])).unwrap();
-    let s1 = [0.025f64, 1.6];
-    let p1 = [
-        1.0 - 0.01 * 0.5 / (s1[0].sqrt() + 1e-7),
-        -2.0 + 0.01 * 4.0 / (s1[1].sqrt() + 1e-7),
-    ];
-    close(&v.to_vec1::<f32>().unwrap(), &p1);
-    // Step 2, g = (1, 1): v = 0.9·v + 0.1.
-    opt.step(&grads(&v, &[1.0, 1.0])).unwrap();
-    let s2 = [0.9 * s1[0] + 0.1, 0.9 * s1[1] + 0.1];
-    let p2 = [
-        p1[0] - 0.01 / (s2[0].sqrt() + 1e-7),
-        p1[1] - 0.01 / (s2[1].sqrt() + 1e-7),
-    ];
-    close(&v.to_vec1::<f32>().unwrap(), &p2);
-}
-
-#[test]
-fn rmsprop_momentum_matches_hand_computed_steps() {
-    let v = Var::new(&[0f32], &Device::Cpu).unwrap();
-    let cfg = RmsPropConfig {
-        lr: 0.1,
-        decay: 0.5,
-        eps: 0.0,
-        momentum: 0.9,
-    };
-    let mut opt = RmsProp::new(vec![v.clone()], cfg).unwrap();
-    opt.step(&grads(&v, &[2.0])).unwrap();
-    // v = 0.5·4 = 2; m = 2/√2 = √2; p = −0.1·√2.
-    let m1 = 2f64 / 2f64.sqrt();
-    close(&v.to_vec1::<f32>().unwrap(), &[-0.1 * m1]);
-    opt.step(&grads(&v, &[2.0])).unwrap();
-    // v = 0.5·2 + 0.5·4 = 3; m = 0.9·√2 + 2/√3.
-    let m2 = 0.9 * m1 + 2.0 / 3f64.sqrt();
-    close(&v.to_vec1::<f32>().unwrap(), &[-0.1 * m1 - 0.1 * m2]);
-}
 
 #[test]
 fn corpus_reader_handles_crlf_empty_stories_and_non_ascii() {

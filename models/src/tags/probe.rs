@@ -198,6 +198,20 @@ impl LinearProbe {
         dir.join(PROBE_WEIGHTS).exists() && dir.join(PROBE_CONFIG).exists()
     }
 
+    /// [`LinearProbe::load`], refusing a probe fitted on another encoder's features (`encoder`
+    /// is the encoder's name).
+    pub fn load_for(dir: &Path, device: &Device, encoder: &str) -> Result<Self> {
+        let p = Self::load(dir, device)?;
+        if p.config.encoder != encoder {
+            return Err(Error::msg(format!(
+                "the probe in {} reads {} features, not {encoder}",
+                dir.display(),
+                p.config.encoder,
+            )));
+        }
+        Ok(p)
+    }
+
     /// Loads `probe.json` and `probe.safetensors` from a model directory.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join(PROBE_CONFIG);

@@ -71,18 +71,7 @@ impl Taggers {
         let dir = &paths.tag_model;
         let probe = match want.probe {
             Some(required) if required || LinearProbe::exists(dir) => {
-                let p = LinearProbe::load(dir, device).map_err(|e| {
-                    Error::msg(format!("loading the probe in {}: {e}", dir.display()))
-                })?;
-                if p.config.encoder != encoder.name() {
-                    return Err(Error::msg(format!(
-                        "the probe in {} reads {} features, not {}",
-                        dir.display(),
-                        p.config.encoder,
-                        encoder.name()
-                    )));
-                }
-                Some(p)
+                Some(LinearProbe::load_for(dir, device, encoder.name())?)
             }
             _ => None,
         };
