@@ -3,7 +3,6 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use hashtale_core::Error;
 use hashtale_ingest::PostDraft;
 use hashtale_types::ImageSource;
@@ -185,26 +184,13 @@ pub(crate) async fn create_post(
 }
 
 fn from_json(b: PostBody) -> ApiResult<PostDraft> {
-    let image = match (b.image_url, b.image_base64) {
-        (Some(u), None) => ImageSource::Url(u),
-        (None, Some(s)) => ImageSource::Bytes(
-            base64::engine::general_purpose::STANDARD
-                .decode(s.trim())
-                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("image_base64: {e}")))?,
-        ),
-        _ => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "exactly one of image_url and image_base64 is required".into(),
-            ))
-        }
-    };
-    Ok(PostDraft {
-        source: b.source,
-        external_id: b.external_id,
-        image,
-        caption: b.caption,
-    })
+    Ok(PostDraft::from_fields(
+        b.source,
+        b.external_id,
+        b.image_url,
+        b.image_base64,
+        b.caption,
+    )?)
 }
 
 async fn from_multipart(mut mp: Multipart) -> ApiResult<PostDraft> {

@@ -36,7 +36,25 @@ impl PostDraft {
     /// A message of the ingest queue (or a JSON body of the API): exactly one of `image_url`
     /// and `image_base64`.
     pub fn from_message(m: IngestMessage) -> Result<Self> {
-        let image = match (m.image_url, m.image_base64) {
+        Self::from_fields(
+            Some(m.source),
+            Some(m.external_id),
+            m.image_url,
+            m.image_base64,
+            m.caption,
+        )
+    }
+
+    /// A post sent as JSON fields: exactly one of `image_url` and `image_base64` (standard
+    /// base64, padded).
+    pub fn from_fields(
+        source: Option<String>,
+        external_id: Option<String>,
+        image_url: Option<String>,
+        image_base64: Option<String>,
+        caption: Option<String>,
+    ) -> Result<Self> {
+        let image = match (image_url, image_base64) {
             (Some(u), None) => ImageSource::Url(u),
             (None, Some(b)) => ImageSource::Bytes(
                 base64::engine::general_purpose::STANDARD
@@ -50,10 +68,10 @@ impl PostDraft {
             }
         };
         Ok(PostDraft {
-            source: Some(m.source),
-            external_id: Some(m.external_id),
+            source,
+            external_id,
             image,
-            caption: m.caption,
+            caption,
         })
     }
 }

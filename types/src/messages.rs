@@ -55,7 +55,8 @@ pub struct JobMessage {
     pub post_id: i64,
 }
 
-/// A JSON message on the ingest queue (and the body of `POST /v1/posts`).
+/// A JSON message on the ingest queue (`POST /v1/posts` takes the same fields, with `source`
+/// and `external_id` optional).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct IngestMessage {
     pub source: String,
