@@ -1,5 +1,5 @@
 //! The one token check of the API: `POST /v1/posts` ([`RequireToken`]) and the admin pages
-//! (`ratings::require_admin`, the sign-in form) all compare through [`TokenHash`].
+//! (`ratings::session::require_admin`, the sign-in form) all compare through [`TokenHash`].
 //!
 //! Configured tokens are kept only as their SHA-256; a presented token is hashed and the two
 //! digests compared in constant time, so timing says nothing about how much of a guess matched.
