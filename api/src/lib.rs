@@ -25,7 +25,6 @@ use axum::{Json, Router};
 use hashtale_core::config::Config;
 use hashtale_core::metrics;
 use hashtale_core::Error;
-use hashtale_fetch::Fetcher;
 use hashtale_ingest::Ingestor;
 use hashtale_queue::JobQueue;
 use hashtale_store::Store;
@@ -51,10 +50,9 @@ use health::PROMETHEUS_TEXT;
 pub struct AppState {
     pub store: Store,
     pub queue: JobQueue,
-    /// Checks, commits and enqueues posts (the same as the scheduler's sources).
+    /// Checks, commits and enqueues posts (the same as the scheduler's sources); its fetcher
+    /// also fetches a URL post's image for the ratings page.
     ingestor: Ingestor,
-    /// Fetches a URL post's image for the ratings page.
-    fetcher: Fetcher,
     /// The API token; `None`: writes are disabled.
     token_hash: Option<auth::TokenHash>,
     /// The rating pages' settings and secrets.
@@ -67,10 +65,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, queue: JobQueue, cfg: &Config) -> hashtale_core::Result<Self> {
         metrics::install();
-        let fetcher = Fetcher::new(&cfg.fetch)?;
         Ok(Self {
-            ingestor: Ingestor::with_fetcher(store.clone(), queue.clone(), fetcher.clone()),
-            fetcher,
+            ingestor: Ingestor::new(store.clone(), queue.clone(), &cfg.fetch)?,
             store,
             queue,
             token_hash: (!cfg.api.token.is_empty())

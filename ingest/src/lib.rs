@@ -99,16 +99,17 @@ pub struct Ingestor {
 impl Ingestor {
     /// An ingestor checking image URLs by `fetch`'s rules.
     pub fn new(store: Store, queue: JobQueue, fetch: &FetchConfig) -> Result<Self> {
-        Ok(Self::with_fetcher(store, queue, Fetcher::new(fetch)?))
-    }
-
-    /// An ingestor sharing a fetcher already built.
-    pub fn with_fetcher(store: Store, queue: JobQueue, fetcher: Fetcher) -> Self {
-        Self {
+        Ok(Self {
             store,
             queue,
-            fetcher,
-        }
+            fetcher: Fetcher::new(fetch)?,
+        })
+    }
+
+    /// The fetcher whose rules the ingestor checks image URLs by; the sources that fetch (feeds,
+    /// the ratings page's images) share it rather than build a second from the same config.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
     }
 
     /// The checks every outsider's post passes, the same whichever way it came in: a post of

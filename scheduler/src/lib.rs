@@ -38,11 +38,10 @@ pub fn spawn_sources(
             }
         });
     }
-    let fetcher = hashtale_fetch::Fetcher::new(&cfg.fetch)?;
     for f in &cfg.scheduler.feeds {
         tracker.spawn(feed::poll_feed(
             ing.clone(),
-            fetcher.clone(),
+            ing.fetcher().clone(),
             f.clone(),
             std::time::Duration::from_secs(cfg.scheduler.feed_interval_s.max(1)),
             cancel.clone(),

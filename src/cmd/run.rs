@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use hashtale_core::config::QueueKind;
-use hashtale_fetch::Fetcher;
 use hashtale_queue::JobQueue;
 use hashtale_scheduler::{dir, feed, Ingestor};
 use hashtale_store::ResultRow;
@@ -102,7 +101,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         );
         let mut printed = 0i64;
         if a.once {
-            let fetcher = Fetcher::new(&cfg.fetch)?;
+            let fetcher = ing.fetcher();
             for d in &cfg.scheduler.watch_dirs {
                 // Files are read on blocking threads, not the runtime's.
                 let d = d.clone();
@@ -128,7 +127,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 }
             }
             for f in &cfg.scheduler.feeds {
-                feed::poll_once(&ing, &fetcher, f).await?;
+                feed::poll_once(&ing, fetcher, f).await?;
             }
             loop {
                 printed = print_new(&store, printed).await?;

@@ -502,9 +502,14 @@ pub(super) async fn image(
             .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "the image is missing"))?,
         // Fetched through the safe fetcher rather than linked: the rater's browser never
         // contacts third parties, and the CSP can stay `img-src 'self'`.
-        (None, Some(url)) => state.fetcher.fetch_image(url).await.map_err(|e| {
-            PageError::new(StatusCode::BAD_GATEWAY, format!("fetching the image: {e}"))
-        })?,
+        (None, Some(url)) => state
+            .ingestor
+            .fetcher()
+            .fetch_image(url)
+            .await
+            .map_err(|e| {
+                PageError::new(StatusCode::BAD_GATEWAY, format!("fetching the image: {e}"))
+            })?,
         (None, None) => return Err(PageError::new(StatusCode::NOT_FOUND, "no image")),
     };
     let mime = hashtale_fetch::sniff(&bytes)
