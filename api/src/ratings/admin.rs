@@ -125,15 +125,42 @@ async fn admin_query(
     q?.checked()
 }
 
+/// The error pages every admin report route can answer with (documented once, listed by each).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes responses only; the pages are `PageError`s.
+enum AdminReportErrors {
+    #[response(
+        status = 400,
+        description = "model_version repeated or too long",
+        content_type = "text/html"
+    )]
+    BadQuery(String),
+    #[response(
+        status = 401,
+        description = "No or wrong admin token or session",
+        content_type = "text/html"
+    )]
+    Unauthorized(String),
+    #[response(
+        status = 403,
+        description = "The admin pages are disabled",
+        content_type = "text/html"
+    )]
+    Disabled(String),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; try again",
+        content_type = "text/html"
+    )]
+    Unavailable(String),
+}
+
 /// The admin page: progress, raters, the report.
 #[utoipa::path(get, path = "/admin/ratings", tag = "admin", params(VersionQuery),
     security(("bearer" = []), ("admin_session" = [])),
     responses(
         (status = 200, description = "The admin page", body = String, content_type = "text/html"),
-        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
-        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
-        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        AdminReportErrors,
     ))]
 pub(super) async fn admin_page(
     State(state): State<AppState>,
@@ -178,10 +205,7 @@ pub(super) async fn admin_page(
     security(("bearer" = []), ("admin_session" = [])),
     responses(
         (status = 200, description = "The report", body = Object),
-        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
-        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
-        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        AdminReportErrors,
     ))]
 pub(super) async fn admin_report_json(
     State(state): State<AppState>,
@@ -197,10 +221,7 @@ pub(super) async fn admin_report_json(
     security(("bearer" = []), ("admin_session" = [])),
     responses(
         (status = 200, description = "The chart", body = String, content_type = "image/svg+xml"),
-        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
-        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
-        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        AdminReportErrors,
     ))]
 pub(super) async fn admin_chart(
     State(state): State<AppState>,
@@ -254,10 +275,7 @@ async fn admin_export(
     security(("bearer" = []), ("admin_session" = [])),
     responses(
         (status = 200, description = "The answers", body = String, content_type = "text/csv"),
-        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
-        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
-        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        AdminReportErrors,
     ))]
 pub(super) async fn admin_export_csv(
     State(state): State<AppState>,
@@ -273,10 +291,7 @@ pub(super) async fn admin_export_csv(
     security(("bearer" = []), ("admin_session" = [])),
     responses(
         (status = 200, description = "The answers", body = String, content_type = "application/jsonl"),
-        (status = 400, description = "model_version repeated or too long", body = String, content_type = "text/html"),
-        (status = 401, description = "No or wrong admin token or session", body = String, content_type = "text/html"),
-        (status = 403, description = "The admin pages are disabled", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        AdminReportErrors,
     ))]
 pub(super) async fn admin_export_jsonl(
     State(state): State<AppState>,

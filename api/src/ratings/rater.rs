@@ -101,6 +101,25 @@ pub(super) async fn sync_slots(state: &AppState, force: bool) -> PageResult<()> 
     Ok(())
 }
 
+/// The error pages every route under a rater's token can answer with (documented once, listed
+/// by each).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes responses only; the pages are `PageError`s.
+enum RaterTokenErrors {
+    #[response(
+        status = 401,
+        description = "Not a valid invite token (or revoked)",
+        content_type = "text/html"
+    )]
+    Unauthorized(String),
+    #[response(
+        status = 503,
+        description = "The database is unavailable; try again",
+        content_type = "text/html"
+    )]
+    Unavailable(String),
+}
+
 /// The rater's current item, taking a new one if needed.
 async fn current_assignment(state: &AppState, rater: &Rater) -> PageResult<Option<Assignment>> {
     sync_slots(state, false).await?;
@@ -134,8 +153,7 @@ struct TokenParam {
     responses(
         (status = 400, description = "The token is not valid UTF-8 once percent-decoded", body = String, content_type = "text/html"),
         (status = 200, description = "The rating form, or the page saying nothing is left", body = String, content_type = "text/html"),
-        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        RaterTokenErrors,
     ))]
 pub(super) async fn rate_page(
     State(state): State<AppState>,
@@ -167,8 +185,7 @@ pub(super) async fn rate_page(
     responses(
         (status = 400, description = "The token is not valid UTF-8 once percent-decoded", body = String, content_type = "text/html"),
         (status = 200, description = "The rating form, filled in", body = String, content_type = "text/html"),
-        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        RaterTokenErrors,
         (status = 404, description = "Nothing answered yet", body = String, content_type = "text/html"),
     ))]
 pub(super) async fn previous_page(
@@ -390,8 +407,7 @@ impl ToSchema for SkipForm {}
     responses(
         (status = 303, description = "Saved: on to the next item", headers(("location" = String))),
         (status = 400, description = "A field missing, repeated, unknown or out of its scale", body = String, content_type = "text/html"),
-        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        RaterTokenErrors,
         (status = 403, description = "Missing or invalid CSRF token", body = String, content_type = "text/html"),
         (status = 404, description = "The item is not assigned to this rater", body = String, content_type = "text/html"),
         (status = 409, description = "The item can no longer be changed", body = String, content_type = "text/html"),
@@ -433,8 +449,7 @@ pub(super) async fn answer(
     responses(
         (status = 303, description = "Skipped: on to the next item", headers(("location" = String))),
         (status = 400, description = "A field missing, repeated or unknown", body = String, content_type = "text/html"),
-        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        RaterTokenErrors,
         (status = 403, description = "Missing or invalid CSRF token", body = String, content_type = "text/html"),
         (status = 404, description = "The item is not assigned to this rater", body = String, content_type = "text/html"),
         (status = 409, description = "Only the current item can be skipped", body = String, content_type = "text/html"),
@@ -476,8 +491,7 @@ pub(super) async fn skip(
     responses(
         (status = 200, description = "The image", content_type = "image/*"),
         (status = 400, description = "The result id is not a number from 1 to 2^63-1", body = String, content_type = "text/html"),
-        (status = 401, description = "Not a valid invite token (or revoked)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unavailable; try again", body = String, content_type = "text/html"),
+        RaterTokenErrors,
         (status = 404, description = "Not assigned to this rater, or no image", body = String, content_type = "text/html"),
         (status = 502, description = "The image could not be fetched, or is not an image", body = String, content_type = "text/html"),
     ))]
